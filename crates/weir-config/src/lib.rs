@@ -1,0 +1,408 @@
+//! Pipeline files for weir.
+//!
+//! A pipeline is a TOML file declaring one source, a tree of steps and one or
+//! more sinks. [`load`] reads and checks it without touching anything outside
+//! the file (no connections, no model loading): unknown keys, wrong types,
+//! references to undefined steps or columns, expressions that do not
+//! type-check, and cycles are all reported with the field path and line.
+//! The result, [`Pipeline`], carries each step's input and output schema so
+//! the engine builds its operators without re-deriving types.
+
+#![deny(missing_docs)]
+
+mod duration;
+mod error;
+mod spec;
+mod validate;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+
+pub use duration::parse_duration_ms;
+pub use error::{ConfigError, Problem};
+pub use weir_expr::CompiledExpr;
+
+/// Name of the hidden column carrying each record's position in its source
+/// (0-based record number). It is the basis of deterministic output ids.
+pub const POSITION_COLUMN: &str = "__pos";
+/// Name of the hidden column carrying, for each record, the largest event
+/// time among the records before it in the same micro-batch (`i64::MIN` when
+/// none). Shards combine it with the maxima of earlier batches to get the
+/// per-record watermark, independent of how input was cut into batches.
+pub const PRIOR_MAX_TIME_COLUMN: &str = "__prior_max_ts";
+
+/// Reads and validates a pipeline file.
+pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let base_dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    parse(&text, &base_dir).map_err(|problems| ConfigError::Invalid {
+        file: path.display().to_string(),
+        problems,
+    })
+}
+
+/// Validates pipeline text; relative paths in it resolve against `base_dir`.
+pub fn parse(text: &str, base_dir: &Path) -> Result<Pipeline, Vec<Problem>> {
+    validate::validate(text, base_dir)
+}
+
+/// A checked pipeline, ready for the engine to build.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    /// The pipeline's name.
+    pub name: String,
+    /// Directory relative paths were resolved against.
+    pub base_dir: PathBuf,
+    /// Engine settings.
+    pub settings: Settings,
+    /// The one source.
+    pub source: Source,
+    /// Steps in an order where every step comes after its input.
+    pub steps: Vec<Step>,
+    /// Sinks.
+    pub sinks: Vec<Sink>,
+    /// Where rejected records go.
+    pub dead_letter: DeadLetter,
+}
+
+impl Pipeline {
+    /// The step with this name.
+    pub fn step(&self, name: &str) -> Option<&Step> {
+        self.steps.iter().find(|s| s.name == name)
+    }
+}
+
+/// Engine settings from the `[settings]` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Upper bound on records per micro-batch (natural batching never waits
+    /// to fill one).
+    pub batch_rows: usize,
+    /// Number of shards; 0 means one per available core.
+    pub shards: usize,
+    /// Number of key groups keys hash into; fixed for the life of the
+    /// pipeline's state, it bounds the useful number of shards.
+    pub key_groups: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            batch_rows: 4096,
+            shards: 0,
+            key_groups: 128,
+        }
+    }
+}
+
+/// The pipeline's source of records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    /// Name steps refer to.
+    pub name: String,
+    /// Where records come from.
+    pub kind: SourceKind,
+    /// How records are cut from the byte stream.
+    pub framing: Framing,
+}
+
+/// Where a source's bytes come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceKind {
+    /// A file, read to its end.
+    File {
+        /// Resolved path.
+        path: PathBuf,
+    },
+    /// Standard input, read to its end.
+    Stdin,
+    /// Bytes handed over by the embedding program (benchmarks, tests and
+    /// the Rust API); `weir run` requires them to be supplied.
+    Memory,
+}
+
+/// How records are cut from a byte stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// One record per line (`\n`, an optional `\r` before it is dropped).
+    Lines,
+    /// Each record preceded by its length as a protobuf varint.
+    LengthDelimited,
+}
+
+/// Where a step or sink takes its records from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Port {
+    /// The source or step.
+    pub node: String,
+    /// For route steps, the route.
+    pub output: Option<String>,
+}
+
+impl std::fmt::Display for Port {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.output {
+            Some(o) => write!(f, "{}.{}", self.node, o),
+            None => f.write_str(&self.node),
+        }
+    }
+}
+
+/// A checked step.
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// Unique name.
+    pub name: String,
+    /// Where its records come from.
+    pub input: Port,
+    /// Schema of its input records.
+    pub input_schema: SchemaRef,
+    /// Schema of its output records (all routes of a route step share it).
+    pub output_schema: SchemaRef,
+    /// Whether the step runs after a `key_by` (on the shard owning the key).
+    pub keyed: bool,
+    /// What it does.
+    pub kind: StepKind,
+}
+
+/// What a step does.
+#[derive(Debug, Clone)]
+pub enum StepKind {
+    /// Parse raw records into columns.
+    Decode(Decode),
+    /// Keep records for which the predicate is true.
+    Filter {
+        /// The predicate.
+        predicate: CompiledExpr,
+    },
+    /// Append computed columns, each able to use the ones before it.
+    Derive {
+        /// Name and expression per new column, in order.
+        columns: Vec<(String, CompiledExpr)>,
+    },
+    /// Keep only these columns (hidden columns always stay).
+    Select {
+        /// Column names, in output order.
+        columns: Vec<String>,
+    },
+    /// Partition by a key column; later steps run on the key's shard.
+    KeyBy {
+        /// The key column.
+        key: String,
+    },
+    /// Event-time window aggregates per key.
+    Window(Window),
+    /// Run a model on each batch.
+    Model(Model),
+    /// Send each record to every route whose predicate holds.
+    Route {
+        /// Name and predicate per route.
+        routes: Vec<(String, CompiledExpr)>,
+    },
+}
+
+/// A decode step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decode {
+    /// Wire format.
+    pub format: DecodeFormat,
+    /// Column to use as event time (milliseconds), if any.
+    pub event_time: Option<String>,
+    /// Bound on out-of-orderness for watermarks, in ms.
+    pub max_out_of_orderness_ms: i64,
+    /// Records longer than this go to the dead-letter destination.
+    pub max_record_bytes: usize,
+}
+
+/// A decoder's wire format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeFormat {
+    /// One JSON object per record.
+    Json,
+    /// One Protobuf message per record.
+    Protobuf(ProtoMessage),
+}
+
+/// A Protobuf message type and where its schema comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtoMessage {
+    /// A `.proto` file, or a binary `FileDescriptorSet` (`.pb`, `.desc`, `.bin`).
+    pub schema_file: PathBuf,
+    /// Fully qualified message name.
+    pub message: String,
+}
+
+/// A window step.
+#[derive(Debug, Clone)]
+pub struct Window {
+    /// Sliding, tumbling or hopping.
+    pub kind: WindowKind,
+    /// Window length in ms.
+    pub size_ms: i64,
+    /// Event-time column.
+    pub time_column: String,
+    /// Key column (from the upstream `key_by`).
+    pub key_column: String,
+    /// Out-of-orderness bound of the event time, in ms.
+    pub max_out_of_orderness_ms: i64,
+    /// Aggregates, in output order.
+    pub aggregates: Vec<Aggregate>,
+    /// What to do with events behind the watermark.
+    pub late: LatePolicy,
+}
+
+/// Window shapes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowKind {
+    /// Per event: the events of its key with time in `(t - size, t]`.
+    Sliding,
+    /// Fixed, non-overlapping windows aligned to the epoch.
+    Tumbling,
+    /// Fixed windows of `size` starting every `slide_ms`.
+    Hopping {
+        /// Distance between window starts in ms.
+        slide_ms: i64,
+    },
+}
+
+/// What happens to an event whose time is behind the watermark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LatePolicy {
+    /// Send it to the dead-letter destination.
+    DeadLetter,
+    /// Apply it anyway: windows it belongs to are updated (and re-emitted).
+    Update,
+}
+
+/// One aggregate of a window step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Aggregate {
+    /// Output column.
+    pub name: String,
+    /// Function.
+    pub function: AggregateFunction,
+    /// Input column, `None` for `count(*)`.
+    pub column: Option<String>,
+    /// Output type.
+    pub data_type: DataType,
+}
+
+/// Aggregate functions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AggregateFunction {
+    /// Number of events (`count(*)`) or of non-null values.
+    Count,
+    /// Sum (exact for integers).
+    Sum,
+    /// Minimum.
+    Min,
+    /// Maximum.
+    Max,
+    /// Mean, as DOUBLE.
+    Avg,
+    /// Sample standard deviation (`stddev`, `stddev_samp`).
+    StddevSamp,
+    /// Population standard deviation (`stddev_pop`).
+    StddevPop,
+    /// Approximate number of distinct values (HyperLogLog).
+    ApproxDistinct,
+}
+
+/// A model step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Model {
+    /// The ONNX file.
+    pub path: PathBuf,
+    /// Input feature columns, in the model's feature order.
+    pub inputs: Vec<String>,
+    /// Output columns (DOUBLE), one per model output value.
+    pub outputs: Vec<String>,
+}
+
+/// A checked sink.
+#[derive(Debug, Clone)]
+pub struct Sink {
+    /// Unique name.
+    pub name: String,
+    /// Where its records come from.
+    pub input: Port,
+    /// Where records go.
+    pub kind: SinkKind,
+    /// Columns written, in order (hidden columns never are).
+    pub columns: Vec<String>,
+    /// Schema of the records it receives.
+    pub input_schema: SchemaRef,
+}
+
+/// Where a sink writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SinkKind {
+    /// Standard output, as JSON lines.
+    Stdout,
+    /// A file.
+    File {
+        /// Resolved path.
+        path: PathBuf,
+        /// Record encoding.
+        format: SinkFormat,
+    },
+    /// Counted and dropped.
+    Discard,
+}
+
+/// Record encodings for file sinks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SinkFormat {
+    /// JSON lines.
+    Json,
+    /// Length-delimited Protobuf messages.
+    Protobuf(ProtoMessage),
+}
+
+/// The dead-letter destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// JSON-lines file of rejected records.
+    pub path: PathBuf,
+}
+
+/// Schema types allowed in `fields`, with their Arrow types.
+pub fn field_type(name: &str) -> Option<DataType> {
+    Some(match name {
+        "bool" => DataType::Boolean,
+        "i32" => DataType::Int32,
+        "i64" => DataType::Int64,
+        "u32" => DataType::UInt32,
+        "u64" => DataType::UInt64,
+        "f32" => DataType::Float32,
+        "f64" => DataType::Float64,
+        "string" => DataType::Utf8,
+        _ => return None,
+    })
+}
+
+/// True for the engine's hidden bookkeeping columns.
+pub fn is_hidden(name: &str) -> bool {
+    name.starts_with("__")
+}
+
+/// Builds the schema a decode step produces: the declared fields (name,
+/// type, optional), then the hidden columns. Only optional fields are
+/// nullable: a record missing a required field is rejected.
+pub fn decoded_schema(fields: &[(String, DataType, bool)]) -> SchemaRef {
+    let mut out: Vec<Field> = fields
+        .iter()
+        .map(|(n, t, optional)| Field::new(n, t.clone(), *optional))
+        .collect();
+    out.push(Field::new(POSITION_COLUMN, DataType::UInt64, false));
+    out.push(Field::new(PRIOR_MAX_TIME_COLUMN, DataType::Int64, false));
+    Arc::new(Schema::new(out))
+}

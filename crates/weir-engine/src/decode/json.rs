@@ -1,0 +1,484 @@
+//! Schema-directed JSON decoding straight into columns.
+//!
+//! Each record must be one JSON object. Declared fields are parsed directly
+//! as their declared type (no intermediate JSON tree); undeclared keys are
+//! skipped. Any problem — malformed JSON, non-UTF-8 bytes, a missing or
+//! mistyped field, an out-of-range number — rejects the record with a
+//! reason, and nothing of it reaches the columns.
+
+use super::columns::{FieldDecl, Kind, Slot};
+
+/// Parses records into slots for a fixed list of declared fields.
+pub struct JsonParser {
+    fields: Vec<FieldDecl>,
+    /// String values of the current record, unescaped.
+    pub(crate) strings: Vec<u8>,
+    key_scratch: Vec<u8>,
+}
+
+type Reason = String;
+
+struct Cursor<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Cursor<'a> {
+    #[inline]
+    fn ws(&mut self) {
+        while self.i < self.b.len() && matches!(self.b[self.i], b' ' | b'\t' | b'\n' | b'\r') {
+            self.i += 1;
+        }
+    }
+    #[inline]
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+    #[inline]
+    fn expect(&mut self, c: u8, what: &str) -> Result<(), Reason> {
+        if self.peek() == Some(c) {
+            self.i += 1;
+            Ok(())
+        } else {
+            Err(self.unexpected(what))
+        }
+    }
+    fn unexpected(&self, what: &str) -> Reason {
+        match self.peek() {
+            Some(c) if c.is_ascii_graphic() => format!("malformed JSON: expected {what} at byte {}, found '{}'", self.i, c as char),
+            Some(c) => format!("malformed JSON: expected {what} at byte {}, found byte 0x{c:02x}", self.i),
+            None => format!("malformed JSON: expected {what}, found end of record"),
+        }
+    }
+}
+
+impl JsonParser {
+    /// A parser for these fields.
+    pub fn new(fields: Vec<FieldDecl>) -> Self {
+        JsonParser {
+            fields,
+            strings: Vec::new(),
+            key_scratch: Vec::new(),
+        }
+    }
+
+    /// Parses one record into `slots` (one per field, reset here).
+    pub fn parse(&mut self, record: &[u8], slots: &mut [Slot]) -> Result<(), Reason> {
+        slots.iter_mut().for_each(|s| *s = Slot::Empty);
+        self.strings.clear();
+        if let Err(e) = std::str::from_utf8(record) {
+            return Err(format!("invalid UTF-8 at byte {}", e.valid_up_to()));
+        }
+        let mut c = Cursor { b: record, i: 0 };
+        c.ws();
+        c.expect(b'{', "'{' (a JSON object)")?;
+        c.ws();
+        let mut next_field = 0usize;
+        if c.peek() == Some(b'}') {
+            c.i += 1;
+        } else {
+            loop {
+                c.ws();
+                let field = self.key(&mut c, next_field)?;
+                c.ws();
+                c.expect(b':', "':'")?;
+                c.ws();
+                match field {
+                    Some(f) => {
+                        next_field = f + 1;
+                        slots[f] = self.value(&mut c, f)?;
+                    }
+                    None => skip_value(&mut c)?,
+                }
+                c.ws();
+                match c.peek() {
+                    Some(b',') => c.i += 1,
+                    Some(b'}') => {
+                        c.i += 1;
+                        break;
+                    }
+                    _ => return Err(c.unexpected("',' or '}'")),
+                }
+            }
+        }
+        c.ws();
+        if c.i != record.len() {
+            return Err(c.unexpected("end of record after the object"));
+        }
+        for (f, slot) in self.fields.iter().zip(slots.iter()) {
+            if *slot == Slot::Empty && !f.optional {
+                return Err(format!("missing field `{}`", f.name));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads a key and finds its field, trying the field after the previous
+    /// one first (producers usually keep field order).
+    fn key(&mut self, c: &mut Cursor<'_>, hint: usize) -> Result<Option<usize>, Reason> {
+        c.expect(b'"', "'\"' (an object key)")?;
+        let start = c.i;
+        let rest = &c.b[start..];
+        let raw: &[u8] = match memchr::memchr2(b'"', b'\\', rest) {
+            Some(n) if rest[n] == b'"' => {
+                c.i = start + n + 1;
+                &rest[..n]
+            }
+            _ => {
+                let mut key = std::mem::take(&mut self.key_scratch);
+                key.clear();
+                let r = parse_string_body(c, &mut key);
+                self.key_scratch = key;
+                r?;
+                &self.key_scratch
+            }
+        };
+        let n = self.fields.len();
+        if hint < n && self.fields[hint].name.as_bytes() == raw {
+            return Ok(Some(hint));
+        }
+        Ok(self.fields.iter().position(|f| f.name.as_bytes() == raw))
+    }
+
+    fn value(&mut self, c: &mut Cursor<'_>, f: usize) -> Result<Slot, Reason> {
+        let field = &self.fields[f];
+        match c.peek() {
+            Some(b'n') => {
+                literal(c, b"null")?;
+                if field.optional {
+                    Ok(Slot::Empty)
+                } else {
+                    Err(format!("field `{}` is null", field.name))
+                }
+            }
+            Some(b't') if field.kind == Kind::Bool => literal(c, b"true").map(|_| Slot::Bool(true)),
+            Some(b'f') if field.kind == Kind::Bool => literal(c, b"false").map(|_| Slot::Bool(false)),
+            Some(b'"') if field.kind == Kind::Str => {
+                c.i += 1;
+                let start = self.strings.len() as u32;
+                let mut buf = std::mem::take(&mut self.strings);
+                let r = parse_string_body(c, &mut buf);
+                self.strings = buf;
+                r?;
+                Ok(Slot::Str(start, self.strings.len() as u32))
+            }
+            Some(b'-' | b'0'..=b'9') if field.kind != Kind::Str && field.kind != Kind::Bool => number(c, field),
+            Some(_) => {
+                let found = describe(c);
+                Err(format!("field `{}`: expected {}, found {found}", field.name, field.kind.name()))
+            }
+            None => Err(c.unexpected("a value")),
+        }
+    }
+}
+
+fn describe(c: &Cursor<'_>) -> &'static str {
+    match c.peek() {
+        Some(b'"') => "a string",
+        Some(b'{') => "an object",
+        Some(b'[') => "an array",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'-' | b'0'..=b'9') => "a number",
+        _ => "an invalid value",
+    }
+}
+
+fn literal(c: &mut Cursor<'_>, word: &[u8]) -> Result<(), Reason> {
+    if c.b[c.i..].starts_with(word) {
+        c.i += word.len();
+        Ok(())
+    } else {
+        Err(c.unexpected("a JSON value"))
+    }
+}
+
+fn number(c: &mut Cursor<'_>, field: &FieldDecl) -> Result<Slot, Reason> {
+    let start = c.i;
+    let negative = c.peek() == Some(b'-');
+    if negative {
+        c.i += 1;
+    }
+    let digits_start = c.i;
+    let mut magnitude: u64 = 0;
+    let mut overflow = false;
+    while let Some(d @ b'0'..=b'9') = c.peek() {
+        match magnitude.checked_mul(10).and_then(|m| m.checked_add((d - b'0') as u64)) {
+            Some(m) => magnitude = m,
+            None => overflow = true,
+        }
+        c.i += 1;
+    }
+    if c.i == digits_start {
+        return Err(c.unexpected("a digit"));
+    }
+    if c.b[digits_start] == b'0' && c.i - digits_start > 1 {
+        return Err(format!("field `{}`: malformed number (leading zero)", field.name));
+    }
+    let mut fractional = false;
+    if c.peek() == Some(b'.') {
+        fractional = true;
+        c.i += 1;
+        let s = c.i;
+        while matches!(c.peek(), Some(b'0'..=b'9')) {
+            c.i += 1;
+        }
+        if c.i == s {
+            return Err(c.unexpected("a digit after '.'"));
+        }
+    }
+    if matches!(c.peek(), Some(b'e' | b'E')) {
+        fractional = true;
+        c.i += 1;
+        if matches!(c.peek(), Some(b'+' | b'-')) {
+            c.i += 1;
+        }
+        let s = c.i;
+        while matches!(c.peek(), Some(b'0'..=b'9')) {
+            c.i += 1;
+        }
+        if c.i == s {
+            return Err(c.unexpected("a digit in the exponent"));
+        }
+    }
+    let text = &c.b[start..c.i];
+    let out_of_range = || {
+        format!(
+            "field `{}`: {} is out of range for {}",
+            field.name,
+            String::from_utf8_lossy(text),
+            field.kind.name()
+        )
+    };
+    match field.kind {
+        Kind::F32 | Kind::F64 => {
+            // The bytes were checked to be ASCII number characters above.
+            let s = std::str::from_utf8(text).map_err(|_| out_of_range())?;
+            let v: f64 = s.parse().map_err(|_| out_of_range())?;
+            if !v.is_finite() || (field.kind == Kind::F32 && v.abs() > f32::MAX as f64) {
+                return Err(out_of_range());
+            }
+            Ok(Slot::Float(v))
+        }
+        _ if fractional => Err(format!(
+            "field `{}`: expected {}, found non-integer number {}",
+            field.name,
+            field.kind.name(),
+            String::from_utf8_lossy(text)
+        )),
+        _ if overflow => Err(out_of_range()),
+        Kind::I64 | Kind::I32 => {
+            let v = if negative {
+                if magnitude > i64::MAX as u64 + 1 {
+                    return Err(out_of_range());
+                }
+                (magnitude as i64).wrapping_neg()
+            } else {
+                i64::try_from(magnitude).map_err(|_| out_of_range())?
+            };
+            if field.kind == Kind::I32 && i32::try_from(v).is_err() {
+                return Err(out_of_range());
+            }
+            Ok(Slot::Int(v))
+        }
+        Kind::U64 | Kind::U32 => {
+            if negative && magnitude != 0 {
+                return Err(out_of_range());
+            }
+            if field.kind == Kind::U32 && magnitude > u32::MAX as u64 {
+                return Err(out_of_range());
+            }
+            Ok(Slot::UInt(magnitude))
+        }
+        Kind::Bool | Kind::Str => Err(out_of_range()),
+    }
+}
+
+/// Parses a string body after the opening quote, unescaping into `out`.
+fn parse_string_body(c: &mut Cursor<'_>, out: &mut Vec<u8>) -> Result<(), Reason> {
+    loop {
+        let rest = &c.b[c.i..];
+        let Some(n) = memchr::memchr2(b'"', b'\\', rest) else {
+            return Err("malformed JSON: unterminated string".into());
+        };
+        let chunk = &rest[..n];
+        if let Some(bad) = chunk.iter().position(|&b| b < 0x20) {
+            return Err(format!("malformed JSON: control byte 0x{:02x} inside a string", chunk[bad]));
+        }
+        out.extend_from_slice(chunk);
+        c.i += n + 1;
+        if rest[n] == b'"' {
+            return Ok(());
+        }
+        let Some(e) = c.peek() else {
+            return Err("malformed JSON: unterminated escape".into());
+        };
+        c.i += 1;
+        match e {
+            b'"' => out.push(b'"'),
+            b'\\' => out.push(b'\\'),
+            b'/' => out.push(b'/'),
+            b'b' => out.push(8),
+            b'f' => out.push(12),
+            b'n' => out.push(b'\n'),
+            b'r' => out.push(b'\r'),
+            b't' => out.push(b'\t'),
+            b'u' => {
+                let hi = hex4(c)?;
+                let cp = if (0xD800..0xDC00).contains(&hi) {
+                    if c.b[c.i..].starts_with(b"\\u") {
+                        c.i += 2;
+                        let lo = hex4(c)?;
+                        if !(0xDC00..0xE000).contains(&lo) {
+                            return Err("malformed JSON: unpaired surrogate in \\u escape".into());
+                        }
+                        0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
+                    } else {
+                        return Err("malformed JSON: unpaired surrogate in \\u escape".into());
+                    }
+                } else if (0xDC00..0xE000).contains(&hi) {
+                    return Err("malformed JSON: unpaired surrogate in \\u escape".into());
+                } else {
+                    hi
+                };
+                let ch = char::from_u32(cp).ok_or("malformed JSON: invalid \\u escape")?;
+                let mut tmp = [0u8; 4];
+                out.extend_from_slice(ch.encode_utf8(&mut tmp).as_bytes());
+            }
+            other => return Err(format!("malformed JSON: invalid escape '\\{}'", other as char)),
+        }
+    }
+}
+
+fn hex4(c: &mut Cursor<'_>) -> Result<u32, Reason> {
+    let s = c.b.get(c.i..c.i + 4).ok_or("malformed JSON: short \\u escape")?;
+    let mut v = 0u32;
+    for &h in s {
+        let d = (h as char).to_digit(16).ok_or("malformed JSON: bad hex digit in \\u escape")?;
+        v = v * 16 + d;
+    }
+    c.i += 4;
+    Ok(v)
+}
+
+/// Skips one JSON value of any kind (for undeclared keys), iteratively so
+/// deep nesting cannot overflow the stack.
+fn skip_value(c: &mut Cursor<'_>) -> Result<(), Reason> {
+    let mut depth = 0usize;
+    let mut scratch = Vec::new();
+    loop {
+        c.ws();
+        match c.peek() {
+            Some(b'{') | Some(b'[') => {
+                depth += 1;
+                c.i += 1;
+                c.ws();
+                if matches!(c.peek(), Some(b'}') | Some(b']')) {
+                    c.i += 1;
+                    depth -= 1;
+                } else {
+                    continue;
+                }
+            }
+            Some(b'"') => {
+                c.i += 1;
+                scratch.clear();
+                parse_string_body(c, &mut scratch)?;
+                c.ws();
+                if c.peek() == Some(b':') {
+                    c.i += 1;
+                    continue;
+                }
+            }
+            Some(b't') => literal(c, b"true")?,
+            Some(b'f') => literal(c, b"false")?,
+            Some(b'n') => literal(c, b"null")?,
+            Some(b'-' | b'0'..=b'9') => {
+                while matches!(c.peek(), Some(b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')) {
+                    c.i += 1;
+                }
+            }
+            _ => return Err(c.unexpected("a JSON value")),
+        }
+        // After a complete value: close containers or continue with ','.
+        loop {
+            if depth == 0 {
+                return Ok(());
+            }
+            c.ws();
+            match c.peek() {
+                Some(b',') => {
+                    c.i += 1;
+                    break;
+                }
+                Some(b'}') | Some(b']') => {
+                    c.i += 1;
+                    depth -= 1;
+                }
+                _ => return Err(c.unexpected("',' or a closing bracket")),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields() -> Vec<FieldDecl> {
+        vec![
+            FieldDecl { name: "id".into(), kind: Kind::U64, optional: false },
+            FieldDecl { name: "amount".into(), kind: Kind::I64, optional: false },
+            FieldDecl { name: "country".into(), kind: Kind::Str, optional: false },
+            FieldDecl { name: "score".into(), kind: Kind::F64, optional: true },
+        ]
+    }
+
+    fn parse(rec: &str) -> Result<(Vec<Slot>, Vec<u8>), String> {
+        let mut p = JsonParser::new(fields());
+        let mut slots = vec![Slot::Empty; 4];
+        p.parse(rec.as_bytes(), &mut slots)?;
+        Ok((slots, p.strings.clone()))
+    }
+
+    #[test]
+    fn parses_declared_fields_and_skips_others() {
+        let (s, strings) = parse(r#" {"x":[1,{"y":"}"}], "id":7,"amount":-5,"country":"G\u00e9\n", "z":null} "#).unwrap();
+        assert_eq!(s[0], Slot::UInt(7));
+        assert_eq!(s[1], Slot::Int(-5));
+        let Slot::Str(a, b) = s[2] else { panic!("not a string") };
+        assert_eq!(std::str::from_utf8(&strings[a as usize..b as usize]).unwrap(), "Gé\n");
+        assert_eq!(s[3], Slot::Empty);
+    }
+
+    #[test]
+    fn rejects_with_reasons() {
+        let cases = [
+            (r#"{"id":1,"amount":2}"#, "missing field `country`"),
+            (r#"{"id":-1,"amount":2,"country":"x"}"#, "out of range for u64"),
+            (r#"{"id":1.5,"amount":2,"country":"x"}"#, "non-integer"),
+            (r#"{"id":"1","amount":2,"country":"x"}"#, "expected u64, found a string"),
+            (r#"{"id":1,"amount":99999999999999999999,"country":"x"}"#, "out of range for i64"),
+            (r#"{"id":1,"amount":2,"country":"x"} x"#, "end of record"),
+            (r#"{"id":1,"amount":2,"country":"x""#, "expected ',' or '}'"),
+            (r#"[1,2]"#, "JSON object"),
+            (r#"{"id":1,"amount":null,"country":"x"}"#, "is null"),
+            ("", "found end of record"),
+        ];
+        for (rec, want) in cases {
+            let err = parse(rec).unwrap_err();
+            assert!(err.contains(want), "{rec}: {err} (wanted {want})");
+        }
+        let mut p = JsonParser::new(fields());
+        let mut slots = vec![Slot::Empty; 4];
+        let err = p.parse(b"{\"id\":1,\"amount\":2,\"country\":\"\xff\"}", &mut slots).unwrap_err();
+        assert!(err.contains("UTF-8"), "{err}");
+    }
+
+    #[test]
+    fn floats_parse_exactly() {
+        let (s, _) = parse(r#"{"id":1,"amount":2,"country":"x","score":0.1e1}"#).unwrap();
+        assert_eq!(s[3], Slot::Float(1.0));
+        let (s, _) = parse(r#"{"id":1,"amount":2,"country":"x","score":3}"#).unwrap();
+        assert_eq!(s[3], Slot::Float(3.0));
+    }
+}

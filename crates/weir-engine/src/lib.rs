@@ -1,0 +1,23 @@
+//! The weir runtime.
+//!
+//! A validated [`weir_config::Pipeline`] becomes threads: one source thread
+//! cuts the input into micro-batches of whole records (natural batching: it
+//! hands over what is available, up to `batch_rows`, and never waits to fill
+//! one); *workers* decode batches and run the steps before `key_by`;
+//! *shards* own key groups and run the keyed steps (windows, models after
+//! them) with their state, shared-nothing; each sink and the dead-letter
+//! destination has a writer thread. See `docs/ARCHITECTURE.md`.
+
+#![deny(missing_docs)]
+
+pub mod dead_letter;
+pub mod decode;
+mod error;
+pub mod frame;
+pub mod hash;
+pub mod ops;
+mod runtime;
+pub mod sink;
+
+pub use error::EngineError;
+pub use runtime::{run, Arrival, Input, RunOptions, RunSummary, StepCount};

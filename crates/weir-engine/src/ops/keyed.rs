@@ -1,0 +1,222 @@
+//! Keys: reading them from a column, hashing them into key groups, and
+//! per-key state maps.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow_array::{
+    Array, ArrayRef, BooleanArray, Int32Array, Int64Array, RecordBatch, StringArray, UInt32Array,
+    UInt64Array,
+};
+use arrow_schema::DataType;
+use arrow_select::take::take_record_batch;
+
+use crate::hash::{hash_bytes, key_group, mix64, shard_of, FastBuild};
+use crate::EngineError;
+
+/// A typed view of a key column. Integer and boolean keys are handled as
+/// i64 (u64 keys by their bit pattern, a bijection).
+pub enum KeyColumn<'a> {
+    /// Integer or boolean keys.
+    Int(Vec<i64>, Option<&'a arrow_buffer::NullBuffer>),
+    /// String keys.
+    Str(&'a StringArray),
+}
+
+impl<'a> KeyColumn<'a> {
+    /// Reads the key column of a batch.
+    pub fn read(array: &'a ArrayRef) -> Result<Self, String> {
+        let any = array.as_any();
+        let nulls = array.nulls();
+        Ok(match array.data_type() {
+            DataType::Int64 => KeyColumn::Int(any.downcast_ref::<Int64Array>().ok_or("bad key column")?.values().to_vec(), nulls),
+            DataType::Int32 => KeyColumn::Int(any.downcast_ref::<Int32Array>().ok_or("bad key column")?.values().iter().map(|&v| v as i64).collect(), nulls),
+            DataType::UInt32 => KeyColumn::Int(any.downcast_ref::<UInt32Array>().ok_or("bad key column")?.values().iter().map(|&v| v as i64).collect(), nulls),
+            DataType::UInt64 => KeyColumn::Int(any.downcast_ref::<UInt64Array>().ok_or("bad key column")?.values().iter().map(|&v| v as i64).collect(), nulls),
+            DataType::Boolean => {
+                let b = any.downcast_ref::<BooleanArray>().ok_or("bad key column")?;
+                KeyColumn::Int((0..b.len()).map(|i| b.value(i) as i64).collect(), nulls)
+            }
+            DataType::Utf8 => KeyColumn::Str(any.downcast_ref::<StringArray>().ok_or("bad key column")?),
+            other => return Err(format!("keys of type {other} are not supported")),
+        })
+    }
+
+    /// Hash of row `i`'s key (NULL keys share one hash).
+    #[inline]
+    pub fn hash(&self, i: usize) -> u64 {
+        match self {
+            KeyColumn::Int(v, nulls) => {
+                if nulls.is_some_and(|n| n.is_null(i)) {
+                    0
+                } else {
+                    mix64(v[i] as u64)
+                }
+            }
+            KeyColumn::Str(a) => {
+                if a.is_null(i) {
+                    0
+                } else {
+                    hash_bytes(a.value(i).as_bytes())
+                }
+            }
+        }
+    }
+}
+
+/// `key_by`: splits a batch into one batch per shard.
+pub struct Partitioner {
+    /// Step name.
+    pub step: String,
+    /// Index of the key column.
+    pub key_index: usize,
+    /// Number of key groups.
+    pub key_groups: u32,
+    /// Number of shards.
+    pub shards: usize,
+    indices: Vec<Vec<u32>>,
+}
+
+impl Partitioner {
+    /// A partitioner over `shards` shards.
+    pub fn new(step: &str, key_index: usize, key_groups: u32, shards: usize) -> Self {
+        Partitioner { step: step.to_string(), key_index, key_groups, shards, indices: vec![Vec::new(); shards] }
+    }
+
+    /// Splits `batch`; entry `s` holds the rows for shard `s`, in input
+    /// order.
+    pub fn split(&mut self, batch: &RecordBatch) -> Result<Vec<RecordBatch>, EngineError> {
+        if self.shards == 1 {
+            return Ok(vec![batch.clone()]);
+        }
+        let keys = KeyColumn::read(batch.column(self.key_index)).map_err(|e| EngineError::Worker(format!("step {}: {e}", self.step)))?;
+        for v in &mut self.indices {
+            v.clear();
+        }
+        for row in 0..batch.num_rows() {
+            let g = key_group(keys.hash(row), self.key_groups);
+            self.indices[shard_of(g, self.key_groups, self.shards)].push(row as u32);
+        }
+        self.indices
+            .iter()
+            .map(|idx| {
+                if idx.len() == batch.num_rows() {
+                    Ok(batch.clone())
+                } else {
+                    let idx = UInt32Array::from(idx.clone());
+                    take_record_batch(batch, &idx).map_err(|e| EngineError::Worker(format!("step {}: {e}", self.step)))
+                }
+            })
+            .collect()
+    }
+}
+
+/// An owned key, for state that outlives a batch.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Key {
+    /// NULL key.
+    Null,
+    /// Integer or boolean key.
+    Int(i64),
+    /// String key.
+    Str(Arc<str>),
+}
+
+/// Per-key state, with lookups that do not allocate for existing keys.
+pub struct KeyedMap<V> {
+    ints: HashMap<i64, V, FastBuild>,
+    strs: HashMap<Arc<str>, V, FastBuild>,
+    null: Option<V>,
+}
+
+impl<V> Default for KeyedMap<V> {
+    fn default() -> Self {
+        KeyedMap { ints: HashMap::default(), strs: HashMap::default(), null: None }
+    }
+}
+
+impl<V> KeyedMap<V> {
+    /// The state for row `i`'s key, created with `make` if new.
+    #[inline]
+    pub fn entry(&mut self, keys: &KeyColumn<'_>, i: usize, make: impl FnOnce() -> V) -> &mut V {
+        match keys {
+            KeyColumn::Int(v, nulls) => {
+                if nulls.is_some_and(|n| n.is_null(i)) {
+                    self.null.get_or_insert_with(make)
+                } else {
+                    self.ints.entry(v[i]).or_insert_with(make)
+                }
+            }
+            KeyColumn::Str(a) => {
+                if a.is_null(i) {
+                    return self.null.get_or_insert_with(make);
+                }
+                let s = a.value(i);
+                if !self.strs.contains_key(s) {
+                    self.strs.insert(Arc::from(s), make());
+                }
+                // unwrap: inserted just above when missing.
+                self.strs.get_mut(s).expect("key present")
+            }
+        }
+    }
+
+    /// The owned key of row `i`.
+    pub fn key_of(keys: &KeyColumn<'_>, i: usize) -> Key {
+        match keys {
+            KeyColumn::Int(v, nulls) => {
+                if nulls.is_some_and(|n| n.is_null(i)) {
+                    Key::Null
+                } else {
+                    Key::Int(v[i])
+                }
+            }
+            KeyColumn::Str(a) => {
+                if a.is_null(i) {
+                    Key::Null
+                } else {
+                    Key::Str(Arc::from(a.value(i)))
+                }
+            }
+        }
+    }
+
+    /// State for an owned key.
+    pub fn get_mut(&mut self, key: &Key) -> Option<&mut V> {
+        match key {
+            Key::Null => self.null.as_mut(),
+            Key::Int(v) => self.ints.get_mut(v),
+            Key::Str(s) => self.strs.get_mut(s.as_ref()),
+        }
+    }
+
+    /// Removes an owned key's state.
+    pub fn remove(&mut self, key: &Key) -> Option<V> {
+        match key {
+            Key::Null => self.null.take(),
+            Key::Int(v) => self.ints.remove(v),
+            Key::Str(s) => self.strs.remove(s.as_ref()),
+        }
+    }
+
+    /// Drops the states for which `keep` is false.
+    pub fn retain(&mut self, mut keep: impl FnMut(&mut V) -> bool) {
+        self.ints.retain(|_, v| keep(v));
+        self.strs.retain(|_, v| keep(v));
+        if let Some(v) = &mut self.null {
+            if !keep(v) {
+                self.null = None;
+            }
+        }
+    }
+
+    /// Number of keys with state.
+    pub fn len(&self) -> usize {
+        self.ints.len() + self.strs.len() + self.null.is_some() as usize
+    }
+
+    /// Whether there is no state.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

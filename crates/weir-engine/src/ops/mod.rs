@@ -1,0 +1,62 @@
+//! Operators: the steps of a pipeline as they run on a worker or shard.
+//!
+//! One small trait with hooks that default to nothing. Operators work on
+//! whole batches; per-record work happens inside them in tight loops over
+//! column slices. Stateless steps run wherever their input is; windows run
+//! on the shard that owns the key.
+
+pub(crate) mod aggregate;
+pub mod keyed;
+pub mod model;
+pub mod stateless;
+pub mod window;
+
+use arrow_array::RecordBatch;
+
+use crate::dead_letter::Rejected;
+use crate::EngineError;
+
+/// What an operator knows about the stream around the batch it processes.
+pub struct Ctx<'a> {
+    /// Records rejected while processing.
+    pub rejected: &'a mut Vec<Rejected>,
+    /// Largest event time of all source records before the current
+    /// micro-batch (`i64::MIN` when none).
+    pub prior_max_time: i64,
+    /// Largest event time of all source records up to and including the
+    /// current micro-batch.
+    pub max_time: i64,
+}
+
+/// Output of an operator: (output port, batch). Ports number routes; other
+/// operators use port 0.
+pub type Outputs = Vec<(usize, RecordBatch)>;
+
+/// A running step.
+pub trait Operator: Send {
+    /// Processes one batch.
+    fn process(&mut self, batch: RecordBatch, ctx: &mut Ctx<'_>, out: &mut Outputs) -> Result<(), EngineError>;
+
+    /// Called after every micro-batch of the source has been processed
+    /// (even when this operator received nothing from it): the watermark
+    /// moved, so windows may fire.
+    fn end_of_batch(&mut self, _ctx: &mut Ctx<'_>, _out: &mut Outputs) -> Result<(), EngineError> {
+        Ok(())
+    }
+
+    /// Called once at the end of the input: flush everything.
+    fn end_of_input(&mut self, _ctx: &mut Ctx<'_>, _out: &mut Outputs) -> Result<(), EngineError> {
+        Ok(())
+    }
+}
+
+/// Watermark for a record: the largest event time seen before it, minus
+/// the out-of-orderness bound.
+#[inline]
+pub fn watermark(prior_max: i64, bound: i64) -> i64 {
+    if prior_max == i64::MIN {
+        i64::MIN
+    } else {
+        prior_max.saturating_sub(bound)
+    }
+}

@@ -1,0 +1,362 @@
+//! Sinks: where results leave the pipeline.
+//!
+//! Each sink runs on its own thread and receives batches from every shard;
+//! records are encoded batch by batch into one buffer and written with one
+//! call per batch. Output ids and transactional commits come with
+//! checkpoints; today a file sink is written as records arrive.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::sync::Arc;
+
+use arrow_array::{
+    Array, ArrayRef, BooleanArray, Float32Array, Float64Array, Int32Array, Int64Array, RecordBatch,
+    StringArray, UInt32Array, UInt64Array,
+};
+use arrow_schema::DataType;
+use weir_config::{Sink, SinkFormat, SinkKind};
+
+use crate::EngineError;
+
+/// Writes a JSON string literal (quoted, escaped).
+pub fn json_string(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: Option<&[u8]> = match b {
+            b'"' => Some(b"\\\""),
+            b'\\' => Some(b"\\\\"),
+            b'\n' => Some(b"\\n"),
+            b'\r' => Some(b"\\r"),
+            b'\t' => Some(b"\\t"),
+            0..=0x1f => None,
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        match escape {
+            Some(e) => out.extend_from_slice(e),
+            None => out.extend_from_slice(format!("\\u{b:04x}").as_bytes()),
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+/// A typed view of one column, resolved once per batch.
+enum Col<'a> {
+    Bool(&'a BooleanArray),
+    I32(&'a Int32Array),
+    I64(&'a Int64Array),
+    U32(&'a UInt32Array),
+    U64(&'a UInt64Array),
+    F32(&'a Float32Array),
+    F64(&'a Float64Array),
+    Str(&'a StringArray),
+    Other(&'a ArrayRef),
+}
+
+fn view(a: &ArrayRef) -> Col<'_> {
+    let any = a.as_any();
+    match a.data_type() {
+        DataType::Boolean => any.downcast_ref().map(Col::Bool),
+        DataType::Int32 => any.downcast_ref().map(Col::I32),
+        DataType::Int64 => any.downcast_ref().map(Col::I64),
+        DataType::UInt32 => any.downcast_ref().map(Col::U32),
+        DataType::UInt64 => any.downcast_ref().map(Col::U64),
+        DataType::Float32 => any.downcast_ref().map(Col::F32),
+        DataType::Float64 => any.downcast_ref().map(Col::F64),
+        DataType::Utf8 => any.downcast_ref().map(Col::Str),
+        _ => None,
+    }
+    .unwrap_or(Col::Other(a))
+}
+
+fn write_float(out: &mut Vec<u8>, v: f64) {
+    if v.is_finite() {
+        // Rust's shortest round-trip formatting; integral values get ".0"
+        // so readers keep them as floats.
+        let s = format!("{v:?}");
+        out.extend_from_slice(s.as_bytes());
+    } else {
+        out.extend_from_slice(b"null");
+    }
+}
+
+fn write_int(out: &mut Vec<u8>, v: impl std::fmt::Display) {
+    use std::io::Write as _;
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "{v}");
+}
+
+impl Col<'_> {
+    fn write_json(&self, out: &mut Vec<u8>, row: usize) {
+        let null = match self {
+            Col::Other(a) => a.is_null(row),
+            Col::Bool(a) => a.is_null(row),
+            Col::I32(a) => a.is_null(row),
+            Col::I64(a) => a.is_null(row),
+            Col::U32(a) => a.is_null(row),
+            Col::U64(a) => a.is_null(row),
+            Col::F32(a) => a.is_null(row),
+            Col::F64(a) => a.is_null(row),
+            Col::Str(a) => a.is_null(row),
+        };
+        if null {
+            out.extend_from_slice(b"null");
+            return;
+        }
+        match self {
+            Col::Bool(a) => out.extend_from_slice(if a.value(row) { b"true" } else { b"false" }),
+            Col::I32(a) => write_int(out, a.value(row)),
+            Col::I64(a) => write_int(out, a.value(row)),
+            Col::U32(a) => write_int(out, a.value(row)),
+            Col::U64(a) => write_int(out, a.value(row)),
+            Col::F32(a) => write_float(out, a.value(row) as f64),
+            Col::F64(a) => write_float(out, a.value(row)),
+            Col::Str(a) => json_string(out, a.value(row)),
+            Col::Other(_) => out.extend_from_slice(b"null"),
+        }
+    }
+}
+
+/// Encodes the named columns of every row of `batch` as JSON lines.
+pub fn encode_json_rows(batch: &RecordBatch, columns: &[String], out: &mut Vec<u8>) {
+    let cols: Vec<(Vec<u8>, Col<'_>)> = columns
+        .iter()
+        .filter_map(|name| {
+            let a = batch.column_by_name(name)?;
+            let mut key = Vec::with_capacity(name.len() + 3);
+            json_string(&mut key, name);
+            key.push(b':');
+            Some((key, view(a)))
+        })
+        .collect();
+    for row in 0..batch.num_rows() {
+        out.push(b'{');
+        for (i, (key, col)) in cols.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(key);
+            col.write_json(out, row);
+        }
+        out.extend_from_slice(b"}\n");
+    }
+}
+
+/// One row as a JSON object (no newline), for dead-letter entries.
+pub fn row_json(batch: &RecordBatch, row: usize) -> String {
+    let columns: Vec<String> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .filter(|n| !weir_config::is_hidden(n))
+        .collect();
+    let one = batch.slice(row, 1);
+    let mut out = Vec::new();
+    encode_json_rows(&one, &columns, &mut out);
+    out.pop();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// How a protobuf sink encodes each column.
+struct ProtoField {
+    column: String,
+    number: u32,
+    kind: prost_reflect::Kind,
+}
+
+enum Encoding {
+    Json,
+    Protobuf(Vec<ProtoField>),
+}
+
+enum Target {
+    Stdout(std::io::Stdout),
+    File(BufWriter<File>, String),
+    Discard,
+}
+
+/// A running sink.
+pub struct SinkWriter {
+    name: String,
+    columns: Vec<String>,
+    encoding: Encoding,
+    target: Target,
+    buf: Vec<u8>,
+    records: u64,
+}
+
+impl SinkWriter {
+    /// Opens a sink's destination.
+    pub fn open(sink: &Sink) -> Result<Self, EngineError> {
+        let (target, encoding) = match &sink.kind {
+            SinkKind::Stdout => (Target::Stdout(std::io::stdout()), Encoding::Json),
+            SinkKind::Discard => (Target::Discard, Encoding::Json),
+            SinkKind::File { path, format } => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|e| EngineError::io(format!("sink {}: cannot create directory {}", sink.name, dir.display()), e))?;
+                }
+                let file = File::create(path).map_err(|e| EngineError::io(format!("sink {}: cannot create {}", sink.name, path.display()), e))?;
+                let encoding = match format {
+                    SinkFormat::Json => Encoding::Json,
+                    SinkFormat::Protobuf(spec) => {
+                        let message = crate::decode::protobuf::load_message(spec).map_err(|e| EngineError::build(&sink.name, e))?;
+                        let mut fields = Vec::new();
+                        for c in &sink.columns {
+                            let f = message.get_field_by_name(c).ok_or_else(|| EngineError::build(&sink.name, format!("message {} has no field {c:?}", message.full_name())))?;
+                            fields.push(ProtoField { column: c.clone(), number: f.number(), kind: f.kind() });
+                        }
+                        Encoding::Protobuf(fields)
+                    }
+                };
+                (Target::File(BufWriter::with_capacity(1 << 16, file), path.display().to_string()), encoding)
+            }
+        };
+        Ok(SinkWriter { name: sink.name.clone(), columns: sink.columns.clone(), encoding, target, buf: Vec::new(), records: 0 })
+    }
+
+    fn destination(&self) -> &str {
+        match &self.target {
+            Target::Stdout(_) => "standard output",
+            Target::File(_, path) => path,
+            Target::Discard => "nothing",
+        }
+    }
+
+    /// Writes a batch.
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<(), EngineError> {
+        self.records += batch.num_rows() as u64;
+        if matches!(self.target, Target::Discard) || batch.num_rows() == 0 {
+            return Ok(());
+        }
+        self.buf.clear();
+        match &self.encoding {
+            Encoding::Json => encode_json_rows(batch, &self.columns, &mut self.buf),
+            Encoding::Protobuf(fields) => encode_proto_rows(batch, fields, &mut self.buf).map_err(|e| EngineError::build(&self.name, e))?,
+        }
+        let r = match &mut self.target {
+            Target::Stdout(s) => s.lock().write_all(&self.buf),
+            Target::File(f, _) => f.write_all(&self.buf),
+            Target::Discard => Ok(()),
+        };
+        r.map_err(|e| EngineError::io(format!("sink {}: cannot write {}", self.name, self.destination()), e))
+    }
+
+    /// Flushes and returns the number of records written.
+    pub fn finish(mut self) -> Result<u64, EngineError> {
+        let r = match &mut self.target {
+            Target::Stdout(s) => s.flush(),
+            Target::File(f, _) => f.flush().and_then(|_| f.get_ref().sync_data()),
+            Target::Discard => Ok(()),
+        };
+        r.map_err(|e| EngineError::io(format!("sink {}: cannot flush {}", self.name, self.destination()), e))?;
+        Ok(self.records)
+    }
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn encode_proto_rows(batch: &RecordBatch, fields: &[ProtoField], out: &mut Vec<u8>) -> Result<(), String> {
+    use prost_reflect::Kind as K;
+    let cols: Vec<(&ProtoField, Arc<dyn Array>)> = fields
+        .iter()
+        .map(|f| batch.column_by_name(&f.column).cloned().map(|a| (f, a)).ok_or_else(|| format!("missing column {}", f.column)))
+        .collect::<Result<_, _>>()?;
+    let mut msg = Vec::new();
+    for row in 0..batch.num_rows() {
+        msg.clear();
+        for (f, a) in &cols {
+            if a.is_null(row) {
+                continue;
+            }
+            let as_i64 = || -> Option<i64> {
+                let any = a.as_any();
+                any.downcast_ref::<Int64Array>().map(|x| x.value(row))
+                    .or_else(|| any.downcast_ref::<Int32Array>().map(|x| x.value(row) as i64))
+                    .or_else(|| any.downcast_ref::<UInt32Array>().map(|x| x.value(row) as i64))
+                    .or_else(|| any.downcast_ref::<UInt64Array>().map(|x| x.value(row) as i64))
+                    .or_else(|| any.downcast_ref::<BooleanArray>().map(|x| x.value(row) as i64))
+            };
+            let as_f64 = || -> Option<f64> {
+                let any = a.as_any();
+                any.downcast_ref::<Float64Array>().map(|x| x.value(row))
+                    .or_else(|| any.downcast_ref::<Float32Array>().map(|x| x.value(row) as f64))
+                    .or_else(|| as_i64().map(|v| v as f64))
+            };
+            let bad = || format!("column {} cannot be written as protobuf {:?}", f.column, f.kind);
+            match f.kind {
+                K::Double => {
+                    let v = as_f64().ok_or_else(bad)?;
+                    put_varint(&mut msg, ((f.number as u64) << 3) | 1);
+                    msg.extend_from_slice(&v.to_le_bytes());
+                }
+                K::Float => {
+                    let v = as_f64().ok_or_else(bad)? as f32;
+                    put_varint(&mut msg, ((f.number as u64) << 3) | 5);
+                    msg.extend_from_slice(&v.to_le_bytes());
+                }
+                K::Int64 | K::Int32 | K::Uint64 | K::Uint32 | K::Bool => {
+                    let v = as_i64().ok_or_else(bad)?;
+                    if v != 0 {
+                        put_varint(&mut msg, (f.number as u64) << 3);
+                        put_varint(&mut msg, v as u64);
+                    }
+                }
+                K::Sint64 | K::Sint32 => {
+                    let v = as_i64().ok_or_else(bad)?;
+                    if v != 0 {
+                        put_varint(&mut msg, (f.number as u64) << 3);
+                        put_varint(&mut msg, ((v << 1) ^ (v >> 63)) as u64);
+                    }
+                }
+                K::String => {
+                    let s = a.as_any().downcast_ref::<StringArray>().ok_or_else(bad)?.value(row);
+                    if !s.is_empty() {
+                        put_varint(&mut msg, ((f.number as u64) << 3) | 2);
+                        put_varint(&mut msg, s.len() as u64);
+                        msg.extend_from_slice(s.as_bytes());
+                    }
+                }
+                _ => return Err(bad()),
+            }
+        }
+        put_varint(out, msg.len() as u64);
+        out.extend_from_slice(&msg);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_escapes() {
+        let mut out = Vec::new();
+        json_string(&mut out, "a\"b\\c\nd\u{1}é");
+        assert_eq!(String::from_utf8(out).unwrap(), "\"a\\\"b\\\\c\\nd\\u0001é\"");
+    }
+
+    #[test]
+    fn rows_as_json() {
+        let batch = RecordBatch::try_from_iter([
+            ("id", Arc::new(UInt64Array::from(vec![1, 2])) as ArrayRef),
+            ("score", Arc::new(Float64Array::from(vec![Some(0.5), None])) as ArrayRef),
+            ("c", Arc::new(StringArray::from(vec!["x", "y"])) as ArrayRef),
+        ])
+        .unwrap();
+        let mut out = Vec::new();
+        encode_json_rows(&batch, &["id".into(), "score".into(), "c".into()], &mut out);
+        assert_eq!(String::from_utf8(out).unwrap(), "{\"id\":1,\"score\":0.5,\"c\":\"x\"}\n{\"id\":2,\"score\":null,\"c\":\"y\"}\n");
+    }
+}

@@ -1,0 +1,114 @@
+//! The `weir` command: run, validate and benchmark pipelines.
+
+mod bench;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use weir_engine::{RunOptions, RunSummary};
+
+#[derive(Parser)]
+#[command(name = "weir", version, about = "Real-time AI data pipelines: events in, features over event-time windows, models in-process, decisions out")]
+struct Cli {
+    /// Log filter, e.g. `info` or `weir_engine=debug` (also RUST_LOG).
+    #[arg(long, global = true, default_value = "warn")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a pipeline file to the end of its input.
+    Run {
+        /// The pipeline file (TOML).
+        pipeline: PathBuf,
+        /// Number of shards (default: the file's setting, else one per core).
+        #[arg(long)]
+        shards: Option<usize>,
+    },
+    /// Check a pipeline file without running it.
+    Validate {
+        /// The pipeline file (TOML).
+        pipeline: PathBuf,
+    },
+    /// Benchmark a reference workload through its example pipeline.
+    Bench(bench::BenchArgs),
+    /// Write a reference workload's input events to standard output.
+    Generate {
+        /// Workload name (fraud-v1).
+        workload: String,
+        /// Number of events.
+        #[arg(long, default_value_t = 100_000)]
+        events: u64,
+        /// Encoding: json (lines) or protobuf (length-delimited).
+        #[arg(long, default_value = "json")]
+        format: bench::Format,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| cli.log.clone());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")))
+        .with_writer(std::io::stderr)
+        .init();
+    match dispatch(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Validate { pipeline } => Ok(validate(&pipeline)),
+        Command::Run { pipeline, shards } => {
+            let p = weir_config::load(&pipeline)?;
+            let summary = weir_engine::run(&p, RunOptions { shards, ..Default::default() }).with_context(|| format!("pipeline {} failed", p.name))?;
+            print_summary(&p, &summary);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(args) => bench::run(args).map(|_| ExitCode::SUCCESS),
+        Command::Generate { workload, events, format } => {
+            bench::generate(&workload, events, format)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn validate(path: &Path) -> ExitCode {
+    match weir_config::load(path) {
+        Ok(p) => {
+            println!("{}: ok (pipeline {:?}: 1 source, {} steps, {} sinks)", path.display(), p.name, p.steps.len(), p.sinks.len());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints the end-of-run table to standard error.
+pub(crate) fn print_summary(p: &weir_config::Pipeline, s: &RunSummary) {
+    let secs = s.elapsed.as_secs_f64();
+    eprintln!("pipeline {} finished in {:.3} s on {} shard(s)", p.name, secs, s.shards);
+    eprintln!("  {:<24} {:>12}", "component", "records");
+    eprintln!("  {:<24} {:>12}", format!("source {}", p.source.name), s.source_records);
+    for c in &s.steps {
+        eprintln!("  {:<24} {:>12}", format!("step {}", c.name), c.records);
+    }
+    for c in &s.sinks {
+        eprintln!("  {:<24} {:>12}", format!("sink {}", c.name), c.records);
+    }
+    eprintln!("  {:<24} {:>12}   ({})", "dead letters", s.dead_letters, p.dead_letter.path.display());
+    if secs > 0.0 {
+        eprintln!("  throughput {:.0} records/s", s.source_records as f64 / secs);
+    }
+}
