@@ -3,9 +3,9 @@
 /// Parses a duration into milliseconds.
 pub fn parse_duration_ms(text: &str) -> Result<i64, String> {
     let t = text.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("duration {text:?} has no unit (use ms, s, m or h, e.g. \"60s\")"))?;
+    let split = t.find(|c: char| !c.is_ascii_digit()).ok_or_else(|| {
+        format!("duration {text:?} has no unit (use ms, s, m or h, e.g. \"60s\")")
+    })?;
     let (digits, unit) = t.split_at(split);
     let value: i64 = digits
         .parse()
@@ -15,7 +15,11 @@ pub fn parse_duration_ms(text: &str) -> Result<i64, String> {
         "s" => 1_000,
         "m" | "min" => 60_000,
         "h" => 3_600_000,
-        other => return Err(format!("unknown duration unit {other:?} in {text:?} (use ms, s, m or h)")),
+        other => {
+            return Err(format!(
+                "unknown duration unit {other:?} in {text:?} (use ms, s, m or h)"
+            ))
+        }
     };
     value
         .checked_mul(scale)

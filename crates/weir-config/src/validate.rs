@@ -36,7 +36,11 @@ impl<'a> Checker<'a> {
 
     /// Deserializes a component table, reporting serde's words (unknown
     /// field, wrong type, missing field) at the offending key.
-    fn typed<T: DeserializeOwned>(&mut self, path: &str, table: &Spanned<toml::Table>) -> Option<T> {
+    fn typed<T: DeserializeOwned>(
+        &mut self,
+        path: &str,
+        table: &Spanned<toml::Table>,
+    ) -> Option<T> {
         match toml::Value::Table(table.get_ref().clone()).try_into::<T>() {
             Ok(v) => Some(v),
             Err(e) => {
@@ -47,7 +51,11 @@ impl<'a> Checker<'a> {
                 } else {
                     format!("{path}.{key}")
                 };
-                let key_for_line = if message.starts_with("missing field") { "" } else { key.as_str() };
+                let key_for_line = if message.starts_with("missing field") {
+                    ""
+                } else {
+                    key.as_str()
+                };
                 self.at(field, &table.span(), key_for_line, message);
                 None
             }
@@ -118,7 +126,11 @@ pub(crate) fn validate(text: &str, base_dir: &Path) -> Result<Pipeline, Vec<Prob
             let line = e.span().map(|s| lines.line(s.start));
             let message = e.message().trim().to_string();
             let path = backticked(&message).unwrap_or_else(|| "(file)".into());
-            return Err(vec![Problem { path, line, message }]);
+            return Err(vec![Problem {
+                path,
+                line,
+                message,
+            }]);
         }
     };
     let mut c = Checker {
@@ -154,7 +166,12 @@ pub(crate) fn validate(text: &str, base_dir: &Path) -> Result<Pipeline, Vec<Prob
         let kind = match type_of(table.get_ref()) {
             Some(k) => k.to_string(),
             None => {
-                c.at(path, &span, "type", format!("missing or non-string `type` (one of {STEP_TYPES})"));
+                c.at(
+                    path,
+                    &span,
+                    "type",
+                    format!("missing or non-string `type` (one of {STEP_TYPES})"),
+                );
                 continue;
             }
         };
@@ -168,7 +185,12 @@ pub(crate) fn validate(text: &str, base_dir: &Path) -> Result<Pipeline, Vec<Prob
             "model" => c.typed(&path, table).map(PendingKind::Model),
             "route" => c.typed(&path, table).map(PendingKind::Route),
             other => {
-                c.at(format!("{path}.type"), &span, "type", format!("unknown step type {other:?} (expected one of {STEP_TYPES})"));
+                c.at(
+                    format!("{path}.type"),
+                    &span,
+                    "type",
+                    format!("unknown step type {other:?} (expected one of {STEP_TYPES})"),
+                );
                 None
             }
         };
@@ -203,14 +225,17 @@ pub(crate) fn validate(text: &str, base_dir: &Path) -> Result<Pipeline, Vec<Prob
         c.problems.push(Problem {
             path: "sinks".into(),
             line: None,
-            message: "a pipeline needs at least one sink (use type = \"discard\" to drop output)".into(),
+            message: "a pipeline needs at least one sink (use type = \"discard\" to drop output)"
+                .into(),
         });
     }
 
     let dead_letter = match &file.dead_letter {
         Some(t) => c
             .typed::<DeadLetterSpec>("dead_letter", t)
-            .map(|d| DeadLetter { path: resolve(base_dir, &d.path) }),
+            .map(|d| DeadLetter {
+                path: resolve(base_dir, &d.path),
+            }),
         None => Some(DeadLetter {
             path: resolve(base_dir, "dead_letter.jsonl"),
         }),
@@ -224,28 +249,47 @@ pub(crate) fn validate(text: &str, base_dir: &Path) -> Result<Pipeline, Vec<Prob
     for p in &pending {
         let here = format!("steps[{}].name", p.index);
         if let Some(first) = seen.insert(p.name.clone(), here.clone()) {
-            c.at(here, &p.span, "name", format!("name {:?} is already used by {first}", p.name));
+            c.at(
+                here,
+                &p.span,
+                "name",
+                format!("name {:?} is already used by {first}", p.name),
+            );
         }
     }
     for (i, span, s) in &sink_specs {
         let here = format!("sinks[{i}].name");
         if let Some(first) = seen.insert(s.name.clone(), here.clone()) {
-            c.at(here, span, "name", format!("name {:?} is already used by {first}", s.name));
+            c.at(
+                here,
+                span,
+                "name",
+                format!("name {:?} is already used by {first}", s.name),
+            );
         }
     }
 
     // Graph: every input must name the source or a step; following inputs
     // from any step must reach the source (otherwise there is a cycle).
-    let by_name: HashMap<&str, usize> = pending.iter().enumerate().map(|(i, p)| (p.name.as_str(), i)).collect();
+    let by_name: HashMap<&str, usize> = pending
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.name.as_str(), i))
+        .collect();
     let source_name = source.as_ref().map(|s| s.name.as_str());
     let mut broken: HashSet<usize> = HashSet::new();
     for (i, p) in pending.iter().enumerate() {
-        if Some(p.input.node.as_str()) != source_name && !by_name.contains_key(p.input.node.as_str()) {
+        if Some(p.input.node.as_str()) != source_name
+            && !by_name.contains_key(p.input.node.as_str())
+        {
             c.at(
                 format!("steps[{}].input", p.index),
                 &p.span,
                 "input",
-                format!("input {:?} is not a source or step of this pipeline", p.input.node),
+                format!(
+                    "input {:?} is not a source or step of this pipeline",
+                    p.input.node
+                ),
             );
             broken.insert(i);
         }
@@ -261,18 +305,28 @@ pub(crate) fn validate(text: &str, base_dir: &Path) -> Result<Pipeline, Vec<Prob
             if Some(node) == source_name || broken.contains(&cur) || placed.contains(&cur) {
                 break;
             }
-            let Some(&next) = by_name.get(node) else { break };
+            let Some(&next) = by_name.get(node) else {
+                break;
+            };
             if placed.contains(&next) {
                 break;
             }
             if !on_chain.insert(next) {
-                let names: Vec<&str> = chain.iter().rev().map(|&i| pending[i].name.as_str()).collect();
+                let names: Vec<&str> = chain
+                    .iter()
+                    .rev()
+                    .map(|&i| pending[i].name.as_str())
+                    .collect();
                 let p = &pending[start];
                 c.at(
                     format!("steps[{}].input", p.index),
                     &p.span,
                     "input",
-                    format!("steps form a cycle: {} -> {}", names.join(" -> "), pending[next].name),
+                    format!(
+                        "steps form a cycle: {} -> {}",
+                        names.join(" -> "),
+                        pending[next].name
+                    ),
                 );
                 for &i in &chain {
                     broken.insert(i);
@@ -300,32 +354,71 @@ pub(crate) fn validate(text: &str, base_dir: &Path) -> Result<Pipeline, Vec<Prob
         let upstream = if from_source {
             None
         } else {
-            let Some(info) = ports.get(&p.input.node) else { continue };
+            let Some(info) = ports.get(&p.input.node) else {
+                continue;
+            };
             if let Some(routes) = route_outputs.get(&p.input.node) {
                 match &p.input.output {
                     Some(o) if routes.contains(o) => {}
                     Some(o) => {
-                        c.at(format!("{path}.input"), &p.span, "input", format!("route step {:?} has no route {o:?} (routes: {})", p.input.node, routes.join(", ")));
+                        c.at(
+                            format!("{path}.input"),
+                            &p.span,
+                            "input",
+                            format!(
+                                "route step {:?} has no route {o:?} (routes: {})",
+                                p.input.node,
+                                routes.join(", ")
+                            ),
+                        );
                         continue;
                     }
                     None => {
-                        c.at(format!("{path}.input"), &p.span, "input", format!("{:?} is a route step: name one of its routes, e.g. \"{}.{}\"", p.input.node, p.input.node, routes.first().map(String::as_str).unwrap_or("route")));
+                        c.at(
+                            format!("{path}.input"),
+                            &p.span,
+                            "input",
+                            format!(
+                                "{:?} is a route step: name one of its routes, e.g. \"{}.{}\"",
+                                p.input.node,
+                                p.input.node,
+                                routes.first().map(String::as_str).unwrap_or("route")
+                            ),
+                        );
                         continue;
                     }
                 }
             } else if p.input.output.is_some() {
-                c.at(format!("{path}.input"), &p.span, "input", format!("{:?} is not a route step; refer to it without a \".route\" suffix", p.input.node));
+                c.at(
+                    format!("{path}.input"),
+                    &p.span,
+                    "input",
+                    format!(
+                        "{:?} is not a route step; refer to it without a \".route\" suffix",
+                        p.input.node
+                    ),
+                );
                 continue;
             }
             Some(info.clone())
         };
         let is_decode = matches!(p.spec, PendingKind::Decode(_));
         if from_source && !is_decode {
-            c.at(format!("{path}.input"), &p.span, "input", "steps reading a source must be of type \"decode\"");
+            c.at(
+                format!("{path}.input"),
+                &p.span,
+                "input",
+                "steps reading a source must be of type \"decode\"",
+            );
             continue;
         }
         if !from_source && is_decode {
-            c.at(format!("{path}.input"), &p.span, "input", "a decode step must read a source directly");
+            c.at(
+                format!("{path}.input"),
+                &p.span,
+                "input",
+                "a decode step must read a source directly",
+            );
             continue;
         }
         let built = match (&p.spec, upstream) {
@@ -333,9 +426,14 @@ pub(crate) fn validate(text: &str, base_dir: &Path) -> Result<Pipeline, Vec<Prob
             (spec, Some(up)) => check_step(&mut c, &path, &p.span, spec, &up, base_dir),
             (_, None) => None,
         };
-        let Some((kind, output_schema, info)) = built else { continue };
+        let Some((kind, output_schema, info)) = built else {
+            continue;
+        };
         if let StepKind::Route { routes } = &kind {
-            route_outputs.insert(p.name.clone(), routes.iter().map(|(n, _)| n.clone()).collect());
+            route_outputs.insert(
+                p.name.clone(),
+                routes.iter().map(|(n, _)| n.clone()).collect(),
+            );
         }
         let input_schema = match ports.get(&p.input.node) {
             Some(up) => up.schema.clone(),
@@ -368,7 +466,16 @@ pub(crate) fn validate(text: &str, base_dir: &Path) -> Result<Pipeline, Vec<Prob
         };
         if let Some(routes) = route_outputs.get(&port.node) {
             if !port.output.as_ref().is_some_and(|o| routes.contains(o)) {
-                c.at(format!("{path}.input"), &span, "input", format!("name one of the routes of {:?}: {}", port.node, routes.join(", ")));
+                c.at(
+                    format!("{path}.input"),
+                    &span,
+                    "input",
+                    format!(
+                        "name one of the routes of {:?}: {}",
+                        port.node,
+                        routes.join(", ")
+                    ),
+                );
                 continue;
             }
         }
@@ -390,7 +497,11 @@ pub(crate) fn validate(text: &str, base_dir: &Path) -> Result<Pipeline, Vec<Prob
         }),
         _ => {
             if c.problems.is_empty() {
-                c.problems.push(Problem { path: "sources".into(), line: None, message: "no valid source".into() });
+                c.problems.push(Problem {
+                    path: "sources".into(),
+                    line: None,
+                    message: "no valid source".into(),
+                });
             }
             Err(c.problems)
         }
@@ -410,25 +521,45 @@ struct PortInfo {
 fn check_settings(c: &mut Checker<'_>, table: Option<&Spanned<toml::Table>>) -> Settings {
     let mut settings = Settings::default();
     let Some(table) = table else { return settings };
-    let Some(spec) = c.typed::<SettingsSpec>("settings", table) else { return settings };
+    let Some(spec) = c.typed::<SettingsSpec>("settings", table) else {
+        return settings;
+    };
     let span = table.span();
     if let Some(n) = spec.batch_rows {
         if !(1..=1_000_000).contains(&n) {
-            c.at("settings.batch_rows".into(), &span, "batch_rows", format!("must be between 1 and 1000000, got {n}"));
+            c.at(
+                "settings.batch_rows".into(),
+                &span,
+                "batch_rows",
+                format!("must be between 1 and 1000000, got {n}"),
+            );
         } else {
             settings.batch_rows = n as usize;
         }
     }
     if let Some(n) = spec.key_groups {
         if !(1..=32_768).contains(&n) {
-            c.at("settings.key_groups".into(), &span, "key_groups", format!("must be between 1 and 32768, got {n}"));
+            c.at(
+                "settings.key_groups".into(),
+                &span,
+                "key_groups",
+                format!("must be between 1 and 32768, got {n}"),
+            );
         } else {
             settings.key_groups = n as u32;
         }
     }
     if let Some(n) = spec.shards {
         if n < 0 || n > settings.key_groups as i64 {
-            c.at("settings.shards".into(), &span, "shards", format!("must be between 0 (one per core) and key_groups ({}), got {n}", settings.key_groups));
+            c.at(
+                "settings.shards".into(),
+                &span,
+                "shards",
+                format!(
+                    "must be between 0 (one per core) and key_groups ({}), got {n}",
+                    settings.key_groups
+                ),
+            );
         } else {
             settings.shards = n as usize;
         }
@@ -436,50 +567,95 @@ fn check_settings(c: &mut Checker<'_>, table: Option<&Spanned<toml::Table>>) -> 
     settings
 }
 
-fn check_source(c: &mut Checker<'_>, table: &Spanned<toml::Table>, s: SourceSpec, base_dir: &Path) -> Option<Source> {
+fn check_source(
+    c: &mut Checker<'_>,
+    table: &Spanned<toml::Table>,
+    s: SourceSpec,
+    base_dir: &Path,
+) -> Option<Source> {
     let span = table.span();
     let framing = match s.framing.as_deref() {
         None | Some("lines") => Framing::Lines,
         Some("length_delimited") => Framing::LengthDelimited,
         Some(other) => {
-            c.at("sources[0].framing".into(), &span, "framing", format!("unknown framing {other:?} (expected \"lines\" or \"length_delimited\")"));
+            c.at(
+                "sources[0].framing".into(),
+                &span,
+                "framing",
+                format!("unknown framing {other:?} (expected \"lines\" or \"length_delimited\")"),
+            );
             return None;
         }
     };
     let kind = match s.kind.as_str() {
         "file" => match s.path {
-            Some(p) => SourceKind::File { path: resolve(base_dir, &p) },
+            Some(p) => SourceKind::File {
+                path: resolve(base_dir, &p),
+            },
             None => {
-                c.at("sources[0].path".into(), &span, "type", "a file source needs `path`");
+                c.at(
+                    "sources[0].path".into(),
+                    &span,
+                    "type",
+                    "a file source needs `path`",
+                );
                 return None;
             }
         },
         "stdin" => SourceKind::Stdin,
         "memory" => SourceKind::Memory,
         other => {
-            c.at("sources[0].type".into(), &span, "type", format!("unknown source type {other:?} (expected file, stdin or memory)"));
+            c.at(
+                "sources[0].type".into(),
+                &span,
+                "type",
+                format!("unknown source type {other:?} (expected file, stdin or memory)"),
+            );
             return None;
         }
     };
     if crate::is_hidden(&s.name) || s.name.contains('.') {
-        c.at("sources[0].name".into(), &span, "name", "names may not start with \"__\" or contain \".\"");
+        c.at(
+            "sources[0].name".into(),
+            &span,
+            "name",
+            "names may not start with \"__\" or contain \".\"",
+        );
     }
-    Some(Source { name: s.name, kind, framing })
+    Some(Source {
+        name: s.name,
+        kind,
+        framing,
+    })
 }
 
-fn check_decode(c: &mut Checker<'_>, path: &str, span: &Range<usize>, s: &DecodeSpec, base_dir: &Path) -> Option<(StepKind, SchemaRef, PortInfo)> {
+fn check_decode(
+    c: &mut Checker<'_>,
+    path: &str,
+    span: &Range<usize>,
+    s: &DecodeSpec,
+    base_dir: &Path,
+) -> Option<(StepKind, SchemaRef, PortInfo)> {
     let mut ok = true;
     let format = match s.format.as_str() {
         "json" => DecodeFormat::Json,
         "protobuf" => match (&s.proto, &s.message) {
-            (Some(proto), Some(message)) => DecodeFormat::Protobuf(ProtoMessage { schema_file: resolve(base_dir, proto), message: message.clone() }),
+            (Some(proto), Some(message)) => DecodeFormat::Protobuf(ProtoMessage {
+                schema_file: resolve(base_dir, proto),
+                message: message.clone(),
+            }),
             _ => {
                 c.at(format!("{path}.proto"), span, "format", "protobuf decoding needs `proto` (a .proto file or descriptor set) and `message` (the full message name)");
                 return None;
             }
         },
         other => {
-            c.at(format!("{path}.format"), span, "format", format!("unknown format {other:?} (expected \"json\" or \"protobuf\")"));
+            c.at(
+                format!("{path}.format"),
+                span,
+                "format",
+                format!("unknown format {other:?} (expected \"json\" or \"protobuf\")"),
+            );
             return None;
         }
     };
@@ -492,20 +668,35 @@ fn check_decode(c: &mut Checker<'_>, path: &str, span: &Range<usize>, s: &Decode
             continue;
         };
         if crate::is_hidden(&f.name) || !names.insert(f.name.clone()) {
-            c.at(format!("{path}.fields[{i}].name"), span, "fields", format!("field name {:?} is reserved or repeated", f.name));
+            c.at(
+                format!("{path}.fields[{i}].name"),
+                span,
+                "fields",
+                format!("field name {:?} is reserved or repeated", f.name),
+            );
             ok = false;
         }
         fields.push((f.name.clone(), t, f.optional));
     }
     if fields.is_empty() {
-        c.at(format!("{path}.fields"), span, "fields", "declare at least one field");
+        c.at(
+            format!("{path}.fields"),
+            span,
+            "fields",
+            "declare at least one field",
+        );
         ok = false;
     }
     let bound = match &s.max_out_of_orderness {
         Some(d) => match crate::parse_duration_ms(d) {
             Ok(ms) => ms,
             Err(e) => {
-                c.at(format!("{path}.max_out_of_orderness"), span, "max_out_of_orderness", e);
+                c.at(
+                    format!("{path}.max_out_of_orderness"),
+                    span,
+                    "max_out_of_orderness",
+                    e,
+                );
                 ok = false;
                 0
             }
@@ -514,17 +705,38 @@ fn check_decode(c: &mut Checker<'_>, path: &str, span: &Range<usize>, s: &Decode
     };
     if let Some(t) = &s.event_time {
         match fields.iter().find(|(n, _, _)| n == t) {
-            Some((_, DataType::Int64 | DataType::Int32 | DataType::UInt32 | DataType::UInt64, false)) => {}
+            Some((
+                _,
+                DataType::Int64 | DataType::Int32 | DataType::UInt32 | DataType::UInt64,
+                false,
+            )) => {}
             Some((_, _, true)) => {
-                c.at(format!("{path}.event_time"), span, "event_time", format!("event time {t:?} must be a required field, not optional"));
+                c.at(
+                    format!("{path}.event_time"),
+                    span,
+                    "event_time",
+                    format!("event time {t:?} must be a required field, not optional"),
+                );
                 ok = false;
             }
             Some((_, other, _)) => {
-                c.at(format!("{path}.event_time"), span, "event_time", format!("event time {t:?} must be an integer field (milliseconds), it is {other}"));
+                c.at(
+                    format!("{path}.event_time"),
+                    span,
+                    "event_time",
+                    format!(
+                        "event time {t:?} must be an integer field (milliseconds), it is {other}"
+                    ),
+                );
                 ok = false;
             }
             None => {
-                c.at(format!("{path}.event_time"), span, "event_time", format!("event time {t:?} is not a declared field"));
+                c.at(
+                    format!("{path}.event_time"),
+                    span,
+                    "event_time",
+                    format!("event time {t:?} is not a declared field"),
+                );
                 ok = false;
             }
         }
@@ -533,7 +745,12 @@ fn check_decode(c: &mut Checker<'_>, path: &str, span: &Range<usize>, s: &Decode
         None => 1 << 20,
         Some(n) if n > 0 => n as usize,
         Some(n) => {
-            c.at(format!("{path}.max_record_bytes"), span, "max_record_bytes", format!("must be positive, got {n}"));
+            c.at(
+                format!("{path}.max_record_bytes"),
+                span,
+                "max_record_bytes",
+                format!("must be positive, got {n}"),
+            );
             ok = false;
             1
         }
@@ -542,16 +759,37 @@ fn check_decode(c: &mut Checker<'_>, path: &str, span: &Range<usize>, s: &Decode
         return None;
     }
     let schema = crate::decoded_schema(&fields);
-    let info = PortInfo { schema: schema.clone(), key: None, event_time: s.event_time.clone().map(|t| (t, bound)) };
+    let info = PortInfo {
+        schema: schema.clone(),
+        key: None,
+        event_time: s.event_time.clone().map(|t| (t, bound)),
+    };
     Some((
-        StepKind::Decode(Decode { format, event_time: s.event_time.clone(), max_out_of_orderness_ms: bound, max_record_bytes }),
+        StepKind::Decode(Decode {
+            format,
+            event_time: s.event_time.clone(),
+            max_out_of_orderness_ms: bound,
+            max_record_bytes,
+        }),
         schema,
         info,
     ))
 }
 
-fn compile_at(c: &mut Checker<'_>, path: String, span: &Range<usize>, key: &str, src: &str, schema: &Schema, predicate: bool) -> Option<CompiledExpr> {
-    let r = if predicate { weir_expr::compile_predicate(src, schema) } else { weir_expr::compile(src, schema) };
+fn compile_at(
+    c: &mut Checker<'_>,
+    path: String,
+    span: &Range<usize>,
+    key: &str,
+    src: &str,
+    schema: &Schema,
+    predicate: bool,
+) -> Option<CompiledExpr> {
+    let r = if predicate {
+        weir_expr::compile_predicate(src, schema)
+    } else {
+        weir_expr::compile(src, schema)
+    };
     match r {
         Ok(e) => Some(e),
         Err(e) => {
@@ -567,13 +805,32 @@ fn with_fields(schema: &Schema, extra: Vec<Field>) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-fn check_step(c: &mut Checker<'_>, path: &str, span: &Range<usize>, spec: &PendingKind, up: &PortInfo, base_dir: &Path) -> Option<(StepKind, SchemaRef, PortInfo)> {
+fn check_step(
+    c: &mut Checker<'_>,
+    path: &str,
+    span: &Range<usize>,
+    spec: &PendingKind,
+    up: &PortInfo,
+    base_dir: &Path,
+) -> Option<(StepKind, SchemaRef, PortInfo)> {
     let schema = up.schema.clone();
-    let same = |s: SchemaRef| PortInfo { schema: s, key: up.key.clone(), event_time: up.event_time.clone() };
+    let same = |s: SchemaRef| PortInfo {
+        schema: s,
+        key: up.key.clone(),
+        event_time: up.event_time.clone(),
+    };
     match spec {
         PendingKind::Decode(_) => None,
         PendingKind::Filter(s) => {
-            let predicate = compile_at(c, format!("{path}.where"), span, "where", &s.predicate, &schema, true)?;
+            let predicate = compile_at(
+                c,
+                format!("{path}.where"),
+                span,
+                "where",
+                &s.predicate,
+                &schema,
+                true,
+            )?;
             Some((StepKind::Filter { predicate }, schema.clone(), same(schema)))
         }
         PendingKind::Derive(s) => {
@@ -588,13 +845,23 @@ fn check_step(c: &mut Checker<'_>, path: &str, span: &Range<usize>, spec: &Pendi
                     continue;
                 };
                 if current.field_with_name(name).is_ok() || crate::is_hidden(name) {
-                    c.at(field, span, name, format!("column {name:?} already exists or is reserved"));
+                    c.at(
+                        field,
+                        span,
+                        name,
+                        format!("column {name:?} already exists or is reserved"),
+                    );
                     ok = false;
                     continue;
                 }
                 match compile_at(c, field, span, name, src, &current, false) {
                     Some(e) => {
-                        current = with_fields(&current, vec![Field::new(name, e.data_type().clone(), true)]).as_ref().clone();
+                        current = with_fields(
+                            &current,
+                            vec![Field::new(name, e.data_type().clone(), true)],
+                        )
+                        .as_ref()
+                        .clone();
                         columns.push((name.clone(), e));
                     }
                     None => ok = false,
@@ -613,21 +880,35 @@ fn check_step(c: &mut Checker<'_>, path: &str, span: &Range<usize>, spec: &Pendi
                 match schema.field_with_name(name) {
                     Ok(f) if !crate::is_hidden(name) => fields.push(f.clone()),
                     _ => {
-                        c.at(format!("{path}.columns[{i}]"), span, "columns", format!("unknown column {name:?} (available: {})", visible(&schema)));
+                        c.at(
+                            format!("{path}.columns[{i}]"),
+                            span,
+                            "columns",
+                            format!("unknown column {name:?} (available: {})", visible(&schema)),
+                        );
                         ok = false;
                     }
                 }
             }
             if let Some(k) = &up.key {
                 if !s.columns.contains(k) {
-                    c.at(format!("{path}.columns"), span, "columns", format!("the key column {k:?} must be kept after key_by"));
+                    c.at(
+                        format!("{path}.columns"),
+                        span,
+                        "columns",
+                        format!("the key column {k:?} must be kept after key_by"),
+                    );
                     ok = false;
                 }
             }
             if !ok {
                 return None;
             }
-            for f in schema.fields().iter().filter(|f| crate::is_hidden(f.name())) {
+            for f in schema
+                .fields()
+                .iter()
+                .filter(|f| crate::is_hidden(f.name()))
+            {
                 fields.push(f.as_ref().clone());
             }
             let out = Arc::new(Schema::new(fields));
@@ -637,25 +918,67 @@ fn check_step(c: &mut Checker<'_>, path: &str, span: &Range<usize>, spec: &Pendi
                     info.event_time = None;
                 }
             }
-            Some((StepKind::Select { columns: s.columns.clone() }, out, info))
+            Some((
+                StepKind::Select {
+                    columns: s.columns.clone(),
+                },
+                out,
+                info,
+            ))
         }
         PendingKind::KeyBy(s) => {
             if let Some(k) = &up.key {
-                c.at(format!("{path}.input"), span, "input", format!("records are already keyed by {k:?}; one key_by per path"));
+                c.at(
+                    format!("{path}.input"),
+                    span,
+                    "input",
+                    format!("records are already keyed by {k:?}; one key_by per path"),
+                );
                 return None;
             }
             match schema.field_with_name(&s.key) {
-                Ok(f) if matches!(f.data_type(), DataType::Int32 | DataType::Int64 | DataType::UInt32 | DataType::UInt64 | DataType::Utf8 | DataType::Boolean) => {}
+                Ok(f)
+                    if matches!(
+                        f.data_type(),
+                        DataType::Int32
+                            | DataType::Int64
+                            | DataType::UInt32
+                            | DataType::UInt64
+                            | DataType::Utf8
+                            | DataType::Boolean
+                    ) => {}
                 Ok(f) => {
-                    c.at(format!("{path}.key"), span, "key", format!("key column {:?} is {}; keys must be integer, string or boolean", s.key, f.data_type()));
+                    c.at(
+                        format!("{path}.key"),
+                        span,
+                        "key",
+                        format!(
+                            "key column {:?} is {}; keys must be integer, string or boolean",
+                            s.key,
+                            f.data_type()
+                        ),
+                    );
                     return None;
                 }
                 Err(_) => {
-                    c.at(format!("{path}.key"), span, "key", format!("unknown column {:?} (available: {})", s.key, visible(&schema)));
+                    c.at(
+                        format!("{path}.key"),
+                        span,
+                        "key",
+                        format!(
+                            "unknown column {:?} (available: {})",
+                            s.key,
+                            visible(&schema)
+                        ),
+                    );
                     return None;
                 }
             }
-            let info = PortInfo { schema: schema.clone(), key: Some(s.key.clone()), event_time: up.event_time.clone() };
+            let info = PortInfo {
+                schema: schema.clone(),
+                key: Some(s.key.clone()),
+                event_time: up.event_time.clone(),
+            };
             Some((StepKind::KeyBy { key: s.key.clone() }, schema, info))
         }
         PendingKind::Window(s) => check_window(c, path, span, s, up),
@@ -665,37 +988,73 @@ fn check_step(c: &mut Checker<'_>, path: &str, span: &Range<usize>, spec: &Pendi
                 match schema.field_with_name(name) {
                     Ok(f) if f.data_type().is_numeric() => {}
                     Ok(f) => {
-                        c.at(format!("{path}.inputs[{i}]"), span, "inputs", format!("feature {name:?} is {}, features must be numeric", f.data_type()));
+                        c.at(
+                            format!("{path}.inputs[{i}]"),
+                            span,
+                            "inputs",
+                            format!(
+                                "feature {name:?} is {}, features must be numeric",
+                                f.data_type()
+                            ),
+                        );
                         ok = false;
                     }
                     Err(_) => {
-                        c.at(format!("{path}.inputs[{i}]"), span, "inputs", format!("unknown column {name:?} (available: {})", visible(&schema)));
+                        c.at(
+                            format!("{path}.inputs[{i}]"),
+                            span,
+                            "inputs",
+                            format!("unknown column {name:?} (available: {})", visible(&schema)),
+                        );
                         ok = false;
                     }
                 }
             }
             if s.inputs.is_empty() || s.outputs.is_empty() {
-                c.at(format!("{path}.inputs"), span, "inputs", "a model step needs at least one input and one output column");
+                c.at(
+                    format!("{path}.inputs"),
+                    span,
+                    "inputs",
+                    "a model step needs at least one input and one output column",
+                );
                 ok = false;
             }
             let mut extra = Vec::new();
             for (i, name) in s.outputs.iter().enumerate() {
                 if schema.field_with_name(name).is_ok() || crate::is_hidden(name) {
-                    c.at(format!("{path}.outputs[{i}]"), span, "outputs", format!("output column {name:?} already exists or is reserved"));
+                    c.at(
+                        format!("{path}.outputs[{i}]"),
+                        span,
+                        "outputs",
+                        format!("output column {name:?} already exists or is reserved"),
+                    );
                     ok = false;
                 }
                 extra.push(Field::new(name, DataType::Float64, true));
             }
             let model_path = resolve(base_dir, &s.path);
             if !model_path.is_file() {
-                c.at(format!("{path}.path"), span, "path", format!("model file {} does not exist", model_path.display()));
+                c.at(
+                    format!("{path}.path"),
+                    span,
+                    "path",
+                    format!("model file {} does not exist", model_path.display()),
+                );
                 ok = false;
             }
             if !ok {
                 return None;
             }
             let out = with_fields(&schema, extra);
-            Some((StepKind::Model(Model { path: model_path, inputs: s.inputs.clone(), outputs: s.outputs.clone() }), out.clone(), same(out)))
+            Some((
+                StepKind::Model(Model {
+                    path: model_path,
+                    inputs: s.inputs.clone(),
+                    outputs: s.outputs.clone(),
+                }),
+                out.clone(),
+                same(out),
+            ))
         }
         PendingKind::Route(s) => {
             let mut routes = Vec::new();
@@ -713,7 +1072,12 @@ fn check_step(c: &mut Checker<'_>, path: &str, span: &Range<usize>, spec: &Pendi
                 }
             }
             if routes.is_empty() && ok {
-                c.at(format!("{path}.routes"), span, "routes", "declare at least one route");
+                c.at(
+                    format!("{path}.routes"),
+                    span,
+                    "routes",
+                    "declare at least one route",
+                );
                 ok = false;
             }
             if !ok {
@@ -734,21 +1098,42 @@ fn visible(schema: &Schema) -> String {
         .join(", ")
 }
 
-fn check_window(c: &mut Checker<'_>, path: &str, span: &Range<usize>, s: &WindowSpec, up: &PortInfo) -> Option<(StepKind, SchemaRef, PortInfo)> {
+fn check_window(
+    c: &mut Checker<'_>,
+    path: &str,
+    span: &Range<usize>,
+    s: &WindowSpec,
+    up: &PortInfo,
+) -> Option<(StepKind, SchemaRef, PortInfo)> {
     let schema = &up.schema;
     let Some(key) = up.key.clone() else {
-        c.at(format!("{path}.input"), span, "input", "a window needs keyed input: put a key_by step before it");
+        c.at(
+            format!("{path}.input"),
+            span,
+            "input",
+            "a window needs keyed input: put a key_by step before it",
+        );
         return None;
     };
     let Some((time_column, bound)) = up.event_time.clone() else {
-        c.at(format!("{path}.input"), span, "input", "a window needs event time: set `event_time` on the decode step");
+        c.at(
+            format!("{path}.input"),
+            span,
+            "input",
+            "a window needs event time: set `event_time` on the decode step",
+        );
         return None;
     };
     let mut ok = true;
     let size_ms = match crate::parse_duration_ms(&s.size) {
         Ok(ms) if ms > 0 => ms,
         Ok(_) => {
-            c.at(format!("{path}.size"), span, "size", "window size must be positive");
+            c.at(
+                format!("{path}.size"),
+                span,
+                "size",
+                "window size must be positive",
+            );
             ok = false;
             1
         }
@@ -764,7 +1149,12 @@ fn check_window(c: &mut Checker<'_>, path: &str, span: &Range<usize>, s: &Window
         ("hopping", Some(slide)) => match crate::parse_duration_ms(slide) {
             Ok(ms) if ms > 0 && ms <= size_ms => WindowKind::Hopping { slide_ms: ms },
             Ok(_) => {
-                c.at(format!("{path}.slide"), span, "slide", "slide must be positive and at most the window size");
+                c.at(
+                    format!("{path}.slide"),
+                    span,
+                    "slide",
+                    "slide must be positive and at most the window size",
+                );
                 return None;
             }
             Err(e) => {
@@ -773,15 +1163,30 @@ fn check_window(c: &mut Checker<'_>, path: &str, span: &Range<usize>, s: &Window
             }
         },
         ("hopping", None) => {
-            c.at(format!("{path}.slide"), span, "kind", "a hopping window needs `slide`");
+            c.at(
+                format!("{path}.slide"),
+                span,
+                "kind",
+                "a hopping window needs `slide`",
+            );
             return None;
         }
         ("sliding" | "tumbling", Some(_)) => {
-            c.at(format!("{path}.slide"), span, "slide", "`slide` applies to hopping windows only");
+            c.at(
+                format!("{path}.slide"),
+                span,
+                "slide",
+                "`slide` applies to hopping windows only",
+            );
             return None;
         }
         (other, _) => {
-            c.at(format!("{path}.kind"), span, "kind", format!("unknown window kind {other:?} (expected sliding, tumbling or hopping)"));
+            c.at(
+                format!("{path}.kind"),
+                span,
+                "kind",
+                format!("unknown window kind {other:?} (expected sliding, tumbling or hopping)"),
+            );
             return None;
         }
     };
@@ -789,7 +1194,14 @@ fn check_window(c: &mut Checker<'_>, path: &str, span: &Range<usize>, s: &Window
         None | Some("dead_letter") => LatePolicy::DeadLetter,
         Some("update") => LatePolicy::Update,
         Some(other) => {
-            c.at(format!("{path}.late"), span, "late", format!("unknown late-event policy {other:?} (expected \"dead_letter\" or \"update\")"));
+            c.at(
+                format!("{path}.late"),
+                span,
+                "late",
+                format!(
+                    "unknown late-event policy {other:?} (expected \"dead_letter\" or \"update\")"
+                ),
+            );
             return None;
         }
     };
@@ -797,17 +1209,32 @@ fn check_window(c: &mut Checker<'_>, path: &str, span: &Range<usize>, s: &Window
     for (name, value) in &s.aggregates {
         let field = format!("{path}.aggregates.{name}");
         let Some(text) = value.as_str() else {
-            c.at(field, span, name, "expected an aggregate such as \"sum(amount)\"");
+            c.at(
+                field,
+                span,
+                name,
+                "expected an aggregate such as \"sum(amount)\"",
+            );
             ok = false;
             continue;
         };
         match parse_aggregate(text, schema) {
             Ok((function, column, data_type)) => {
                 if schema.field_with_name(name).is_ok() || crate::is_hidden(name) {
-                    c.at(field, span, name, format!("column {name:?} already exists or is reserved"));
+                    c.at(
+                        field,
+                        span,
+                        name,
+                        format!("column {name:?} already exists or is reserved"),
+                    );
                     ok = false;
                 }
-                aggregates.push(Aggregate { name: name.clone(), function, column, data_type });
+                aggregates.push(Aggregate {
+                    name: name.clone(),
+                    function,
+                    column,
+                    data_type,
+                });
             }
             Err(e) => {
                 c.at(field, span, name, e);
@@ -816,41 +1243,85 @@ fn check_window(c: &mut Checker<'_>, path: &str, span: &Range<usize>, s: &Window
         }
     }
     if aggregates.is_empty() && ok {
-        c.at(format!("{path}.aggregates"), span, "aggregates", "declare at least one aggregate");
+        c.at(
+            format!("{path}.aggregates"),
+            span,
+            "aggregates",
+            "declare at least one aggregate",
+        );
         ok = false;
     }
     if !ok {
         return None;
     }
-    let agg_fields: Vec<Field> = aggregates.iter().map(|a| Field::new(&a.name, a.data_type.clone(), true)).collect();
+    let agg_fields: Vec<Field> = aggregates
+        .iter()
+        .map(|a| Field::new(&a.name, a.data_type.clone(), true))
+        .collect();
     let (out, info) = match kind {
         WindowKind::Sliding => {
             let out = with_fields(schema, agg_fields);
-            (out.clone(), PortInfo { schema: out, key: Some(key.clone()), event_time: Some((time_column.clone(), bound)) })
+            (
+                out.clone(),
+                PortInfo {
+                    schema: out,
+                    key: Some(key.clone()),
+                    event_time: Some((time_column.clone(), bound)),
+                },
+            )
         }
         _ => {
             // unwrap: the key column was checked to exist by key_by.
-            let key_field = schema.field_with_name(&key).map(|f| f.as_ref().clone()).unwrap_or_else(|_| Field::new(&key, DataType::Int64, true));
-            let mut fields = vec![key_field, Field::new("window_start", DataType::Int64, false), Field::new("window_end", DataType::Int64, false)];
+            let key_field = schema
+                .field_with_name(&key)
+                .map(|f| f.as_ref().clone())
+                .unwrap_or_else(|_| Field::new(&key, DataType::Int64, true));
+            let mut fields = vec![
+                key_field,
+                Field::new("window_start", DataType::Int64, false),
+                Field::new("window_end", DataType::Int64, false),
+            ];
             fields.extend(agg_fields);
             fields.push(Field::new(POSITION_COLUMN, DataType::UInt64, false));
             fields.push(Field::new(PRIOR_MAX_TIME_COLUMN, DataType::Int64, false));
             let out = Arc::new(Schema::new(fields));
-            (out.clone(), PortInfo { schema: out, key: Some(key.clone()), event_time: Some(("window_end".into(), bound)) })
+            (
+                out.clone(),
+                PortInfo {
+                    schema: out,
+                    key: Some(key.clone()),
+                    event_time: Some(("window_end".into(), bound)),
+                },
+            )
         }
     };
     Some((
-        StepKind::Window(Window { kind, size_ms, time_column, key_column: key, max_out_of_orderness_ms: bound, aggregates, late }),
+        StepKind::Window(Window {
+            kind,
+            size_ms,
+            time_column,
+            key_column: key,
+            max_out_of_orderness_ms: bound,
+            aggregates,
+            late,
+        }),
         out,
         info,
     ))
 }
 
-fn parse_aggregate(text: &str, schema: &Schema) -> Result<(AggregateFunction, Option<String>, DataType), String> {
+fn parse_aggregate(
+    text: &str,
+    schema: &Schema,
+) -> Result<(AggregateFunction, Option<String>, DataType), String> {
     let t = text.trim();
-    let open = t.find('(').ok_or_else(|| format!("expected an aggregate such as \"sum(amount)\", got {text:?}"))?;
+    let open = t
+        .find('(')
+        .ok_or_else(|| format!("expected an aggregate such as \"sum(amount)\", got {text:?}"))?;
     if !t.ends_with(')') {
-        return Err(format!("expected an aggregate such as \"sum(amount)\", got {text:?}"));
+        return Err(format!(
+            "expected an aggregate such as \"sum(amount)\", got {text:?}"
+        ));
     }
     let func = t[..open].trim().to_ascii_lowercase();
     let arg = t[open + 1..t.len() - 1].trim();
@@ -880,9 +1351,17 @@ fn parse_aggregate(text: &str, schema: &Schema) -> Result<(AggregateFunction, Op
         .field_with_name(arg)
         .ok()
         .filter(|_| !crate::is_hidden(arg))
-        .ok_or_else(|| format!("unknown column {arg:?} in {text:?} (available: {})", visible(schema)))?;
+        .ok_or_else(|| {
+            format!(
+                "unknown column {arg:?} in {text:?} (available: {})",
+                visible(schema)
+            )
+        })?;
     let dt = field.data_type();
-    let numeric_int = matches!(dt, DataType::Int32 | DataType::Int64 | DataType::UInt32 | DataType::UInt64);
+    let numeric_int = matches!(
+        dt,
+        DataType::Int32 | DataType::Int64 | DataType::UInt32 | DataType::UInt64
+    );
     let numeric = numeric_int || matches!(dt, DataType::Float32 | DataType::Float64);
     let out = match function {
         AggregateFunction::Count | AggregateFunction::ApproxDistinct => DataType::Int64,
@@ -899,14 +1378,27 @@ fn parse_aggregate(text: &str, schema: &Schema) -> Result<(AggregateFunction, Op
     Ok((function, Some(arg.to_string()), out))
 }
 
-fn check_sink(c: &mut Checker<'_>, path: &str, span: &Range<usize>, s: SinkSpec, input: Port, up: &PortInfo, base_dir: &Path) -> Option<Sink> {
+fn check_sink(
+    c: &mut Checker<'_>,
+    path: &str,
+    span: &Range<usize>,
+    s: SinkSpec,
+    input: Port,
+    up: &PortInfo,
+    base_dir: &Path,
+) -> Option<Sink> {
     let schema = up.schema.clone();
     let columns: Vec<String> = match &s.columns {
         Some(cols) => {
             let mut ok = true;
             for (i, name) in cols.iter().enumerate() {
                 if schema.field_with_name(name).is_err() || crate::is_hidden(name) {
-                    c.at(format!("{path}.columns[{i}]"), span, "columns", format!("unknown column {name:?} (available: {})", visible(&schema)));
+                    c.at(
+                        format!("{path}.columns[{i}]"),
+                        span,
+                        "columns",
+                        format!("unknown column {name:?} (available: {})", visible(&schema)),
+                    );
                     ok = false;
                 }
             }
@@ -915,44 +1407,91 @@ fn check_sink(c: &mut Checker<'_>, path: &str, span: &Range<usize>, s: SinkSpec,
             }
             cols.clone()
         }
-        None => schema.fields().iter().map(|f| f.name().clone()).filter(|n| !crate::is_hidden(n)).collect(),
+        None => schema
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .filter(|n| !crate::is_hidden(n))
+            .collect(),
     };
     let format = match (s.format.as_deref(), &s.proto, &s.message) {
         (None | Some("json"), None, None) => SinkFormat::Json,
-        (Some("protobuf"), Some(proto), Some(message)) => SinkFormat::Protobuf(ProtoMessage { schema_file: resolve(base_dir, proto), message: message.clone() }),
+        (Some("protobuf"), Some(proto), Some(message)) => SinkFormat::Protobuf(ProtoMessage {
+            schema_file: resolve(base_dir, proto),
+            message: message.clone(),
+        }),
         (Some("protobuf"), _, _) => {
-            c.at(format!("{path}.proto"), span, "format", "protobuf output needs `proto` and `message`");
+            c.at(
+                format!("{path}.proto"),
+                span,
+                "format",
+                "protobuf output needs `proto` and `message`",
+            );
             return None;
         }
         (Some(other), _, _) if other != "json" => {
-            c.at(format!("{path}.format"), span, "format", format!("unknown format {other:?} (expected \"json\" or \"protobuf\")"));
+            c.at(
+                format!("{path}.format"),
+                span,
+                "format",
+                format!("unknown format {other:?} (expected \"json\" or \"protobuf\")"),
+            );
             return None;
         }
         _ => {
-            c.at(format!("{path}.proto"), span, "proto", "`proto` and `message` apply to format = \"protobuf\" only");
+            c.at(
+                format!("{path}.proto"),
+                span,
+                "proto",
+                "`proto` and `message` apply to format = \"protobuf\" only",
+            );
             return None;
         }
     };
     let kind = match s.kind.as_str() {
         "stdout" => {
             if format != SinkFormat::Json || s.path.is_some() {
-                c.at(format!("{path}.format"), span, "format", "a stdout sink writes JSON lines and takes no path");
+                c.at(
+                    format!("{path}.format"),
+                    span,
+                    "format",
+                    "a stdout sink writes JSON lines and takes no path",
+                );
                 return None;
             }
             SinkKind::Stdout
         }
         "file" => match &s.path {
-            Some(p) => SinkKind::File { path: resolve(base_dir, p), format },
+            Some(p) => SinkKind::File {
+                path: resolve(base_dir, p),
+                format,
+            },
             None => {
-                c.at(format!("{path}.path"), span, "type", "a file sink needs `path`");
+                c.at(
+                    format!("{path}.path"),
+                    span,
+                    "type",
+                    "a file sink needs `path`",
+                );
                 return None;
             }
         },
         "discard" => SinkKind::Discard,
         other => {
-            c.at(format!("{path}.type"), span, "type", format!("unknown sink type {other:?} (expected stdout, file or discard)"));
+            c.at(
+                format!("{path}.type"),
+                span,
+                "type",
+                format!("unknown sink type {other:?} (expected stdout, file or discard)"),
+            );
             return None;
         }
     };
-    Some(Sink { name: s.name, input, kind, columns, input_schema: schema })
+    Some(Sink {
+        name: s.name,
+        input,
+        kind,
+        columns,
+        input_schema: schema,
+    })
 }

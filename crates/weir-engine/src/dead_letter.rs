@@ -43,9 +43,19 @@ impl DeadLetterWriter {
     /// Creates (truncates) the file, making its directory if needed.
     pub fn create(path: &Path) -> Result<Self, EngineError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| EngineError::io(format!("cannot create dead-letter directory {}", dir.display()), e))?;
+            std::fs::create_dir_all(dir).map_err(|e| {
+                EngineError::io(
+                    format!("cannot create dead-letter directory {}", dir.display()),
+                    e,
+                )
+            })?;
         }
-        let file = File::create(path).map_err(|e| EngineError::io(format!("cannot create dead-letter file {}", path.display()), e))?;
+        let file = File::create(path).map_err(|e| {
+            EngineError::io(
+                format!("cannot create dead-letter file {}", path.display()),
+                e,
+            )
+        })?;
         Ok(DeadLetterWriter {
             out: BufWriter::with_capacity(1 << 16, file),
             path: path.display().to_string(),
@@ -59,14 +69,19 @@ impl DeadLetterWriter {
         self.line.clear();
         self.line.extend_from_slice(b"{\"step\":");
         crate::sink::json_string(&mut self.line, &r.step);
-        self.line.extend_from_slice(format!(",\"position\":{},\"reason\":", r.position).as_bytes());
+        self.line
+            .extend_from_slice(format!(",\"position\":{},\"reason\":", r.position).as_bytes());
         crate::sink::json_string(&mut self.line, &r.reason);
         if let Some(record) = &r.record {
             self.line.extend_from_slice(b",\"record\":");
             self.line.extend_from_slice(record.as_bytes());
         } else {
             self.line.extend_from_slice(b",\"bytes_base64\":\"");
-            self.line.extend_from_slice(base64::engine::general_purpose::STANDARD.encode(&r.bytes).as_bytes());
+            self.line.extend_from_slice(
+                base64::engine::general_purpose::STANDARD
+                    .encode(&r.bytes)
+                    .as_bytes(),
+            );
             self.line.push(b'"');
             if let Ok(text) = std::str::from_utf8(&r.bytes) {
                 self.line.extend_from_slice(b",\"text\":");
@@ -74,18 +89,18 @@ impl DeadLetterWriter {
             }
         }
         self.line.extend_from_slice(b"}\n");
-        self.out
-            .write_all(&self.line)
-            .map_err(|e| EngineError::io(format!("cannot write dead-letter file {}", self.path), e))?;
+        self.out.write_all(&self.line).map_err(|e| {
+            EngineError::io(format!("cannot write dead-letter file {}", self.path), e)
+        })?;
         self.count += 1;
         Ok(())
     }
 
     /// Flushes and returns the number of records written.
     pub fn finish(mut self) -> Result<u64, EngineError> {
-        self.out
-            .flush()
-            .map_err(|e| EngineError::io(format!("cannot write dead-letter file {}", self.path), e))?;
+        self.out.flush().map_err(|e| {
+            EngineError::io(format!("cannot write dead-letter file {}", self.path), e)
+        })?;
         Ok(self.count)
     }
 }

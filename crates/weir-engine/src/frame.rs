@@ -36,7 +36,11 @@ pub fn next_record(framing: Framing, buf: &[u8], at_end: bool) -> Next {
     match framing {
         Framing::Lines => match memchr::memchr(b'\n', buf) {
             Some(i) => {
-                let end = if i > 0 && buf[i - 1] == b'\r' { i - 1 } else { i };
+                let end = if i > 0 && buf[i - 1] == b'\r' {
+                    i - 1
+                } else {
+                    i
+                };
                 Next::Record {
                     start: 0,
                     end,
@@ -92,13 +96,20 @@ pub fn next_record(framing: Framing, buf: &[u8], at_end: bool) -> Next {
 }
 
 /// Iterates over the records of a chunk known to hold only whole records.
-pub fn records(framing: Framing, mut buf: &[u8]) -> impl Iterator<Item = Result<&[u8], &'static str>> {
+pub fn records(
+    framing: Framing,
+    mut buf: &[u8],
+) -> impl Iterator<Item = Result<&[u8], &'static str>> {
     std::iter::from_fn(move || {
         if buf.is_empty() {
             return None;
         }
         match next_record(framing, buf, true) {
-            Next::Record { start, end, consumed } => {
+            Next::Record {
+                start,
+                end,
+                consumed,
+            } => {
                 let rec = &buf[start..end];
                 buf = &buf[consumed..];
                 Some(Ok(rec))
@@ -129,8 +140,17 @@ mod tests {
         let buf = [2u8, b'h', b'i', 0, 1, b'x'];
         let v: Vec<_> = records(Framing::LengthDelimited, &buf).collect();
         assert_eq!(v, vec![Ok(&b"hi"[..]), Ok(&b""[..]), Ok(&b"x"[..])]);
-        assert_eq!(next_record(Framing::LengthDelimited, &[5, 1], false), Next::Incomplete);
-        assert!(matches!(next_record(Framing::LengthDelimited, &[5, 1], true), Next::Corrupt { .. }));
-        assert!(matches!(next_record(Framing::LengthDelimited, &[0xff; 12], false), Next::Corrupt { .. }));
+        assert_eq!(
+            next_record(Framing::LengthDelimited, &[5, 1], false),
+            Next::Incomplete
+        );
+        assert!(matches!(
+            next_record(Framing::LengthDelimited, &[5, 1], true),
+            Next::Corrupt { .. }
+        ));
+        assert!(matches!(
+            next_record(Framing::LengthDelimited, &[0xff; 12], false),
+            Next::Corrupt { .. }
+        ));
     }
 }

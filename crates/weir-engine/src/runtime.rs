@@ -135,15 +135,23 @@ struct Graph {
 }
 
 fn graph(p: &Pipeline) -> Result<Graph, EngineError> {
-    let index: HashMap<&str, usize> = p.steps.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
+    let index: HashMap<&str, usize> = p
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.as_str(), i))
+        .collect();
     let ports = |s: &weir_config::Step| match &s.kind {
         StepKind::Route { routes } => routes.len(),
         _ => 1,
     };
-    let mut children: Vec<Vec<Vec<Target>>> = p.steps.iter().map(|s| vec![Vec::new(); ports(s)]).collect();
+    let mut children: Vec<Vec<Vec<Target>>> =
+        p.steps.iter().map(|s| vec![Vec::new(); ports(s)]).collect();
     let port_of = |parent: usize, output: &Option<String>| -> usize {
         match (&p.steps[parent].kind, output) {
-            (StepKind::Route { routes }, Some(o)) => routes.iter().position(|(n, _)| n == o).unwrap_or(0),
+            (StepKind::Route { routes }, Some(o)) => {
+                routes.iter().position(|(n, _)| n == o).unwrap_or(0)
+            }
             _ => 0,
         }
     };
@@ -158,15 +166,35 @@ fn graph(p: &Pipeline) -> Result<Graph, EngineError> {
         }
     }
     for (i, s) in p.sinks.iter().enumerate() {
-        let parent = *index.get(s.input.node.as_str()).ok_or_else(|| EngineError::build(&s.name, "input is not a step"))?;
+        let parent = *index
+            .get(s.input.node.as_str())
+            .ok_or_else(|| EngineError::build(&s.name, "input is not a step"))?;
         let port = port_of(parent, &s.input.output);
         children[parent][port].push(Target::Sink(i));
     }
-    let decode = decode.ok_or_else(|| EngineError::build(&p.name, "no decode step reads the source"))?;
+    let decode =
+        decode.ok_or_else(|| EngineError::build(&p.name, "no decode step reads the source"))?;
     // A key_by runs on the workers (it splits); what follows it on the shards.
-    let keyed = p.steps.iter().enumerate().filter(|(_, s)| s.keyed && !matches!(s.kind, StepKind::KeyBy { .. })).map(|(i, _)| i).collect();
-    let unkeyed = p.steps.iter().enumerate().filter(|(_, s)| !s.keyed || matches!(s.kind, StepKind::KeyBy { .. })).map(|(i, _)| i).collect();
-    Ok(Graph { children, decode, keyed, unkeyed })
+    let keyed = p
+        .steps
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.keyed && !matches!(s.kind, StepKind::KeyBy { .. }))
+        .map(|(i, _)| i)
+        .collect();
+    let unkeyed = p
+        .steps
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| !s.keyed || matches!(s.kind, StepKind::KeyBy { .. }))
+        .map(|(i, _)| i)
+        .collect();
+    Ok(Graph {
+        children,
+        decode,
+        keyed,
+        unkeyed,
+    })
 }
 
 /// Per-step record counters, bumped once per batch.
@@ -179,8 +207,17 @@ struct Counters {
 pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, EngineError> {
     let started = Instant::now();
     let g = Arc::new(graph(pipeline)?);
-    let configured = options.shards.filter(|&s| s > 0).unwrap_or(pipeline.settings.shards);
-    let shards = if configured == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { configured };
+    let configured = options
+        .shards
+        .filter(|&s| s > 0)
+        .unwrap_or(pipeline.settings.shards);
+    let shards = if configured == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    } else {
+        configured
+    };
     let shards = shards.clamp(1, pipeline.settings.key_groups as usize);
     let workers = shards;
     let has_keyed = !g.keyed.is_empty();
@@ -189,7 +226,8 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, Engin
     let mut models = HashMap::new();
     for s in &pipeline.steps {
         if let StepKind::Model(m) = &s.kind {
-            let model = weir_model::OnnxModel::load(&m.path).map_err(|e| EngineError::build(&s.name, e))?;
+            let model =
+                weir_model::OnnxModel::load(&m.path).map_err(|e| EngineError::build(&s.name, e))?;
             models.insert(s.name.clone(), Arc::new(model));
         }
     }
@@ -199,7 +237,10 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, Engin
     build_ops(pipeline, &g, &g.unkeyed, shards, &models)?;
     build_ops(pipeline, &g, &g.keyed, shards, &models)?;
 
-    let counters = Arc::new(Counters { steps: pipeline.steps.iter().map(|_| AtomicU64::new(0)).collect(), source: AtomicU64::new(0) });
+    let counters = Arc::new(Counters {
+        steps: pipeline.steps.iter().map(|_| AtomicU64::new(0)).collect(),
+        source: AtomicU64::new(0),
+    });
 
     // Sinks and dead letters.
     let mut sink_txs = Vec::new();
@@ -240,9 +281,17 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, Engin
     let result = std::thread::scope(|scope| -> Result<RunSummary, EngineError> {
         let mut sink_handles = Vec::new();
         for (writer, rx) in writers.into_iter().zip(sink_rxs) {
-            sink_handles.push(std::thread::Builder::new().name("weir-sink".into()).spawn_scoped(scope, move || sink_loop(writer, rx)).map_err(|e| EngineError::io("cannot start sink thread", e))?);
+            sink_handles.push(
+                std::thread::Builder::new()
+                    .name("weir-sink".into())
+                    .spawn_scoped(scope, move || sink_loop(writer, rx))
+                    .map_err(|e| EngineError::io("cannot start sink thread", e))?,
+            );
         }
-        let dlq_handle = std::thread::Builder::new().name("weir-dead-letter".into()).spawn_scoped(scope, move || dead_letter_loop(dead_letter, dlq_rx)).map_err(|e| EngineError::io("cannot start dead-letter thread", e))?;
+        let dlq_handle = std::thread::Builder::new()
+            .name("weir-dead-letter".into())
+            .spawn_scoped(scope, move || dead_letter_loop(dead_letter, dlq_rx))
+            .map_err(|e| EngineError::io("cannot start dead-letter thread", e))?;
 
         let mut worker_handles = Vec::new();
         for (w, (rx, txs)) in chunk_rxs.into_iter().zip(shard_txs).enumerate() {
@@ -255,7 +304,12 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, Engin
                 dlq: dlq_tx.clone(),
                 counters: counters.clone(),
             };
-            worker_handles.push(std::thread::Builder::new().name(format!("weir-worker-{w}")).spawn_scoped(scope, move || worker_loop(ctx, rx, txs)).map_err(|e| EngineError::io("cannot start worker thread", e))?);
+            worker_handles.push(
+                std::thread::Builder::new()
+                    .name(format!("weir-worker-{w}"))
+                    .spawn_scoped(scope, move || worker_loop(ctx, rx, txs))
+                    .map_err(|e| EngineError::io("cannot start worker thread", e))?,
+            );
         }
         let mut shard_handles = Vec::new();
         for (s, rxs) in shard_rxs.into_iter().enumerate() {
@@ -271,7 +325,12 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, Engin
                 dlq: dlq_tx.clone(),
                 counters: counters.clone(),
             };
-            shard_handles.push(std::thread::Builder::new().name(format!("weir-shard-{s}")).spawn_scoped(scope, move || shard_loop(ctx, rxs)).map_err(|e| EngineError::io("cannot start shard thread", e))?);
+            shard_handles.push(
+                std::thread::Builder::new()
+                    .name(format!("weir-shard-{s}"))
+                    .spawn_scoped(scope, move || shard_loop(ctx, rxs))
+                    .map_err(|e| EngineError::io("cannot start shard thread", e))?,
+            );
         }
         drop(sink_txs);
         drop(dlq_tx);
@@ -298,7 +357,10 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, Engin
         for (h, s) in sink_handles.into_iter().zip(&pipeline.sinks) {
             match h.join() {
                 Ok(Ok((records, hist))) => {
-                    sinks.push(StepCount { name: s.name.clone(), records });
+                    sinks.push(StepCount {
+                        name: s.name.clone(),
+                        records,
+                    });
                     if let Some(hist) = hist {
                         match &mut latency {
                             Some(l) => {
@@ -319,14 +381,25 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, Engin
         let dead_letters = match dlq_handle.join() {
             Ok(Ok(n)) => n,
             Ok(Err(e)) => return Err(first_error.unwrap_or(e)),
-            Err(_) => return Err(first_error.unwrap_or(EngineError::Worker("dead-letter thread panicked".into()))),
+            Err(_) => {
+                return Err(first_error
+                    .unwrap_or(EngineError::Worker("dead-letter thread panicked".into())))
+            }
         };
         if let Some(e) = first_error {
             return Err(e);
         }
         Ok(RunSummary {
             source_records: counters.source.load(Ordering::Relaxed),
-            steps: pipeline.steps.iter().zip(&counters.steps).map(|(s, c)| StepCount { name: s.name.clone(), records: c.load(Ordering::Relaxed) }).collect(),
+            steps: pipeline
+                .steps
+                .iter()
+                .zip(&counters.steps)
+                .map(|(s, c)| StepCount {
+                    name: s.name.clone(),
+                    records: c.load(Ordering::Relaxed),
+                })
+                .collect(),
             sinks,
             dead_letters,
             shards,
@@ -356,27 +429,75 @@ enum Op {
     Absent,
 }
 
-fn build_ops(p: &Pipeline, g: &Graph, which: &[usize], shards: usize, models: &HashMap<String, Arc<weir_model::OnnxModel>>) -> Result<Vec<Op>, EngineError> {
+fn build_ops(
+    p: &Pipeline,
+    g: &Graph,
+    which: &[usize],
+    shards: usize,
+    models: &HashMap<String, Arc<weir_model::OnnxModel>>,
+) -> Result<Vec<Op>, EngineError> {
     let mut ops: Vec<Op> = p.steps.iter().map(|_| Op::Absent).collect();
     for &i in which {
         let s = &p.steps[i];
         ops[i] = match &s.kind {
             StepKind::Decode(_) => Op::Decode,
             StepKind::KeyBy { key } => {
-                let idx = s.input_schema.index_of(key).map_err(|e| EngineError::build(&s.name, e))?;
-                Op::Split(Partitioner::new(&s.name, idx, p.settings.key_groups, shards))
+                let idx = s
+                    .input_schema
+                    .index_of(key)
+                    .map_err(|e| EngineError::build(&s.name, e))?;
+                Op::Split(Partitioner::new(
+                    &s.name,
+                    idx,
+                    p.settings.key_groups,
+                    shards,
+                ))
             }
-            StepKind::Filter { predicate } => Op::Run(Box::new(Filter { step: s.name.clone(), predicate: predicate.clone() })),
-            StepKind::Derive { columns } => Op::Run(Box::new(Derive::new(&s.name, columns.iter().map(|(_, e)| e.clone()).collect(), &s.input_schema, &s.output_schema))),
-            StepKind::Select { .. } => Op::Run(Box::new(Select::new(&s.name, &s.input_schema, &s.output_schema)?)),
-            StepKind::Route { routes } => Op::Run(Box::new(Route { step: s.name.clone(), routes: routes.iter().map(|(_, e)| e.clone()).collect() })),
+            StepKind::Filter { predicate } => Op::Run(Box::new(Filter {
+                step: s.name.clone(),
+                predicate: predicate.clone(),
+            })),
+            StepKind::Derive { columns } => Op::Run(Box::new(Derive::new(
+                &s.name,
+                columns.iter().map(|(_, e)| e.clone()).collect(),
+                &s.input_schema,
+                &s.output_schema,
+            ))),
+            StepKind::Select { .. } => Op::Run(Box::new(Select::new(
+                &s.name,
+                &s.input_schema,
+                &s.output_schema,
+            )?)),
+            StepKind::Route { routes } => Op::Run(Box::new(Route {
+                step: s.name.clone(),
+                routes: routes.iter().map(|(_, e)| e.clone()).collect(),
+            })),
             StepKind::Window(w) => match w.kind {
-                WindowKind::Sliding => Op::Run(Box::new(SlidingWindow::new(&s.name, w, &s.input_schema, &s.output_schema)?)),
-                _ => Op::Run(Box::new(FixedWindows::new(&s.name, w, &s.input_schema, &s.output_schema)?)),
+                WindowKind::Sliding => Op::Run(Box::new(SlidingWindow::new(
+                    &s.name,
+                    w,
+                    &s.input_schema,
+                    &s.output_schema,
+                )?)),
+                _ => Op::Run(Box::new(FixedWindows::new(
+                    &s.name,
+                    w,
+                    &s.input_schema,
+                    &s.output_schema,
+                )?)),
             },
             StepKind::Model(m) => {
-                let model = models.get(&s.name).cloned().ok_or_else(|| EngineError::build(&s.name, "model not loaded"))?;
-                Op::Run(Box::new(ModelStep::new(&s.name, m, model, &s.input_schema, &s.output_schema)?))
+                let model = models
+                    .get(&s.name)
+                    .cloned()
+                    .ok_or_else(|| EngineError::build(&s.name, "model not loaded"))?;
+                Op::Run(Box::new(ModelStep::new(
+                    &s.name,
+                    m,
+                    model,
+                    &s.input_schema,
+                    &s.output_schema,
+                )?))
             }
         };
     }
@@ -394,7 +515,12 @@ struct Runner<'a, 'p> {
 }
 
 impl Runner<'_, '_> {
-    fn deliver(&mut self, from: usize, outputs: Outputs, c: &mut Ctx<'_>) -> Result<(), EngineError> {
+    fn deliver(
+        &mut self,
+        from: usize,
+        outputs: Outputs,
+        c: &mut Ctx<'_>,
+    ) -> Result<(), EngineError> {
         for (port, batch) in outputs {
             if batch.num_rows() == 0 {
                 continue;
@@ -406,7 +532,10 @@ impl Runner<'_, '_> {
                     Target::Sink(s) => {
                         // A closed sink channel means the sink failed; its
                         // error is reported when it is joined.
-                        let _ = self.ctx.sinks[s].send(SinkMsg { batch: batch.clone(), created: self.created });
+                        let _ = self.ctx.sinks[s].send(SinkMsg {
+                            batch: batch.clone(),
+                            created: self.created,
+                        });
                     }
                     Target::Step(i) => self.push(i, batch.clone(), c)?,
                 }
@@ -415,7 +544,12 @@ impl Runner<'_, '_> {
         Ok(())
     }
 
-    fn push(&mut self, step: usize, batch: RecordBatch, c: &mut Ctx<'_>) -> Result<(), EngineError> {
+    fn push(
+        &mut self,
+        step: usize,
+        batch: RecordBatch,
+        c: &mut Ctx<'_>,
+    ) -> Result<(), EngineError> {
         match &mut self.ops[step] {
             Op::Split(p) => {
                 // Counted when the shard takes the parts over (`deliver`).
@@ -432,13 +566,21 @@ impl Runner<'_, '_> {
                 op.process(batch, c, &mut out)?;
                 self.deliver(step, out, c)
             }
-            Op::Decode | Op::Absent => Err(EngineError::Worker(format!("step {} reached on the wrong thread", self.ctx.pipeline.steps[step].name))),
+            Op::Decode | Op::Absent => Err(EngineError::Worker(format!(
+                "step {} reached on the wrong thread",
+                self.ctx.pipeline.steps[step].name
+            ))),
         }
     }
 
     /// Runs a lifecycle hook on every operator, in pipeline order, passing
     /// what it emits downstream.
-    fn hook(&mut self, order: &[usize], c: &mut Ctx<'_>, end_of_input: bool) -> Result<(), EngineError> {
+    fn hook(
+        &mut self,
+        order: &[usize],
+        c: &mut Ctx<'_>,
+        end_of_input: bool,
+    ) -> Result<(), EngineError> {
         for &i in order {
             let mut out = Vec::new();
             if let Op::Run(op) = &mut self.ops[i] {
@@ -454,25 +596,58 @@ impl Runner<'_, '_> {
     }
 }
 
-fn worker_loop(ctx: WorkerCtx<'_>, rx: Receiver<Chunk>, shard_txs: Vec<Sender<ShardMsg>>) -> Result<(), EngineError> {
+fn worker_loop(
+    ctx: WorkerCtx<'_>,
+    rx: Receiver<Chunk>,
+    shard_txs: Vec<Sender<ShardMsg>>,
+) -> Result<(), EngineError> {
     let p = ctx.pipeline;
     let g = ctx.graph.clone();
     let StepKind::Decode(config) = &p.steps[g.decode].kind else {
-        return Err(EngineError::build(&p.steps[g.decode].name, "not a decode step"));
+        return Err(EngineError::build(
+            &p.steps[g.decode].name,
+            "not a decode step",
+        ));
     };
-    let mut decoder = Decoder::new(&p.steps[g.decode].name, config, p.steps[g.decode].output_schema.clone(), p.source.framing)?;
+    let mut decoder = Decoder::new(
+        &p.steps[g.decode].name,
+        config,
+        p.steps[g.decode].output_schema.clone(),
+        p.source.framing,
+    )?;
     let ops = build_ops(p, &g, &g.unkeyed, ctx.shards, &ctx.models)?;
-    let mut runner = Runner { ctx: &ctx, ops, exchange: (0..ctx.shards).map(|_| Vec::new()).collect(), created: None };
+    let mut runner = Runner {
+        ctx: &ctx,
+        ops,
+        exchange: (0..ctx.shards).map(|_| Vec::new()).collect(),
+        created: None,
+    };
     let mut rejected = Vec::new();
     for chunk in rx {
         runner.created = chunk.created;
-        let decoded = decoder.decode(&chunk.data[chunk.start..chunk.end], chunk.records, chunk.first_position, &mut rejected);
-        let mut c = Ctx { rejected: &mut rejected, prior_max_time: i64::MIN, max_time: decoded.max_event_time };
+        let decoded = decoder.decode(
+            &chunk.data[chunk.start..chunk.end],
+            chunk.records,
+            chunk.first_position,
+            &mut rejected,
+        );
+        let mut c = Ctx {
+            rejected: &mut rejected,
+            prior_max_time: i64::MIN,
+            max_time: decoded.max_event_time,
+        };
         runner.deliver(g.decode, vec![(0, decoded.batch)], &mut c)?;
         runner.hook(&g.unkeyed, &mut c, false)?;
         for (s, tx) in shard_txs.iter().enumerate() {
             let batches = std::mem::take(&mut runner.exchange[s]);
-            if tx.send(ShardMsg { max_time: decoded.max_event_time, batches, created: chunk.created }).is_err() {
+            if tx
+                .send(ShardMsg {
+                    max_time: decoded.max_event_time,
+                    batches,
+                    created: chunk.created,
+                })
+                .is_err()
+            {
                 return Ok(()); // the shard stopped; its error is reported when joined
             }
         }
@@ -481,7 +656,11 @@ fn worker_loop(ctx: WorkerCtx<'_>, rx: Receiver<Chunk>, shard_txs: Vec<Sender<Sh
         }
         let _ = chunk.seq;
     }
-    let mut c = Ctx { rejected: &mut rejected, prior_max_time: i64::MIN, max_time: i64::MIN };
+    let mut c = Ctx {
+        rejected: &mut rejected,
+        prior_max_time: i64::MIN,
+        max_time: i64::MIN,
+    };
     runner.hook(&g.unkeyed, &mut c, true)?;
     if !rejected.is_empty() {
         let _ = ctx.dlq.send(rejected);
@@ -492,7 +671,12 @@ fn worker_loop(ctx: WorkerCtx<'_>, rx: Receiver<Chunk>, shard_txs: Vec<Sender<Sh
 fn shard_loop(ctx: WorkerCtx<'_>, inputs: Vec<Receiver<ShardMsg>>) -> Result<(), EngineError> {
     let g = ctx.graph.clone();
     let ops = build_ops(ctx.pipeline, &g, &g.keyed, ctx.shards, &ctx.models)?;
-    let mut runner = Runner { ctx: &ctx, ops, exchange: Vec::new(), created: None };
+    let mut runner = Runner {
+        ctx: &ctx,
+        ops,
+        exchange: Vec::new(),
+        created: None,
+    };
     let mut rejected = Vec::new();
     let mut max_time = i64::MIN;
     let mut seq = 0usize;
@@ -501,7 +685,11 @@ fn shard_loop(ctx: WorkerCtx<'_>, inputs: Vec<Receiver<ShardMsg>>) -> Result<(),
         let prior = max_time;
         max_time = max_time.max(msg.max_time);
         runner.created = msg.created;
-        let mut c = Ctx { rejected: &mut rejected, prior_max_time: prior, max_time };
+        let mut c = Ctx {
+            rejected: &mut rejected,
+            prior_max_time: prior,
+            max_time,
+        };
         for (key_by, batch) in msg.batches {
             runner.deliver(key_by, vec![(0, batch)], &mut c)?;
         }
@@ -511,7 +699,11 @@ fn shard_loop(ctx: WorkerCtx<'_>, inputs: Vec<Receiver<ShardMsg>>) -> Result<(),
         }
     }
     runner.created = None;
-    let mut c = Ctx { rejected: &mut rejected, prior_max_time: max_time, max_time };
+    let mut c = Ctx {
+        rejected: &mut rejected,
+        prior_max_time: max_time,
+        max_time,
+    };
     runner.hook(&g.keyed, &mut c, true)?;
     if !rejected.is_empty() {
         let _ = ctx.dlq.send(rejected);
@@ -519,7 +711,10 @@ fn shard_loop(ctx: WorkerCtx<'_>, inputs: Vec<Receiver<ShardMsg>>) -> Result<(),
     Ok(())
 }
 
-fn sink_loop(mut writer: SinkWriter, rx: Receiver<SinkMsg>) -> Result<(u64, Option<Histogram<u64>>), EngineError> {
+fn sink_loop(
+    mut writer: SinkWriter,
+    rx: Receiver<SinkMsg>,
+) -> Result<(u64, Option<Histogram<u64>>), EngineError> {
     let mut hist: Option<Histogram<u64>> = None;
     for msg in rx {
         writer.write(&msg.batch)?;
@@ -527,7 +722,10 @@ fn sink_loop(mut writer: SinkWriter, rx: Receiver<SinkMsg>) -> Result<(u64, Opti
             let us = created.elapsed().as_micros().min(u64::MAX as u128) as u64;
             let h = match &mut hist {
                 Some(h) => h,
-                None => hist.insert(Histogram::new_with_bounds(1, 60_000_000, 3).map_err(|e| EngineError::Worker(format!("histogram: {e}")))?),
+                None => hist.insert(
+                    Histogram::new_with_bounds(1, 60_000_000, 3)
+                        .map_err(|e| EngineError::Worker(format!("histogram: {e}")))?,
+                ),
             };
             let _ = h.record_n(us.max(1), msg.batch.num_rows() as u64);
         }
@@ -535,7 +733,10 @@ fn sink_loop(mut writer: SinkWriter, rx: Receiver<SinkMsg>) -> Result<(u64, Opti
     Ok((writer.finish()?, hist))
 }
 
-fn dead_letter_loop(mut writer: DeadLetterWriter, rx: Receiver<Vec<Rejected>>) -> Result<u64, EngineError> {
+fn dead_letter_loop(
+    mut writer: DeadLetterWriter,
+    rx: Receiver<Vec<Rejected>>,
+) -> Result<u64, EngineError> {
     for batch in rx {
         for r in &batch {
             writer.write(r)?;
@@ -545,8 +746,19 @@ fn dead_letter_loop(mut writer: DeadLetterWriter, rx: Receiver<Vec<Rejected>>) -
 }
 
 /// Reads the source, cutting micro-batches and dealing them to workers.
-fn read_source(p: &Pipeline, input: Input, txs: Vec<Sender<Chunk>>, counters: &Counters) -> Result<(), EngineError> {
-    let mut cutter = Cutter { txs, seq: 0, position: 0, framing: p.source.framing, batch_rows: p.settings.batch_rows };
+fn read_source(
+    p: &Pipeline,
+    input: Input,
+    txs: Vec<Sender<Chunk>>,
+    counters: &Counters,
+) -> Result<(), EngineError> {
+    let mut cutter = Cutter {
+        txs,
+        seq: 0,
+        position: 0,
+        framing: p.source.framing,
+        batch_rows: p.settings.batch_rows,
+    };
     match input {
         Input::Bytes(data) => {
             cutter.cut(data, true, None);
@@ -574,10 +786,20 @@ fn read_source(p: &Pipeline, input: Input, txs: Vec<Sender<Chunk>>, counters: &C
         }
         Input::Configured => match &p.source.kind {
             SourceKind::File { path } => {
-                let file = std::fs::File::open(path).map_err(|e| EngineError::io(format!("source {}: cannot open {}", p.source.name, path.display()), e))?;
+                let file = std::fs::File::open(path).map_err(|e| {
+                    EngineError::io(
+                        format!("source {}: cannot open {}", p.source.name, path.display()),
+                        e,
+                    )
+                })?;
                 read_stream(file, &mut cutter, &p.source.name, path)?;
             }
-            SourceKind::Stdin => read_stream(std::io::stdin().lock(), &mut cutter, &p.source.name, Path::new("<stdin>"))?,
+            SourceKind::Stdin => read_stream(
+                std::io::stdin().lock(),
+                &mut cutter,
+                &p.source.name,
+                Path::new("<stdin>"),
+            )?,
             SourceKind::Memory => {
                 return Err(EngineError::build(&p.source.name, "a memory source needs its input supplied by the embedding program (weir bench, tests or the Rust API)"));
             }
@@ -587,7 +809,12 @@ fn read_source(p: &Pipeline, input: Input, txs: Vec<Sender<Chunk>>, counters: &C
     Ok(())
 }
 
-fn read_stream(mut r: impl Read, cutter: &mut Cutter, source: &str, path: &Path) -> Result<(), EngineError> {
+fn read_stream(
+    mut r: impl Read,
+    cutter: &mut Cutter,
+    source: &str,
+    path: &Path,
+) -> Result<(), EngineError> {
     const BLOCK: usize = 4 << 20;
     let mut carry: Vec<u8> = Vec::new();
     loop {
@@ -599,7 +826,12 @@ fn read_stream(mut r: impl Read, cutter: &mut Cutter, source: &str, path: &Path)
             match r.read(&mut buf[have..]) {
                 Ok(n) => break n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(EngineError::io(format!("source {source}: cannot read {}", path.display()), e)),
+                Err(e) => {
+                    return Err(EngineError::io(
+                        format!("source {source}: cannot read {}", path.display()),
+                        e,
+                    ))
+                }
             }
         };
         buf.truncate(have + n);
@@ -658,7 +890,15 @@ impl Cutter {
             if records == 0 {
                 break;
             }
-            let chunk = Chunk { seq: self.seq, first_position: self.position, records, data: data.clone(), start, end: offset, created };
+            let chunk = Chunk {
+                seq: self.seq,
+                first_position: self.position,
+                records,
+                data: data.clone(),
+                start,
+                end: offset,
+                created,
+            };
             let worker = (self.seq % self.txs.len() as u64) as usize;
             if self.txs[worker].send(chunk).is_err() {
                 self.txs.clear();

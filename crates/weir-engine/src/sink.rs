@@ -198,25 +198,62 @@ impl SinkWriter {
             SinkKind::Discard => (Target::Discard, Encoding::Json),
             SinkKind::File { path, format } => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir).map_err(|e| EngineError::io(format!("sink {}: cannot create directory {}", sink.name, dir.display()), e))?;
+                    std::fs::create_dir_all(dir).map_err(|e| {
+                        EngineError::io(
+                            format!(
+                                "sink {}: cannot create directory {}",
+                                sink.name,
+                                dir.display()
+                            ),
+                            e,
+                        )
+                    })?;
                 }
-                let file = File::create(path).map_err(|e| EngineError::io(format!("sink {}: cannot create {}", sink.name, path.display()), e))?;
+                let file = File::create(path).map_err(|e| {
+                    EngineError::io(
+                        format!("sink {}: cannot create {}", sink.name, path.display()),
+                        e,
+                    )
+                })?;
                 let encoding = match format {
                     SinkFormat::Json => Encoding::Json,
                     SinkFormat::Protobuf(spec) => {
-                        let message = crate::decode::protobuf::load_message(spec).map_err(|e| EngineError::build(&sink.name, e))?;
+                        let message = crate::decode::protobuf::load_message(spec)
+                            .map_err(|e| EngineError::build(&sink.name, e))?;
                         let mut fields = Vec::new();
                         for c in &sink.columns {
-                            let f = message.get_field_by_name(c).ok_or_else(|| EngineError::build(&sink.name, format!("message {} has no field {c:?}", message.full_name())))?;
-                            fields.push(ProtoField { column: c.clone(), number: f.number(), kind: f.kind() });
+                            let f = message.get_field_by_name(c).ok_or_else(|| {
+                                EngineError::build(
+                                    &sink.name,
+                                    format!("message {} has no field {c:?}", message.full_name()),
+                                )
+                            })?;
+                            fields.push(ProtoField {
+                                column: c.clone(),
+                                number: f.number(),
+                                kind: f.kind(),
+                            });
                         }
                         Encoding::Protobuf(fields)
                     }
                 };
-                (Target::File(BufWriter::with_capacity(1 << 16, file), path.display().to_string()), encoding)
+                (
+                    Target::File(
+                        BufWriter::with_capacity(1 << 16, file),
+                        path.display().to_string(),
+                    ),
+                    encoding,
+                )
             }
         };
-        Ok(SinkWriter { name: sink.name.clone(), columns: sink.columns.clone(), encoding, target, buf: Vec::new(), records: 0 })
+        Ok(SinkWriter {
+            name: sink.name.clone(),
+            columns: sink.columns.clone(),
+            encoding,
+            target,
+            buf: Vec::new(),
+            records: 0,
+        })
     }
 
     fn destination(&self) -> &str {
@@ -236,14 +273,20 @@ impl SinkWriter {
         self.buf.clear();
         match &self.encoding {
             Encoding::Json => encode_json_rows(batch, &self.columns, &mut self.buf),
-            Encoding::Protobuf(fields) => encode_proto_rows(batch, fields, &mut self.buf).map_err(|e| EngineError::build(&self.name, e))?,
+            Encoding::Protobuf(fields) => encode_proto_rows(batch, fields, &mut self.buf)
+                .map_err(|e| EngineError::build(&self.name, e))?,
         }
         let r = match &mut self.target {
             Target::Stdout(s) => s.lock().write_all(&self.buf),
             Target::File(f, _) => f.write_all(&self.buf),
             Target::Discard => Ok(()),
         };
-        r.map_err(|e| EngineError::io(format!("sink {}: cannot write {}", self.name, self.destination()), e))
+        r.map_err(|e| {
+            EngineError::io(
+                format!("sink {}: cannot write {}", self.name, self.destination()),
+                e,
+            )
+        })
     }
 
     /// Flushes and returns the number of records written.
@@ -253,7 +296,12 @@ impl SinkWriter {
             Target::File(f, _) => f.flush().and_then(|_| f.get_ref().sync_data()),
             Target::Discard => Ok(()),
         };
-        r.map_err(|e| EngineError::io(format!("sink {}: cannot flush {}", self.name, self.destination()), e))?;
+        r.map_err(|e| {
+            EngineError::io(
+                format!("sink {}: cannot flush {}", self.name, self.destination()),
+                e,
+            )
+        })?;
         Ok(self.records)
     }
 }
@@ -266,11 +314,21 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-fn encode_proto_rows(batch: &RecordBatch, fields: &[ProtoField], out: &mut Vec<u8>) -> Result<(), String> {
+fn encode_proto_rows(
+    batch: &RecordBatch,
+    fields: &[ProtoField],
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
     use prost_reflect::Kind as K;
     let cols: Vec<(&ProtoField, Arc<dyn Array>)> = fields
         .iter()
-        .map(|f| batch.column_by_name(&f.column).cloned().map(|a| (f, a)).ok_or_else(|| format!("missing column {}", f.column)))
+        .map(|f| {
+            batch
+                .column_by_name(&f.column)
+                .cloned()
+                .map(|a| (f, a))
+                .ok_or_else(|| format!("missing column {}", f.column))
+        })
         .collect::<Result<_, _>>()?;
     let mut msg = Vec::new();
     for row in 0..batch.num_rows() {
@@ -281,19 +339,41 @@ fn encode_proto_rows(batch: &RecordBatch, fields: &[ProtoField], out: &mut Vec<u
             }
             let as_i64 = || -> Option<i64> {
                 let any = a.as_any();
-                any.downcast_ref::<Int64Array>().map(|x| x.value(row))
-                    .or_else(|| any.downcast_ref::<Int32Array>().map(|x| x.value(row) as i64))
-                    .or_else(|| any.downcast_ref::<UInt32Array>().map(|x| x.value(row) as i64))
-                    .or_else(|| any.downcast_ref::<UInt64Array>().map(|x| x.value(row) as i64))
-                    .or_else(|| any.downcast_ref::<BooleanArray>().map(|x| x.value(row) as i64))
+                any.downcast_ref::<Int64Array>()
+                    .map(|x| x.value(row))
+                    .or_else(|| {
+                        any.downcast_ref::<Int32Array>()
+                            .map(|x| x.value(row) as i64)
+                    })
+                    .or_else(|| {
+                        any.downcast_ref::<UInt32Array>()
+                            .map(|x| x.value(row) as i64)
+                    })
+                    .or_else(|| {
+                        any.downcast_ref::<UInt64Array>()
+                            .map(|x| x.value(row) as i64)
+                    })
+                    .or_else(|| {
+                        any.downcast_ref::<BooleanArray>()
+                            .map(|x| x.value(row) as i64)
+                    })
             };
             let as_f64 = || -> Option<f64> {
                 let any = a.as_any();
-                any.downcast_ref::<Float64Array>().map(|x| x.value(row))
-                    .or_else(|| any.downcast_ref::<Float32Array>().map(|x| x.value(row) as f64))
+                any.downcast_ref::<Float64Array>()
+                    .map(|x| x.value(row))
+                    .or_else(|| {
+                        any.downcast_ref::<Float32Array>()
+                            .map(|x| x.value(row) as f64)
+                    })
                     .or_else(|| as_i64().map(|v| v as f64))
             };
-            let bad = || format!("column {} cannot be written as protobuf {:?}", f.column, f.kind);
+            let bad = || {
+                format!(
+                    "column {} cannot be written as protobuf {:?}",
+                    f.column, f.kind
+                )
+            };
             match f.kind {
                 K::Double => {
                     let v = as_f64().ok_or_else(bad)?;
@@ -320,7 +400,11 @@ fn encode_proto_rows(batch: &RecordBatch, fields: &[ProtoField], out: &mut Vec<u
                     }
                 }
                 K::String => {
-                    let s = a.as_any().downcast_ref::<StringArray>().ok_or_else(bad)?.value(row);
+                    let s = a
+                        .as_any()
+                        .downcast_ref::<StringArray>()
+                        .ok_or_else(bad)?
+                        .value(row);
                     if !s.is_empty() {
                         put_varint(&mut msg, ((f.number as u64) << 3) | 2);
                         put_varint(&mut msg, s.len() as u64);
@@ -344,19 +428,28 @@ mod tests {
     fn json_escapes() {
         let mut out = Vec::new();
         json_string(&mut out, "a\"b\\c\nd\u{1}é");
-        assert_eq!(String::from_utf8(out).unwrap(), "\"a\\\"b\\\\c\\nd\\u0001é\"");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "\"a\\\"b\\\\c\\nd\\u0001é\""
+        );
     }
 
     #[test]
     fn rows_as_json() {
         let batch = RecordBatch::try_from_iter([
             ("id", Arc::new(UInt64Array::from(vec![1, 2])) as ArrayRef),
-            ("score", Arc::new(Float64Array::from(vec![Some(0.5), None])) as ArrayRef),
+            (
+                "score",
+                Arc::new(Float64Array::from(vec![Some(0.5), None])) as ArrayRef,
+            ),
             ("c", Arc::new(StringArray::from(vec!["x", "y"])) as ArrayRef),
         ])
         .unwrap();
         let mut out = Vec::new();
         encode_json_rows(&batch, &["id".into(), "score".into(), "c".into()], &mut out);
-        assert_eq!(String::from_utf8(out).unwrap(), "{\"id\":1,\"score\":0.5,\"c\":\"x\"}\n{\"id\":2,\"score\":null,\"c\":\"y\"}\n");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\"id\":1,\"score\":0.5,\"c\":\"x\"}\n{\"id\":2,\"score\":null,\"c\":\"y\"}\n"
+        );
     }
 }

@@ -271,6 +271,21 @@ fn write_ident(f: &mut fmt::Formatter<'_>, name: &str) -> fmt::Result {
     }
 }
 
+/// A number literal that prints without a leading minus sign.
+fn is_unsigned_number(e: &Expr) -> bool {
+    match e {
+        Expr::Literal {
+            value: Literal::Int(v),
+            ..
+        } => *v >= 0,
+        Expr::Literal {
+            value: Literal::Float(v),
+            ..
+        } => !(*v < 0.0),
+        _ => false,
+    }
+}
+
 fn write_list(f: &mut fmt::Formatter<'_>, items: &[Expr]) -> fmt::Result {
     for (i, e) in items.iter().enumerate() {
         if i > 0 {
@@ -303,6 +318,16 @@ impl fmt::Display for Expr {
         match self {
             Expr::Literal { value, .. } => write!(f, "{value}"),
             Expr::Column { name, .. } => write_ident(f, name),
+            // A sign directly before a number literal would be folded into
+            // the literal when re-parsed, so keep such operands parenthesised.
+            Expr::Unary {
+                op: op @ (UnaryOp::Neg | UnaryOp::Plus),
+                operand,
+                ..
+            } if is_unsigned_number(operand) => {
+                let sign = if *op == UnaryOp::Neg { "-" } else { "+" };
+                write!(f, "({sign} ({operand}))")
+            }
             Expr::Unary { op, operand, .. } => match op {
                 UnaryOp::Neg => write!(f, "(- {operand})"),
                 UnaryOp::Plus => write!(f, "(+ {operand})"),

@@ -9,25 +9,49 @@ use std::sync::Arc;
 fn integer_arithmetic_with_overflow_and_zero_division() {
     let max = i64::MAX;
     assert_eq!(ints("i + j"), vec![Some(3), Some(-5), None, None, Some(0)]);
-    assert_eq!(ints("i - j"), vec![Some(-1), Some(-9), None, Some(max - 1), Some(0)]);
-    assert_eq!(ints("i * j"), vec![Some(2), Some(-14), None, Some(max), Some(0)]);
+    assert_eq!(
+        ints("i - j"),
+        vec![Some(-1), Some(-9), None, Some(max - 1), Some(0)]
+    );
+    assert_eq!(
+        ints("i * j"),
+        vec![Some(2), Some(-14), None, Some(max), Some(0)]
+    );
     assert_eq!(ints("i * 2"), vec![Some(2), Some(-14), None, None, Some(0)]);
     assert_eq!(ints("i + 1"), vec![Some(2), Some(-6), None, None, Some(1)]);
     // truncation toward zero, remainder has the dividend's sign
-    assert_eq!(ints("i / j"), vec![Some(0), Some(-3), None, Some(max), None]);
+    assert_eq!(
+        ints("i / j"),
+        vec![Some(0), Some(-3), None, Some(max), None]
+    );
     assert_eq!(ints("i % j"), vec![Some(1), Some(-1), None, Some(0), None]);
-    assert_eq!(ints("i / 2"), vec![Some(0), Some(-3), None, Some(max / 2), Some(0)]);
-    assert_eq!(ints("i % 4"), vec![Some(1), Some(-3), None, Some(3), Some(0)]);
+    assert_eq!(
+        ints("i / 2"),
+        vec![Some(0), Some(-3), None, Some(max / 2), Some(0)]
+    );
+    assert_eq!(
+        ints("i % 4"),
+        vec![Some(1), Some(-3), None, Some(3), Some(0)]
+    );
     assert_eq!(ints("i / 0"), vec![None; 5]);
     assert_eq!(ints("i % 0"), vec![None; 5]);
     assert_eq!(ints("mod(i, j)"), ints("i % j"));
     // i64::MIN edge cases
-    assert_eq!(ints("m / -1"), vec![None, Some(1), Some(-5), None, Some(-2)]);
-    assert_eq!(ints("m % -1"), vec![Some(0), Some(0), Some(0), None, Some(0)]);
+    assert_eq!(
+        ints("m / -1"),
+        vec![None, Some(1), Some(-5), None, Some(-2)]
+    );
+    assert_eq!(
+        ints("m % -1"),
+        vec![Some(0), Some(0), Some(0), None, Some(0)]
+    );
     assert_eq!(ints("-m"), vec![None, Some(1), Some(-5), None, Some(-2)]);
     assert_eq!(ints("abs(m)"), vec![None, Some(1), Some(5), None, Some(2)]);
     assert_eq!(ints("m - 1"), vec![None, Some(-2), Some(4), None, Some(1)]);
-    assert_eq!(ints("m / (j - 2)"), vec![None, None, Some(5), None, Some(-1)]);
+    assert_eq!(
+        ints("m / (j - 2)"),
+        vec![None, None, Some(5), None, Some(-1)]
+    );
 }
 
 #[test]
@@ -77,7 +101,13 @@ fn column_widening() {
     );
     assert_eq!(
         ints("u32c * 2"),
-        vec![Some(2 * i64::from(u32::MAX)), Some(0), Some(2), None, Some(14)]
+        vec![
+            Some(2 * i64::from(u32::MAX)),
+            Some(0),
+            Some(2),
+            None,
+            Some(14)
+        ]
     );
     assert_eq!(
         ints("u64c"),
@@ -85,7 +115,13 @@ fn column_widening() {
     );
     assert_eq!(
         floats("f32c"),
-        vec![Some(0.5), None, Some(1.25), Some(-3.0), Some(f64::from(0.1f32))]
+        vec![
+            Some(0.5),
+            None,
+            Some(1.25),
+            Some(-3.0),
+            Some(f64::from(0.1f32))
+        ]
     );
     assert_eq!(bools("i32c > u32c"), vec![F, F, N, N, F]);
 }
@@ -161,7 +197,9 @@ fn three_valued_truth_tables() {
     let run = |src: &str| -> Vec<Option<bool>> {
         let e = weir_expr::compile(src, &schema).expect("compiles");
         let out = e.evaluate(&batch).expect("evaluates");
-        arrow_array::cast::AsArray::as_boolean(&out).iter().collect()
+        arrow_array::cast::AsArray::as_boolean(&out)
+            .iter()
+            .collect()
     };
     let expect = |f: &dyn Fn(Option<bool>, Option<bool>) -> Option<bool>| -> Vec<Option<bool>> {
         p.iter().zip(&q).map(|(a, b)| f(*a, *b)).collect()
@@ -170,13 +208,19 @@ fn three_valued_truth_tables() {
     assert_eq!(run("p OR q"), expect(&or));
     assert_eq!(run("NOT p AND q"), expect(&|a, b| and(a.map(|x| !x), b)));
     assert_eq!(run("NOT (p OR q)"), expect(&|a, b| or(a, b).map(|x| !x)));
-    assert_eq!(run("p IS NULL OR q"), expect(&|a, b| or(Some(a.is_none()), b)));
+    assert_eq!(
+        run("p IS NULL OR q"),
+        expect(&|a, b| or(Some(a.is_none()), b))
+    );
     // predicate view: NULL -> false
     let e = weir_expr::compile_predicate("p AND q", &schema).expect("compiles");
     let mask = e.evaluate_predicate(&batch).expect("evaluates");
     assert_eq!(mask.null_count(), 0);
     let want: Vec<bool> = expect(&and).iter().map(|v| *v == Some(true)).collect();
-    assert_eq!(mask.iter().map(|v| v == Some(true)).collect::<Vec<_>>(), want);
+    assert_eq!(
+        mask.iter().map(|v| v == Some(true)).collect::<Vec<_>>(),
+        want
+    );
 }
 
 #[test]
@@ -221,7 +265,13 @@ fn like() {
 fn case_expressions() {
     assert_eq!(
         strs("CASE WHEN i > 0 THEN 'pos' WHEN i < 0 THEN 'neg' ELSE 'other' END"),
-        s(&[Some("pos"), Some("neg"), Some("other"), Some("pos"), Some("other")])
+        s(&[
+            Some("pos"),
+            Some("neg"),
+            Some("other"),
+            Some("pos"),
+            Some("other")
+        ])
     );
     assert_eq!(
         ints("CASE WHEN i > 0 THEN i END"),
@@ -239,7 +289,13 @@ fn case_expressions() {
     // BIGINT and DOUBLE branches unify to DOUBLE
     assert_eq!(
         floats("CASE WHEN b THEN i ELSE f END"),
-        vec![Some(1.0), Some(-2.0), Some(0.0), Some(i64::MAX as f64), Some(100.25)]
+        vec![
+            Some(1.0),
+            Some(-2.0),
+            Some(0.0),
+            Some(i64::MAX as f64),
+            Some(100.25)
+        ]
     );
     assert_eq!(
         bools("CASE WHEN c THEN b ELSE NOT b END"),
@@ -247,7 +303,10 @@ fn case_expressions() {
     );
     assert_eq!(ints("CASE WHEN TRUE THEN j ELSE i END"), ints("j"));
     assert_eq!(ints("CASE WHEN NULL THEN j ELSE 7 END"), vec![Some(7); 5]);
-    assert_eq!(ints("nullif(j, 2)"), vec![None, None, Some(3), Some(1), Some(0)]);
+    assert_eq!(
+        ints("nullif(j, 2)"),
+        vec![None, None, Some(3), Some(1), Some(0)]
+    );
 }
 
 #[test]
@@ -278,17 +337,35 @@ fn casts() {
     );
     assert_eq!(
         strs("CAST(i AS TEXT)"),
-        s(&[Some("1"), Some("-7"), None, Some("9223372036854775807"), Some("0")])
+        s(&[
+            Some("1"),
+            Some("-7"),
+            None,
+            Some("9223372036854775807"),
+            Some("0")
+        ])
     );
     assert_eq!(
         strs("CAST(b AS STRING)"),
-        s(&[Some("true"), Some("false"), None, Some("true"), Some("false")])
+        s(&[
+            Some("true"),
+            Some("false"),
+            None,
+            Some("true"),
+            Some("false")
+        ])
     );
-    assert_eq!(ints("CAST(b AS BIGINT)"), vec![Some(1), Some(0), None, Some(1), Some(0)]);
+    assert_eq!(
+        ints("CAST(b AS BIGINT)"),
+        vec![Some(1), Some(0), None, Some(1), Some(0)]
+    );
     assert_eq!(bools("CAST(j AS BOOLEAN)"), vec![T, T, T, T, F]);
     assert_eq!(bools("CAST('yes' AS BOOL)"), vec![T; 5]);
     assert_eq!(bools("CAST(num AS BOOLEAN)"), vec![N; 5]);
-    assert_eq!(floats("CAST(i AS DOUBLE PRECISION)"), floats("CAST(i AS REAL)"));
+    assert_eq!(
+        floats("CAST(i AS DOUBLE PRECISION)"),
+        floats("CAST(i AS REAL)")
+    );
     assert_eq!(strs("CAST(1.0 / 0.0 AS VARCHAR)"), vec![None; 5]);
 }
 
@@ -296,14 +373,29 @@ fn casts() {
 fn string_functions() {
     assert_eq!(
         strs("lower(s)"),
-        s(&[Some("apple"), Some("banana"), None, Some("cherry pie"), Some("")])
+        s(&[
+            Some("apple"),
+            Some("banana"),
+            None,
+            Some("cherry pie"),
+            Some("")
+        ])
     );
     assert_eq!(
         strs("UPPER(s)"),
-        s(&[Some("APPLE"), Some("BANANA"), None, Some("CHERRY PIE"), Some("")])
+        s(&[
+            Some("APPLE"),
+            Some("BANANA"),
+            None,
+            Some("CHERRY PIE"),
+            Some("")
+        ])
     );
     assert_eq!(strs("upper('straße')"), s(&[Some("STRASSE"); 5]));
-    assert_eq!(ints("length(s)"), vec![Some(5), Some(6), None, Some(10), Some(0)]);
+    assert_eq!(
+        ints("length(s)"),
+        vec![Some(5), Some(6), None, Some(10), Some(0)]
+    );
     assert_eq!(ints("char_length('héllo')"), vec![Some(5); 5]);
     assert_eq!(
         strs("substr(s, 2, 3)"),
@@ -317,7 +409,13 @@ fn string_functions() {
     assert_eq!(strs("substr('hello', 1, -1)"), vec![None; 5]);
     assert_eq!(
         strs("s || '!'"),
-        s(&[Some("apple!"), Some("Banana!"), None, Some("cherry pie!"), Some("!")])
+        s(&[
+            Some("apple!"),
+            Some("Banana!"),
+            None,
+            Some("cherry pie!"),
+            Some("!")
+        ])
     );
     assert_eq!(
         strs("s || t"),
@@ -325,23 +423,50 @@ fn string_functions() {
     );
     assert_eq!(
         strs("'n=' || i"),
-        s(&[Some("n=1"), Some("n=-7"), None, Some("n=9223372036854775807"), Some("n=0")])
+        s(&[
+            Some("n=1"),
+            Some("n=-7"),
+            None,
+            Some("n=9223372036854775807"),
+            Some("n=0")
+        ])
     );
     assert_eq!(
         strs("concat(s, '-', t)"),
-        s(&[Some("apple-app"), Some("Banana-an"), Some("-x"), Some("cherry pie-"), Some("-")])
+        s(&[
+            Some("apple-app"),
+            Some("Banana-an"),
+            Some("-x"),
+            Some("cherry pie-"),
+            Some("-")
+        ])
     );
     assert_eq!(
         strs("concat(j, '/', b)"),
-        s(&[Some("2/true"), Some("2/false"), Some("3/"), Some("1/true"), Some("0/false")])
+        s(&[
+            Some("2/true"),
+            Some("2/false"),
+            Some("3/"),
+            Some("1/true"),
+            Some("0/false")
+        ])
     );
     assert_eq!(
         strs("replace(s, 'a', 'A')"),
-        s(&[Some("Apple"), Some("BAnAnA"), None, Some("cherry pie"), Some("")])
+        s(&[
+            Some("Apple"),
+            Some("BAnAnA"),
+            None,
+            Some("cherry pie"),
+            Some("")
+        ])
     );
     assert_eq!(bools("starts_with(s, 'ch')"), vec![F, F, N, T, F]);
     assert_eq!(bools("ends_with(s, t)"), vec![F, F, N, N, T]);
-    assert_eq!(ints("strpos(s, 'an')"), vec![Some(0), Some(2), None, Some(0), Some(0)]);
+    assert_eq!(
+        ints("strpos(s, 'an')"),
+        vec![Some(0), Some(2), None, Some(0), Some(0)]
+    );
     assert_eq!(ints("strpos('héllo', 'llo')"), vec![Some(3); 5]);
     assert_eq!(strs("trim('  x y  ')"), s(&[Some("x y"); 5]));
     assert_eq!(strs("ltrim('  x  ')"), s(&[Some("x  "); 5]));
@@ -352,13 +477,31 @@ fn string_functions() {
 #[test]
 fn numeric_functions() {
     let max = i64::MAX;
-    assert_eq!(ints("abs(i)"), vec![Some(1), Some(7), None, Some(max), Some(0)]);
-    assert_eq!(floats("abs(f)"), vec![Some(1.5), Some(2.0), Some(0.0), None, Some(100.25)]);
-    assert_eq!(ints("sign(i)"), vec![Some(1), Some(-1), None, Some(1), Some(0)]);
-    assert_eq!(floats("sign(f)"), vec![Some(1.0), Some(-1.0), Some(0.0), None, Some(1.0)]);
+    assert_eq!(
+        ints("abs(i)"),
+        vec![Some(1), Some(7), None, Some(max), Some(0)]
+    );
+    assert_eq!(
+        floats("abs(f)"),
+        vec![Some(1.5), Some(2.0), Some(0.0), None, Some(100.25)]
+    );
+    assert_eq!(
+        ints("sign(i)"),
+        vec![Some(1), Some(-1), None, Some(1), Some(0)]
+    );
+    assert_eq!(
+        floats("sign(f)"),
+        vec![Some(1.0), Some(-1.0), Some(0.0), None, Some(1.0)]
+    );
     assert_eq!(
         floats("sqrt(f)"),
-        vec![Some(1.5f64.sqrt()), None, Some(0.0), None, Some(100.25f64.sqrt())]
+        vec![
+            Some(1.5f64.sqrt()),
+            None,
+            Some(0.0),
+            None,
+            Some(100.25f64.sqrt())
+        ]
     );
     assert_eq!(
         floats("ln(f)"),
@@ -376,18 +519,30 @@ fn numeric_functions() {
     assert_eq!(floats("pow(-8, 1.0 / 3)"), vec![None; 5]);
     assert_eq!(floats("power(0, -1)"), vec![None; 5]);
     assert_eq!(floats("power(-2, 3)"), vec![Some(-8.0); 5]);
-    assert_eq!(floats("floor(f)"), vec![Some(1.0), Some(-2.0), Some(0.0), None, Some(100.0)]);
-    assert_eq!(floats("ceil(f)"), vec![Some(2.0), Some(-2.0), Some(0.0), None, Some(101.0)]);
+    assert_eq!(
+        floats("floor(f)"),
+        vec![Some(1.0), Some(-2.0), Some(0.0), None, Some(100.0)]
+    );
+    assert_eq!(
+        floats("ceil(f)"),
+        vec![Some(2.0), Some(-2.0), Some(0.0), None, Some(101.0)]
+    );
     assert_eq!(floats("ceiling(-0.5)"), vec![Some(-0.0); 5]);
     assert_eq!(ints("floor(i)"), ints("i"));
-    assert_eq!(floats("round(f)"), vec![Some(2.0), Some(-2.0), Some(0.0), None, Some(100.0)]);
+    assert_eq!(
+        floats("round(f)"),
+        vec![Some(2.0), Some(-2.0), Some(0.0), None, Some(100.0)]
+    );
     assert_eq!(floats("round(-2.5)"), vec![Some(-3.0); 5]);
     assert_eq!(
         floats("round(f, 1)"),
         vec![Some(1.5), Some(-2.0), Some(0.0), None, Some(100.3)]
     );
     assert_eq!(ints("round(1250, -2)"), vec![Some(1300); 5]);
-    assert_eq!(ints("round(i, -1)"), vec![Some(0), Some(-10), None, None, Some(0)]);
+    assert_eq!(
+        ints("round(i, -1)"),
+        vec![Some(0), Some(-10), None, None, Some(0)]
+    );
     assert_eq!(floats("trunc(-2.7)"), vec![Some(-2.0); 5]);
     assert_eq!(floats("sigmoid(0)"), vec![Some(0.5); 5]);
     assert_eq!(
@@ -403,24 +558,60 @@ fn numeric_functions() {
 #[test]
 fn null_skipping_functions() {
     let max = i64::MAX;
-    assert_eq!(ints("least(i, j)"), vec![Some(1), Some(-7), Some(3), Some(1), Some(0)]);
-    assert_eq!(ints("greatest(i, j, 5)"), vec![Some(5), Some(5), Some(5), Some(max), Some(5)]);
+    assert_eq!(
+        ints("least(i, j)"),
+        vec![Some(1), Some(-7), Some(3), Some(1), Some(0)]
+    );
+    assert_eq!(
+        ints("greatest(i, j, 5)"),
+        vec![Some(5), Some(5), Some(5), Some(max), Some(5)]
+    );
     assert_eq!(
         floats("greatest(i, f)"),
-        vec![Some(1.5), Some(-2.0), Some(0.0), Some(max as f64), Some(100.25)]
+        vec![
+            Some(1.5),
+            Some(-2.0),
+            Some(0.0),
+            Some(max as f64),
+            Some(100.25)
+        ]
     );
-    assert_eq!(ints("least(i, NULL)"), vec![Some(1), Some(-7), None, Some(max), Some(0)]);
+    assert_eq!(
+        ints("least(i, NULL)"),
+        vec![Some(1), Some(-7), None, Some(max), Some(0)]
+    );
     assert_eq!(
         strs("greatest(s, t)"),
-        s(&[Some("apple"), Some("an"), Some("x"), Some("cherry pie"), Some("")])
+        s(&[
+            Some("apple"),
+            Some("an"),
+            Some("x"),
+            Some("cherry pie"),
+            Some("")
+        ])
     );
-    assert_eq!(ints("coalesce(i, j)"), vec![Some(1), Some(-7), Some(3), Some(max), Some(0)]);
-    assert_eq!(ints("coalesce(NULL, i, 42)"), vec![Some(1), Some(-7), Some(42), Some(max), Some(0)]);
+    assert_eq!(
+        ints("coalesce(i, j)"),
+        vec![Some(1), Some(-7), Some(3), Some(max), Some(0)]
+    );
+    assert_eq!(
+        ints("coalesce(NULL, i, 42)"),
+        vec![Some(1), Some(-7), Some(42), Some(max), Some(0)]
+    );
     assert_eq!(
         strs("coalesce(s, t, 'none')"),
-        s(&[Some("apple"), Some("Banana"), Some("x"), Some("cherry pie"), Some("")])
+        s(&[
+            Some("apple"),
+            Some("Banana"),
+            Some("x"),
+            Some("cherry pie"),
+            Some("")
+        ])
     );
-    assert_eq!(floats("coalesce(f, g, 0)"), vec![Some(1.5), Some(-2.0), Some(0.0), Some(2.0), Some(100.25)]);
+    assert_eq!(
+        floats("coalesce(f, g, 0)"),
+        vec![Some(1.5), Some(-2.0), Some(0.0), Some(2.0), Some(100.25)]
+    );
     assert_eq!(bools("coalesce(c, b)"), vec![T, F, N, F, T]);
 }
 
@@ -442,7 +633,10 @@ fn constants_are_folded_and_broadcast() {
     assert_eq!(bools("NOT NULL"), vec![N; 5]);
     assert_eq!(ints("NULL + 1"), vec![None; 5]);
     assert_eq!(ints("i * (2 * 3 - 5)"), ints("i"));
-    assert_eq!(strs("CASE WHEN 1 > 0 THEN 'y' ELSE 'n' END"), s(&[Some("y"); 5]));
+    assert_eq!(
+        strs("CASE WHEN 1 > 0 THEN 'y' ELSE 'n' END"),
+        s(&[Some("y"); 5])
+    );
 }
 
 #[test]
@@ -507,7 +701,13 @@ fn deep_nesting_within_limit_evaluates() {
     // 150 levels of nesting must compile and evaluate on a default-size
     // test thread stack (2 MiB) even in debug builds.
     let src = format!("{}i{}", "abs(".repeat(150), ")".repeat(150));
-    assert_eq!(ints(&src), vec![Some(1), Some(7), None, Some(i64::MAX), Some(0)]);
+    assert_eq!(
+        ints(&src),
+        vec![Some(1), Some(7), None, Some(i64::MAX), Some(0)]
+    );
     let chain = vec!["j"; 150].join(" + ");
-    assert_eq!(ints(&chain), vec![Some(300), Some(300), Some(450), Some(150), Some(0)]);
+    assert_eq!(
+        ints(&chain),
+        vec![Some(300), Some(300), Some(450), Some(150), Some(0)]
+    );
 }

@@ -10,7 +10,10 @@ fn show(src: &str) -> String {
 
 fn syntax_error(src: &str) -> (String, Option<usize>) {
     let e = parse(src).expect_err(src);
-    assert!(matches!(e, weir_expr::ExprError::Syntax { .. }), "{src}: {e:?}");
+    assert!(
+        matches!(e, weir_expr::ExprError::Syntax { .. }),
+        "{src}: {e:?}"
+    );
     (e.to_string(), e.position())
 }
 
@@ -43,7 +46,10 @@ fn precedence() {
         show("s NOT LIKE 'a%' OR s LIKE 'b_'"),
         "((s NOT LIKE 'a%') OR (s LIKE 'b_'))"
     );
-    assert_eq!(show("x NOT IN (1, 2) = FALSE"), "((x NOT IN (1, 2)) = FALSE)");
+    assert_eq!(
+        show("x NOT IN (1, 2) = FALSE"),
+        "((x NOT IN (1, 2)) = FALSE)"
+    );
     assert_eq!(show("x IS NULL OR NOT y"), "((x IS NULL) OR (NOT y))");
 }
 
@@ -124,7 +130,9 @@ fn ast_shape_and_positions() {
     assert_eq!(e.position(), 2);
     let e = parse("'é' || zz").expect("parses");
     match e {
-        Expr::Binary { right, position, .. } => {
+        Expr::Binary {
+            right, position, ..
+        } => {
             assert_eq!(position, 4);
             assert_eq!(right.position(), 7);
         }
@@ -150,10 +158,7 @@ fn display_round_trips() {
 fn syntax_errors() {
     assert_eq!(
         syntax_error("(amount_cents)) > 0"),
-        (
-            "unexpected token \")\" at position 14".into(),
-            Some(14)
-        )
+        ("unexpected token \")\" at position 14".into(), Some(14))
     );
     assert_eq!(
         syntax_error(""),
@@ -204,7 +209,9 @@ fn syntax_errors() {
         syntax_error("x + 1 ; drop").0,
         "unexpected character ';' at position 6"
     );
-    assert!(syntax_error(&format!("{}1{}", "(".repeat(500), ")".repeat(500)))
-        .0
-        .contains("nested too deeply"));
+    assert!(
+        syntax_error(&format!("{}1{}", "(".repeat(500), ")".repeat(500)))
+            .0
+            .contains("nested too deeply")
+    );
 }

@@ -112,7 +112,9 @@ fn alerts_file(p: &Pipeline) -> anyhow::Result<PathBuf> {
             SinkKind::File { path, .. } => Some(path.clone()),
             _ => None,
         })
-        .context("the benchmark pipeline needs a file sink holding the alerts (JSON lines with txn_id)")
+        .context(
+            "the benchmark pipeline needs a file sink holding the alerts (JSON lines with txn_id)",
+        )
 }
 
 fn encode(format: Format, events: u64) -> Vec<u8> {
@@ -124,12 +126,17 @@ fn encode(format: Format, events: u64) -> Vec<u8> {
 
 /// Counts alerts and sums their txn_ids (mod 2^64) from a JSON-lines sink.
 fn read_alerts(path: &Path) -> anyhow::Result<(u64, u64)> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read alerts from {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read alerts from {}", path.display()))?;
     let mut alerts = 0u64;
     let mut checksum = 0u64;
     for (i, line) in text.lines().enumerate() {
-        let v: serde_json::Value = serde_json::from_str(line).with_context(|| format!("{}:{}: not JSON", path.display(), i + 1))?;
-        let id = v.get("txn_id").and_then(|x| x.as_u64()).with_context(|| format!("{}:{}: no txn_id", path.display(), i + 1))?;
+        let v: serde_json::Value = serde_json::from_str(line)
+            .with_context(|| format!("{}:{}: not JSON", path.display(), i + 1))?;
+        let id = v
+            .get("txn_id")
+            .and_then(|x| x.as_u64())
+            .with_context(|| format!("{}:{}: no txn_id", path.display(), i + 1))?;
         alerts += 1;
         checksum = checksum.wrapping_add(id);
     }
@@ -138,7 +145,13 @@ fn read_alerts(path: &Path) -> anyhow::Result<(u64, u64)> {
 
 fn throughput(args: &BenchArgs, pipeline: &Pipeline, alerts_path: &Path) -> anyhow::Result<()> {
     let data = std::sync::Arc::new(encode(args.format, args.events));
-    let summary = weir_engine::run(pipeline, RunOptions { shards: args.shards, input: Input::Bytes(data) })?;
+    let summary = weir_engine::run(
+        pipeline,
+        RunOptions {
+            shards: args.shards,
+            input: Input::Bytes(data),
+        },
+    )?;
     crate::print_summary(pipeline, &summary);
     let (alerts, checksum) = read_alerts(alerts_path)?;
     let seconds = summary.elapsed.as_secs_f64();
@@ -153,41 +166,68 @@ fn throughput(args: &BenchArgs, pipeline: &Pipeline, alerts_path: &Path) -> anyh
     Ok(())
 }
 
-fn latency(args: &BenchArgs, pipeline: &Pipeline, alerts_path: &Path, rate: u64) -> anyhow::Result<()> {
+fn latency(
+    args: &BenchArgs,
+    pipeline: &Pipeline,
+    alerts_path: &Path,
+    rate: u64,
+) -> anyhow::Result<()> {
     if rate == 0 || args.duration == 0 {
         bail!("--rate and --duration must be positive");
     }
     let total = rate * args.duration;
     let (tx, rx) = crossbeam_channel::unbounded::<Arrival>();
     let format = args.format;
-    let feeder = std::thread::Builder::new().name("weir-bench-feeder".into()).spawn(move || {
-        let mut generator = fraud_v1::Generator::new();
-        let start = Instant::now();
-        let mut sent = 0u64;
-        while sent < total {
-            let due = ((start.elapsed().as_secs_f64() * rate as f64) as u64).min(total);
-            while sent < due {
-                let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
-                let t = generator.next_event(sent, now_ms);
-                let mut bytes = Vec::with_capacity(128);
-                match format {
-                    Format::Json => fraud_v1::write_json(&t, &mut bytes),
-                    Format::Protobuf => fraud_v1::write_protobuf_delimited(&t, &mut bytes),
+    let feeder = std::thread::Builder::new()
+        .name("weir-bench-feeder".into())
+        .spawn(move || {
+            let mut generator = fraud_v1::Generator::new();
+            let start = Instant::now();
+            let mut sent = 0u64;
+            while sent < total {
+                let due = ((start.elapsed().as_secs_f64() * rate as f64) as u64).min(total);
+                while sent < due {
+                    let now_ms = SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map(|d| d.as_millis() as i64)
+                        .unwrap_or(0);
+                    let t = generator.next_event(sent, now_ms);
+                    let mut bytes = Vec::with_capacity(128);
+                    match format {
+                        Format::Json => fraud_v1::write_json(&t, &mut bytes),
+                        Format::Protobuf => fraud_v1::write_protobuf_delimited(&t, &mut bytes),
+                    }
+                    if tx
+                        .send(Arrival {
+                            bytes,
+                            records: 1,
+                            created: Instant::now(),
+                        })
+                        .is_err()
+                    {
+                        return sent;
+                    }
+                    sent += 1;
                 }
-                if tx.send(Arrival { bytes, records: 1, created: Instant::now() }).is_err() {
-                    return sent;
-                }
-                sent += 1;
+                std::thread::sleep(Duration::from_micros(20));
             }
-            std::thread::sleep(Duration::from_micros(20));
-        }
-        sent
-    })?;
-    let summary = weir_engine::run(pipeline, RunOptions { shards: args.shards, input: Input::Stream(rx) })?;
-    let sent = feeder.join().map_err(|_| anyhow::anyhow!("feeder thread panicked"))?;
+            sent
+        })?;
+    let summary = weir_engine::run(
+        pipeline,
+        RunOptions {
+            shards: args.shards,
+            input: Input::Stream(rx),
+        },
+    )?;
+    let sent = feeder
+        .join()
+        .map_err(|_| anyhow::anyhow!("feeder thread panicked"))?;
     crate::print_summary(pipeline, &summary);
     let (alerts, checksum) = read_alerts(alerts_path)?;
-    let h = summary.latency_us.context("no record reached the sink, so no latency was measured")?;
+    let h = summary
+        .latency_us
+        .context("no record reached the sink, so no latency was measured")?;
     println!(
         "fraud-v1 mode=latency rate={} events={} alerts={} checksum={} samples={} p50_us={} p99_us={} p999_us={} max_us={}",
         rate,

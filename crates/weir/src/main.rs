@@ -10,7 +10,11 @@ use clap::{Parser, Subcommand};
 use weir_engine::{RunOptions, RunSummary};
 
 #[derive(Parser)]
-#[command(name = "weir", version, about = "Real-time AI data pipelines: events in, features over event-time windows, models in-process, decisions out")]
+#[command(
+    name = "weir",
+    version,
+    about = "Real-time AI data pipelines: events in, features over event-time windows, models in-process, decisions out"
+)]
 struct Cli {
     /// Log filter, e.g. `info` or `weir_engine=debug` (also RUST_LOG).
     #[arg(long, global = true, default_value = "warn")]
@@ -53,7 +57,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| cli.log.clone());
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&filter)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
         .with_writer(std::io::stderr)
         .init();
     match dispatch(cli.command) {
@@ -70,12 +77,23 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Validate { pipeline } => Ok(validate(&pipeline)),
         Command::Run { pipeline, shards } => {
             let p = weir_config::load(&pipeline)?;
-            let summary = weir_engine::run(&p, RunOptions { shards, ..Default::default() }).with_context(|| format!("pipeline {} failed", p.name))?;
+            let summary = weir_engine::run(
+                &p,
+                RunOptions {
+                    shards,
+                    ..Default::default()
+                },
+            )
+            .with_context(|| format!("pipeline {} failed", p.name))?;
             print_summary(&p, &summary);
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(args) => bench::run(args).map(|_| ExitCode::SUCCESS),
-        Command::Generate { workload, events, format } => {
+        Command::Generate {
+            workload,
+            events,
+            format,
+        } => {
             bench::generate(&workload, events, format)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -85,7 +103,13 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
 fn validate(path: &Path) -> ExitCode {
     match weir_config::load(path) {
         Ok(p) => {
-            println!("{}: ok (pipeline {:?}: 1 source, {} steps, {} sinks)", path.display(), p.name, p.steps.len(), p.sinks.len());
+            println!(
+                "{}: ok (pipeline {:?}: 1 source, {} steps, {} sinks)",
+                path.display(),
+                p.name,
+                p.steps.len(),
+                p.sinks.len()
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -98,17 +122,32 @@ fn validate(path: &Path) -> ExitCode {
 /// Prints the end-of-run table to standard error.
 pub(crate) fn print_summary(p: &weir_config::Pipeline, s: &RunSummary) {
     let secs = s.elapsed.as_secs_f64();
-    eprintln!("pipeline {} finished in {:.3} s on {} shard(s)", p.name, secs, s.shards);
+    eprintln!(
+        "pipeline {} finished in {:.3} s on {} shard(s)",
+        p.name, secs, s.shards
+    );
     eprintln!("  {:<24} {:>12}", "component", "records");
-    eprintln!("  {:<24} {:>12}", format!("source {}", p.source.name), s.source_records);
+    eprintln!(
+        "  {:<24} {:>12}",
+        format!("source {}", p.source.name),
+        s.source_records
+    );
     for c in &s.steps {
         eprintln!("  {:<24} {:>12}", format!("step {}", c.name), c.records);
     }
     for c in &s.sinks {
         eprintln!("  {:<24} {:>12}", format!("sink {}", c.name), c.records);
     }
-    eprintln!("  {:<24} {:>12}   ({})", "dead letters", s.dead_letters, p.dead_letter.path.display());
+    eprintln!(
+        "  {:<24} {:>12}   ({})",
+        "dead letters",
+        s.dead_letters,
+        p.dead_letter.path.display()
+    );
     if secs > 0.0 {
-        eprintln!("  throughput {:.0} records/s", s.source_records as f64 / secs);
+        eprintln!(
+            "  throughput {:.0} records/s",
+            s.source_records as f64 / secs
+        );
     }
 }

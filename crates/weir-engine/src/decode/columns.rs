@@ -139,7 +139,12 @@ pub struct RowsBuilder {
 impl RowsBuilder {
     /// A builder for `schema` (a decoded schema: fields, then the hidden
     /// columns); `event_time` is the index of the event-time field.
-    pub fn new(schema: SchemaRef, fields: &[FieldDecl], event_time: Option<usize>, capacity: usize) -> Self {
+    pub fn new(
+        schema: SchemaRef,
+        fields: &[FieldDecl],
+        event_time: Option<usize>,
+        capacity: usize,
+    ) -> Self {
         let columns = fields
             .iter()
             .map(|f| Column {

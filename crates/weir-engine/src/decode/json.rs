@@ -45,8 +45,14 @@ impl<'a> Cursor<'a> {
     }
     fn unexpected(&self, what: &str) -> Reason {
         match self.peek() {
-            Some(c) if c.is_ascii_graphic() => format!("malformed JSON: expected {what} at byte {}, found '{}'", self.i, c as char),
-            Some(c) => format!("malformed JSON: expected {what} at byte {}, found byte 0x{c:02x}", self.i),
+            Some(c) if c.is_ascii_graphic() => format!(
+                "malformed JSON: expected {what} at byte {}, found '{}'",
+                self.i, c as char
+            ),
+            Some(c) => format!(
+                "malformed JSON: expected {what} at byte {}, found byte 0x{c:02x}",
+                self.i
+            ),
             None => format!("malformed JSON: expected {what}, found end of record"),
         }
     }
@@ -152,7 +158,9 @@ impl JsonParser {
                 }
             }
             Some(b't') if field.kind == Kind::Bool => literal(c, b"true").map(|_| Slot::Bool(true)),
-            Some(b'f') if field.kind == Kind::Bool => literal(c, b"false").map(|_| Slot::Bool(false)),
+            Some(b'f') if field.kind == Kind::Bool => {
+                literal(c, b"false").map(|_| Slot::Bool(false))
+            }
             Some(b'"') if field.kind == Kind::Str => {
                 c.i += 1;
                 let start = self.strings.len() as u32;
@@ -162,10 +170,16 @@ impl JsonParser {
                 r?;
                 Ok(Slot::Str(start, self.strings.len() as u32))
             }
-            Some(b'-' | b'0'..=b'9') if field.kind != Kind::Str && field.kind != Kind::Bool => number(c, field),
+            Some(b'-' | b'0'..=b'9') if field.kind != Kind::Str && field.kind != Kind::Bool => {
+                number(c, field)
+            }
             Some(_) => {
                 let found = describe(c);
-                Err(format!("field `{}`: expected {}, found {found}", field.name, field.kind.name()))
+                Err(format!(
+                    "field `{}`: expected {}, found {found}",
+                    field.name,
+                    field.kind.name()
+                ))
             }
             None => Err(c.unexpected("a value")),
         }
@@ -202,7 +216,10 @@ fn number(c: &mut Cursor<'_>, field: &FieldDecl) -> Result<Slot, Reason> {
     let mut magnitude: u64 = 0;
     let mut overflow = false;
     while let Some(d @ b'0'..=b'9') = c.peek() {
-        match magnitude.checked_mul(10).and_then(|m| m.checked_add((d - b'0') as u64)) {
+        match magnitude
+            .checked_mul(10)
+            .and_then(|m| m.checked_add((d - b'0') as u64))
+        {
             Some(m) => magnitude = m,
             None => overflow = true,
         }
@@ -212,7 +229,10 @@ fn number(c: &mut Cursor<'_>, field: &FieldDecl) -> Result<Slot, Reason> {
         return Err(c.unexpected("a digit"));
     }
     if c.b[digits_start] == b'0' && c.i - digits_start > 1 {
-        return Err(format!("field `{}`: malformed number (leading zero)", field.name));
+        return Err(format!(
+            "field `{}`: malformed number (leading zero)",
+            field.name
+        ));
     }
     let mut fractional = false;
     if c.peek() == Some(b'.') {
@@ -302,7 +322,10 @@ fn parse_string_body(c: &mut Cursor<'_>, out: &mut Vec<u8>) -> Result<(), Reason
         };
         let chunk = &rest[..n];
         if let Some(bad) = chunk.iter().position(|&b| b < 0x20) {
-            return Err(format!("malformed JSON: control byte 0x{:02x} inside a string", chunk[bad]));
+            return Err(format!(
+                "malformed JSON: control byte 0x{:02x} inside a string",
+                chunk[bad]
+            ));
         }
         out.extend_from_slice(chunk);
         c.i += n + 1;
@@ -344,16 +367,25 @@ fn parse_string_body(c: &mut Cursor<'_>, out: &mut Vec<u8>) -> Result<(), Reason
                 let mut tmp = [0u8; 4];
                 out.extend_from_slice(ch.encode_utf8(&mut tmp).as_bytes());
             }
-            other => return Err(format!("malformed JSON: invalid escape '\\{}'", other as char)),
+            other => {
+                return Err(format!(
+                    "malformed JSON: invalid escape '\\{}'",
+                    other as char
+                ))
+            }
         }
     }
 }
 
 fn hex4(c: &mut Cursor<'_>) -> Result<u32, Reason> {
-    let s = c.b.get(c.i..c.i + 4).ok_or("malformed JSON: short \\u escape")?;
+    let s =
+        c.b.get(c.i..c.i + 4)
+            .ok_or("malformed JSON: short \\u escape")?;
     let mut v = 0u32;
     for &h in s {
-        let d = (h as char).to_digit(16).ok_or("malformed JSON: bad hex digit in \\u escape")?;
+        let d = (h as char)
+            .to_digit(16)
+            .ok_or("malformed JSON: bad hex digit in \\u escape")?;
         v = v * 16 + d;
     }
     c.i += 4;
@@ -393,7 +425,10 @@ fn skip_value(c: &mut Cursor<'_>) -> Result<(), Reason> {
             Some(b'f') => literal(c, b"false")?,
             Some(b'n') => literal(c, b"null")?,
             Some(b'-' | b'0'..=b'9') => {
-                while matches!(c.peek(), Some(b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')) {
+                while matches!(
+                    c.peek(),
+                    Some(b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
+                ) {
                     c.i += 1;
                 }
             }
@@ -426,10 +461,26 @@ mod tests {
 
     fn fields() -> Vec<FieldDecl> {
         vec![
-            FieldDecl { name: "id".into(), kind: Kind::U64, optional: false },
-            FieldDecl { name: "amount".into(), kind: Kind::I64, optional: false },
-            FieldDecl { name: "country".into(), kind: Kind::Str, optional: false },
-            FieldDecl { name: "score".into(), kind: Kind::F64, optional: true },
+            FieldDecl {
+                name: "id".into(),
+                kind: Kind::U64,
+                optional: false,
+            },
+            FieldDecl {
+                name: "amount".into(),
+                kind: Kind::I64,
+                optional: false,
+            },
+            FieldDecl {
+                name: "country".into(),
+                kind: Kind::Str,
+                optional: false,
+            },
+            FieldDecl {
+                name: "score".into(),
+                kind: Kind::F64,
+                optional: true,
+            },
         ]
     }
 
@@ -442,11 +493,18 @@ mod tests {
 
     #[test]
     fn parses_declared_fields_and_skips_others() {
-        let (s, strings) = parse(r#" {"x":[1,{"y":"}"}], "id":7,"amount":-5,"country":"G\u00e9\n", "z":null} "#).unwrap();
+        let (s, strings) =
+            parse(r#" {"x":[1,{"y":"}"}], "id":7,"amount":-5,"country":"G\u00e9\n", "z":null} "#)
+                .unwrap();
         assert_eq!(s[0], Slot::UInt(7));
         assert_eq!(s[1], Slot::Int(-5));
-        let Slot::Str(a, b) = s[2] else { panic!("not a string") };
-        assert_eq!(std::str::from_utf8(&strings[a as usize..b as usize]).unwrap(), "Gé\n");
+        let Slot::Str(a, b) = s[2] else {
+            panic!("not a string")
+        };
+        assert_eq!(
+            std::str::from_utf8(&strings[a as usize..b as usize]).unwrap(),
+            "Gé\n"
+        );
         assert_eq!(s[3], Slot::Empty);
     }
 
@@ -454,10 +512,19 @@ mod tests {
     fn rejects_with_reasons() {
         let cases = [
             (r#"{"id":1,"amount":2}"#, "missing field `country`"),
-            (r#"{"id":-1,"amount":2,"country":"x"}"#, "out of range for u64"),
+            (
+                r#"{"id":-1,"amount":2,"country":"x"}"#,
+                "out of range for u64",
+            ),
             (r#"{"id":1.5,"amount":2,"country":"x"}"#, "non-integer"),
-            (r#"{"id":"1","amount":2,"country":"x"}"#, "expected u64, found a string"),
-            (r#"{"id":1,"amount":99999999999999999999,"country":"x"}"#, "out of range for i64"),
+            (
+                r#"{"id":"1","amount":2,"country":"x"}"#,
+                "expected u64, found a string",
+            ),
+            (
+                r#"{"id":1,"amount":99999999999999999999,"country":"x"}"#,
+                "out of range for i64",
+            ),
             (r#"{"id":1,"amount":2,"country":"x"} x"#, "end of record"),
             (r#"{"id":1,"amount":2,"country":"x""#, "expected ',' or '}'"),
             (r#"[1,2]"#, "JSON object"),
@@ -470,7 +537,9 @@ mod tests {
         }
         let mut p = JsonParser::new(fields());
         let mut slots = vec![Slot::Empty; 4];
-        let err = p.parse(b"{\"id\":1,\"amount\":2,\"country\":\"\xff\"}", &mut slots).unwrap_err();
+        let err = p
+            .parse(b"{\"id\":1,\"amount\":2,\"country\":\"\xff\"}", &mut slots)
+            .unwrap_err();
         assert!(err.contains("UTF-8"), "{err}");
     }
 

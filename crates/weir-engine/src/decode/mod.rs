@@ -40,7 +40,12 @@ pub struct Decoded {
 
 impl Decoder {
     /// Builds a decoder for a validated decode step.
-    pub fn new(step: &str, config: &Decode, schema: SchemaRef, framing: Framing) -> Result<Self, EngineError> {
+    pub fn new(
+        step: &str,
+        config: &Decode,
+        schema: SchemaRef,
+        framing: Framing,
+    ) -> Result<Self, EngineError> {
         let fields = declared_fields(&schema);
         let event_time = config
             .event_time
@@ -49,8 +54,12 @@ impl Decoder {
         let parser = match &config.format {
             DecodeFormat::Json => Parser::Json(json::JsonParser::new(fields.clone())),
             DecodeFormat::Protobuf(spec) => {
-                let message = protobuf::load_message(spec).map_err(|e| EngineError::build(step, e))?;
-                Parser::Proto(protobuf::ProtoParser::new(fields.clone(), &message).map_err(|e| EngineError::build(step, e))?)
+                let message =
+                    protobuf::load_message(spec).map_err(|e| EngineError::build(step, e))?;
+                Parser::Proto(
+                    protobuf::ProtoParser::new(fields.clone(), &message)
+                        .map_err(|e| EngineError::build(step, e))?,
+                )
             }
         };
         Ok(Decoder {
@@ -67,14 +76,29 @@ impl Decoder {
 
     /// Decodes every record of a chunk; `first_position` is the source
     /// position of its first record.
-    pub fn decode(&mut self, chunk: &[u8], record_count: usize, first_position: u64, rejected: &mut Vec<Rejected>) -> Decoded {
-        let mut rows = RowsBuilder::new(self.schema.clone(), &self.fields, self.event_time, record_count);
+    pub fn decode(
+        &mut self,
+        chunk: &[u8],
+        record_count: usize,
+        first_position: u64,
+        rejected: &mut Vec<Rejected>,
+    ) -> Decoded {
+        let mut rows = RowsBuilder::new(
+            self.schema.clone(),
+            &self.fields,
+            self.event_time,
+            record_count,
+        );
         let mut position = first_position;
         for record in crate::frame::records(self.framing, chunk) {
             let outcome = match record {
                 Err(reason) => Err((reason.to_string(), &[][..])),
                 Ok(bytes) if bytes.len() > self.max_record_bytes => Err((
-                    format!("record of {} bytes is over the limit of {} bytes", bytes.len(), self.max_record_bytes),
+                    format!(
+                        "record of {} bytes is over the limit of {} bytes",
+                        bytes.len(),
+                        self.max_record_bytes
+                    ),
                     bytes,
                 )),
                 Ok(bytes) => {
@@ -103,6 +127,9 @@ impl Decoder {
             position += 1;
         }
         let max_event_time = rows.max_event_time();
-        Decoded { batch: rows.finish(), max_event_time }
+        Decoded {
+            batch: rows.finish(),
+            max_event_time,
+        }
     }
 }

@@ -19,29 +19,52 @@ pub fn load_message(spec: &ProtoMessage) -> Result<MessageDescriptor, String> {
     let path = &spec.schema_file;
     let pool = if path.extension().is_some_and(|e| e == "proto") {
         let include = path.parent().unwrap_or(Path::new("."));
-        let file = path.file_name().ok_or_else(|| format!("{} is not a file", path.display()))?;
-        let mut compiler = protox::Compiler::new([include]).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let file = path
+            .file_name()
+            .ok_or_else(|| format!("{} is not a file", path.display()))?;
+        let mut compiler = protox::Compiler::new([include])
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         compiler.include_imports(true);
         compiler
             .open_file(file)
             .map_err(|e| format!("cannot compile {}: {e}", path.display()))?;
         compiler.descriptor_pool()
     } else {
-        let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        DescriptorPool::decode(bytes.as_slice()).map_err(|e| format!("{} is not a FileDescriptorSet: {e}", path.display()))?
+        let bytes =
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        DescriptorPool::decode(bytes.as_slice())
+            .map_err(|e| format!("{} is not a FileDescriptorSet: {e}", path.display()))?
     };
     pool.get_message_by_name(&spec.message).ok_or_else(|| {
-        let known: Vec<String> = pool.all_messages().map(|m| m.full_name().to_string()).collect();
-        format!("message {:?} not found in {} (it has: {})", spec.message, path.display(), known.join(", "))
+        let known: Vec<String> = pool
+            .all_messages()
+            .map(|m| m.full_name().to_string())
+            .collect();
+        format!(
+            "message {:?} not found in {} (it has: {})",
+            spec.message,
+            path.display(),
+            known.join(", ")
+        )
     })
 }
 
 /// How a wire value is turned into a slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Wire {
-    Varint { signed: bool, zigzag: bool, bool_: bool },
-    Fixed32 { float: bool, signed: bool },
-    Fixed64 { float: bool, signed: bool },
+    Varint {
+        signed: bool,
+        zigzag: bool,
+        bool_: bool,
+    },
+    Fixed32 {
+        float: bool,
+        signed: bool,
+    },
+    Fixed64 {
+        float: bool,
+        signed: bool,
+    },
     Bytes,
 }
 
@@ -49,28 +72,107 @@ enum Wire {
 fn wire_for(decl: &FieldDecl, kind: &PKind) -> Option<Wire> {
     use Kind as K;
     let w = match kind {
-        PKind::Int32 | PKind::Int64 => Wire::Varint { signed: true, zigzag: false, bool_: false },
-        PKind::Sint32 | PKind::Sint64 => Wire::Varint { signed: true, zigzag: true, bool_: false },
-        PKind::Uint32 | PKind::Uint64 => Wire::Varint { signed: false, zigzag: false, bool_: false },
-        PKind::Bool => Wire::Varint { signed: false, zigzag: false, bool_: true },
-        PKind::Fixed32 => Wire::Fixed32 { float: false, signed: false },
-        PKind::Sfixed32 => Wire::Fixed32 { float: false, signed: true },
-        PKind::Float => Wire::Fixed32 { float: true, signed: false },
-        PKind::Fixed64 => Wire::Fixed64 { float: false, signed: false },
-        PKind::Sfixed64 => Wire::Fixed64 { float: false, signed: true },
-        PKind::Double => Wire::Fixed64 { float: true, signed: false },
+        PKind::Int32 | PKind::Int64 => Wire::Varint {
+            signed: true,
+            zigzag: false,
+            bool_: false,
+        },
+        PKind::Sint32 | PKind::Sint64 => Wire::Varint {
+            signed: true,
+            zigzag: true,
+            bool_: false,
+        },
+        PKind::Uint32 | PKind::Uint64 => Wire::Varint {
+            signed: false,
+            zigzag: false,
+            bool_: false,
+        },
+        PKind::Bool => Wire::Varint {
+            signed: false,
+            zigzag: false,
+            bool_: true,
+        },
+        PKind::Fixed32 => Wire::Fixed32 {
+            float: false,
+            signed: false,
+        },
+        PKind::Sfixed32 => Wire::Fixed32 {
+            float: false,
+            signed: true,
+        },
+        PKind::Float => Wire::Fixed32 {
+            float: true,
+            signed: false,
+        },
+        PKind::Fixed64 => Wire::Fixed64 {
+            float: false,
+            signed: false,
+        },
+        PKind::Sfixed64 => Wire::Fixed64 {
+            float: false,
+            signed: true,
+        },
+        PKind::Double => Wire::Fixed64 {
+            float: true,
+            signed: false,
+        },
         PKind::String => Wire::Bytes,
         _ => return None,
     };
     let ok = match (decl.kind, w) {
         (K::Bool, Wire::Varint { bool_: true, .. }) => true,
-        (K::I32 | K::I64, Wire::Varint { signed: true, bool_: false, .. }) => true,
-        (K::I64, Wire::Varint { signed: false, bool_: false, .. }) => true,
-        (K::U32 | K::U64, Wire::Varint { signed: false, bool_: false, .. }) => true,
-        (K::I32 | K::I64, Wire::Fixed32 { float: false, signed: true }) => true,
-        (K::I64, Wire::Fixed64 { float: false, signed: true }) => true,
-        (K::U32 | K::U64, Wire::Fixed32 { float: false, signed: false }) => true,
-        (K::U64, Wire::Fixed64 { float: false, signed: false }) => true,
+        (
+            K::I32 | K::I64,
+            Wire::Varint {
+                signed: true,
+                bool_: false,
+                ..
+            },
+        ) => true,
+        (
+            K::I64,
+            Wire::Varint {
+                signed: false,
+                bool_: false,
+                ..
+            },
+        ) => true,
+        (
+            K::U32 | K::U64,
+            Wire::Varint {
+                signed: false,
+                bool_: false,
+                ..
+            },
+        ) => true,
+        (
+            K::I32 | K::I64,
+            Wire::Fixed32 {
+                float: false,
+                signed: true,
+            },
+        ) => true,
+        (
+            K::I64,
+            Wire::Fixed64 {
+                float: false,
+                signed: true,
+            },
+        ) => true,
+        (
+            K::U32 | K::U64,
+            Wire::Fixed32 {
+                float: false,
+                signed: false,
+            },
+        ) => true,
+        (
+            K::U64,
+            Wire::Fixed64 {
+                float: false,
+                signed: false,
+            },
+        ) => true,
         (K::F32 | K::F64, Wire::Fixed32 { float: true, .. }) => true,
         (K::F64, Wire::Fixed64 { float: true, .. }) => true,
         (K::Str, Wire::Bytes) => true,
@@ -96,13 +198,27 @@ impl ProtoParser {
         for (i, decl) in fields.iter().enumerate() {
             let f = message.get_field_by_name(&decl.name).ok_or_else(|| {
                 let names: Vec<String> = message.fields().map(|f| f.name().to_string()).collect();
-                format!("message {} has no field {:?} (fields: {})", message.full_name(), decl.name, names.join(", "))
+                format!(
+                    "message {} has no field {:?} (fields: {})",
+                    message.full_name(),
+                    decl.name,
+                    names.join(", ")
+                )
             })?;
             if f.is_list() || f.is_map() {
-                return Err(format!("field {:?} is repeated; only singular fields can be decoded into columns", decl.name));
+                return Err(format!(
+                    "field {:?} is repeated; only singular fields can be decoded into columns",
+                    decl.name
+                ));
             }
             let wire = wire_for(decl, &f.kind()).ok_or_else(|| {
-                format!("field {:?} is {:?} in {}, which cannot be read as {}", decl.name, f.kind(), message.full_name(), decl.kind.name())
+                format!(
+                    "field {:?} is {:?} in {}, which cannot be read as {}",
+                    decl.name,
+                    f.kind(),
+                    message.full_name(),
+                    decl.kind.name()
+                )
             })?;
             by_number.insert(f.number(), (i, wire));
             // proto3: an absent scalar means its default; optional fields
@@ -119,7 +235,12 @@ impl ProtoParser {
                 }
             });
         }
-        Ok(ProtoParser { fields, by_number, defaults, strings: Vec::new() })
+        Ok(ProtoParser {
+            fields,
+            by_number,
+            defaults,
+            strings: Vec::new(),
+        })
     }
 
     /// Parses one message into `slots`.
@@ -142,11 +263,15 @@ impl ProtoParser {
                     }
                 }
                 1 => {
-                    let bytes: [u8; 8] = take(&mut b, 8)?.try_into().map_err(|_| "malformed protobuf: short fixed64")?;
+                    let bytes: [u8; 8] = take(&mut b, 8)?
+                        .try_into()
+                        .map_err(|_| "malformed protobuf: short fixed64")?;
                     let v = u64::from_le_bytes(bytes);
                     if let Some((i, w)) = target {
                         slots[i] = match w {
-                            Wire::Fixed64 { float: true, .. } => self.float(i, f64::from_bits(v))?,
+                            Wire::Fixed64 { float: true, .. } => {
+                                self.float(i, f64::from_bits(v))?
+                            }
                             Wire::Fixed64 { signed: true, .. } => Slot::Int(v as i64),
                             Wire::Fixed64 { .. } => Slot::UInt(v),
                             _ => return Err(self.wire_mismatch(i)),
@@ -155,24 +280,35 @@ impl ProtoParser {
                 }
                 2 => {
                     let len = varint(&mut b).ok_or("malformed protobuf: bad length")?;
-                    let len = usize::try_from(len).map_err(|_| "malformed protobuf: length too large")?;
+                    let len =
+                        usize::try_from(len).map_err(|_| "malformed protobuf: length too large")?;
                     let data = take(&mut b, len)?;
                     if let Some((i, w)) = target {
                         if w != Wire::Bytes {
                             return Err(self.wire_mismatch(i));
                         }
-                        std::str::from_utf8(data).map_err(|e| format!("field `{}`: invalid UTF-8 at byte {}", self.fields[i].name, e.valid_up_to()))?;
+                        std::str::from_utf8(data).map_err(|e| {
+                            format!(
+                                "field `{}`: invalid UTF-8 at byte {}",
+                                self.fields[i].name,
+                                e.valid_up_to()
+                            )
+                        })?;
                         let start = self.strings.len() as u32;
                         self.strings.extend_from_slice(data);
                         slots[i] = Slot::Str(start, self.strings.len() as u32);
                     }
                 }
                 5 => {
-                    let bytes: [u8; 4] = take(&mut b, 4)?.try_into().map_err(|_| "malformed protobuf: short fixed32")?;
+                    let bytes: [u8; 4] = take(&mut b, 4)?
+                        .try_into()
+                        .map_err(|_| "malformed protobuf: short fixed32")?;
                     let v = u32::from_le_bytes(bytes);
                     if let Some((i, w)) = target {
                         slots[i] = match w {
-                            Wire::Fixed32 { float: true, .. } => self.float(i, f32::from_bits(v) as f64)?,
+                            Wire::Fixed32 { float: true, .. } => {
+                                self.float(i, f32::from_bits(v) as f64)?
+                            }
                             Wire::Fixed32 { signed: true, .. } => Slot::Int(v as i32 as i64),
                             Wire::Fixed32 { .. } => Slot::UInt(v as u64),
                             _ => return Err(self.wire_mismatch(i)),
@@ -191,20 +327,32 @@ impl ProtoParser {
     }
 
     fn wire_mismatch(&self, i: usize) -> String {
-        format!("field `{}`: wire type does not match the schema", self.fields[i].name)
+        format!(
+            "field `{}`: wire type does not match the schema",
+            self.fields[i].name
+        )
     }
 
     fn float(&self, i: usize, v: f64) -> Result<Slot, String> {
         if v.is_finite() {
             Ok(Slot::Float(v))
         } else {
-            Err(format!("field `{}`: {v} is not a finite number", self.fields[i].name))
+            Err(format!(
+                "field `{}`: {v} is not a finite number",
+                self.fields[i].name
+            ))
         }
     }
 
     fn from_varint(&self, i: usize, w: Wire, v: u64) -> Result<Slot, String> {
         let decl = &self.fields[i];
-        let range = || format!("field `{}`: {v} is out of range for {}", decl.name, decl.kind.name());
+        let range = || {
+            format!(
+                "field `{}`: {v} is out of range for {}",
+                decl.name,
+                decl.kind.name()
+            )
+        };
         Ok(match w {
             Wire::Varint { bool_: true, .. } => Slot::Bool(v != 0),
             Wire::Varint { zigzag: true, .. } => {

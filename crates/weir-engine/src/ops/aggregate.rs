@@ -1,6 +1,9 @@
 //! Aggregate accumulators shared by every window kind.
 
-use arrow_array::{Array, ArrayRef, Float32Array, Float64Array, Int32Array, Int64Array, StringArray, UInt32Array, UInt64Array, BooleanArray};
+use arrow_array::{
+    Array, ArrayRef, BooleanArray, Float32Array, Float64Array, Int32Array, Int64Array, StringArray,
+    UInt32Array, UInt64Array,
+};
 use arrow_schema::DataType;
 use weir_config::{Aggregate, AggregateFunction};
 
@@ -41,8 +44,12 @@ pub fn read_values(array: &ArrayRef, kind: InputKind, out: &mut Vec<u64>, valid:
         ($t:ty) => {
             if let Some(a) = any.downcast_ref::<$t>() {
                 match kind {
-                    InputKind::Float => out.extend(a.values().iter().map(|&v| (v as f64).to_bits())),
-                    InputKind::Hash => out.extend(a.values().iter().map(|&v| mix64(v as i64 as u64))),
+                    InputKind::Float => {
+                        out.extend(a.values().iter().map(|&v| (v as f64).to_bits()))
+                    }
+                    InputKind::Hash => {
+                        out.extend(a.values().iter().map(|&v| mix64(v as i64 as u64)))
+                    }
                     _ => out.extend(a.values().iter().map(|&v| v as i64 as u64)),
                 }
                 return;
@@ -68,7 +75,13 @@ pub fn read_values(array: &ArrayRef, kind: InputKind, out: &mut Vec<u64>, valid:
         return;
     }
     if let Some(a) = any.downcast_ref::<StringArray>() {
-        out.extend((0..n).map(|i| if a.is_valid(i) { hash_bytes(a.value(i).as_bytes()) } else { 0 }));
+        out.extend((0..n).map(|i| {
+            if a.is_valid(i) {
+                hash_bytes(a.value(i).as_bytes())
+            } else {
+                0
+            }
+        }));
         return;
     }
     if let Some(a) = any.downcast_ref::<BooleanArray>() {
@@ -131,7 +144,11 @@ impl Distinct {
                 let alpha = 0.7213 / (1.0 + 1.079 / m);
                 let raw = alpha * m * m / sum;
                 let zeros = regs.iter().filter(|&&r| r == 0).count();
-                let est = if raw <= 2.5 * m && zeros > 0 { m * (m / zeros as f64).ln() } else { raw };
+                let est = if raw <= 2.5 * m && zeros > 0 {
+                    m * (m / zeros as f64).ln()
+                } else {
+                    raw
+                };
                 est.round() as i64
             }
         }
@@ -161,7 +178,13 @@ pub enum Acc {
     /// Float min or max.
     ExtFloat { value: Option<f64>, max: bool },
     /// Count, sum, mean and squared deviations (Welford) for avg/stddev.
-    Moments { n: i64, sum: f64, mean: f64, m2: f64, kind: AggregateFunction },
+    Moments {
+        n: i64,
+        sum: f64,
+        mean: f64,
+        m2: f64,
+        kind: AggregateFunction,
+    },
     /// Distinct count.
     Distinct(Distinct),
 }
@@ -171,8 +194,14 @@ impl Acc {
     pub fn new(agg: &Aggregate, kind: InputKind) -> Acc {
         match agg.function {
             AggregateFunction::Count => Acc::Count(0),
-            AggregateFunction::Sum if kind == InputKind::Float => Acc::SumFloat { sum: 0.0, seen: false },
-            AggregateFunction::Sum => Acc::SumInt { sum: Some(0), seen: false },
+            AggregateFunction::Sum if kind == InputKind::Float => Acc::SumFloat {
+                sum: 0.0,
+                seen: false,
+            },
+            AggregateFunction::Sum => Acc::SumInt {
+                sum: Some(0),
+                seen: false,
+            },
             AggregateFunction::Min | AggregateFunction::Max => {
                 let max = agg.function == AggregateFunction::Max;
                 if kind == InputKind::Float {
@@ -181,9 +210,15 @@ impl Acc {
                     Acc::ExtInt { value: None, max }
                 }
             }
-            AggregateFunction::Avg | AggregateFunction::StddevSamp | AggregateFunction::StddevPop => {
-                Acc::Moments { n: 0, sum: 0.0, mean: 0.0, m2: 0.0, kind: agg.function }
-            }
+            AggregateFunction::Avg
+            | AggregateFunction::StddevSamp
+            | AggregateFunction::StddevPop => Acc::Moments {
+                n: 0,
+                sum: 0.0,
+                mean: 0.0,
+                m2: 0.0,
+                kind: agg.function,
+            },
             AggregateFunction::ApproxDistinct => Acc::Distinct(Distinct::new()),
         }
     }
@@ -202,7 +237,9 @@ impl Acc {
             }
             Acc::ExtInt { value, .. } => *value = None,
             Acc::ExtFloat { value, .. } => *value = None,
-            Acc::Moments { n, sum, mean, m2, .. } => {
+            Acc::Moments {
+                n, sum, mean, m2, ..
+            } => {
                 *n = 0;
                 *sum = 0.0;
                 *mean = 0.0;
@@ -244,8 +281,14 @@ impl Acc {
                     Some(c) => c.min(v),
                 });
             }
-            Acc::Moments { n, sum, mean, m2, .. } => {
-                let x = if float { f64::from_bits(bits) } else { bits as i64 as f64 };
+            Acc::Moments {
+                n, sum, mean, m2, ..
+            } => {
+                let x = if float {
+                    f64::from_bits(bits)
+                } else {
+                    bits as i64 as f64
+                };
                 *n += 1;
                 *sum += x;
                 let delta = x - *mean;
@@ -264,13 +307,23 @@ impl Acc {
                 (Some(s), true) => Value::Int(*s),
                 _ => Value::Null,
             },
-            Acc::SumFloat { sum, seen } => if *seen { Value::Float(*sum) } else { Value::Null },
+            Acc::SumFloat { sum, seen } => {
+                if *seen {
+                    Value::Float(*sum)
+                } else {
+                    Value::Null
+                }
+            }
             Acc::ExtInt { value, .. } => value.map(Value::Int).unwrap_or(Value::Null),
             Acc::ExtFloat { value, .. } => value.map(Value::Float).unwrap_or(Value::Null),
-            Acc::Moments { n, sum, m2, kind, .. } => match kind {
+            Acc::Moments {
+                n, sum, m2, kind, ..
+            } => match kind {
                 AggregateFunction::Avg if *n > 0 => Value::Float(*sum / *n as f64),
                 AggregateFunction::StddevPop if *n > 0 => Value::Float((*m2 / *n as f64).sqrt()),
-                AggregateFunction::StddevSamp if *n > 1 => Value::Float((*m2 / (*n - 1) as f64).sqrt()),
+                AggregateFunction::StddevSamp if *n > 1 => {
+                    Value::Float((*m2 / (*n - 1) as f64).sqrt())
+                }
                 _ => Value::Null,
             },
             Acc::Distinct(d) => Value::Int(d.count()),
@@ -301,7 +354,9 @@ impl ResultColumn {
     /// An empty column of the aggregate's output type.
     pub fn new(dt: &DataType, capacity: usize) -> Self {
         match dt {
-            DataType::Float64 => ResultColumn::Float(Vec::with_capacity(capacity), Vec::with_capacity(capacity)),
+            DataType::Float64 => {
+                ResultColumn::Float(Vec::with_capacity(capacity), Vec::with_capacity(capacity))
+            }
             _ => ResultColumn::Int(Vec::with_capacity(capacity), Vec::with_capacity(capacity)),
         }
     }
@@ -374,12 +429,19 @@ mod tests {
 
     #[test]
     fn moments() {
-        let agg = Aggregate { name: "s".into(), function: AggregateFunction::StddevSamp, column: Some("x".into()), data_type: DataType::Float64 };
+        let agg = Aggregate {
+            name: "s".into(),
+            function: AggregateFunction::StddevSamp,
+            column: Some("x".into()),
+            data_type: DataType::Float64,
+        };
         let mut a = Acc::new(&agg, InputKind::Int);
         for x in [2i64, 4, 4, 4, 5, 5, 7, 9] {
             a.add(x as u64, true, false);
         }
-        let Value::Float(s) = a.result() else { panic!("no result") };
+        let Value::Float(s) = a.result() else {
+            panic!("no result")
+        };
         assert!((s - 2.138_089_935_299_395).abs() < 1e-12);
     }
 }

@@ -29,15 +29,47 @@ impl<'a> KeyColumn<'a> {
         let any = array.as_any();
         let nulls = array.nulls();
         Ok(match array.data_type() {
-            DataType::Int64 => KeyColumn::Int(any.downcast_ref::<Int64Array>().ok_or("bad key column")?.values().to_vec(), nulls),
-            DataType::Int32 => KeyColumn::Int(any.downcast_ref::<Int32Array>().ok_or("bad key column")?.values().iter().map(|&v| v as i64).collect(), nulls),
-            DataType::UInt32 => KeyColumn::Int(any.downcast_ref::<UInt32Array>().ok_or("bad key column")?.values().iter().map(|&v| v as i64).collect(), nulls),
-            DataType::UInt64 => KeyColumn::Int(any.downcast_ref::<UInt64Array>().ok_or("bad key column")?.values().iter().map(|&v| v as i64).collect(), nulls),
+            DataType::Int64 => KeyColumn::Int(
+                any.downcast_ref::<Int64Array>()
+                    .ok_or("bad key column")?
+                    .values()
+                    .to_vec(),
+                nulls,
+            ),
+            DataType::Int32 => KeyColumn::Int(
+                any.downcast_ref::<Int32Array>()
+                    .ok_or("bad key column")?
+                    .values()
+                    .iter()
+                    .map(|&v| v as i64)
+                    .collect(),
+                nulls,
+            ),
+            DataType::UInt32 => KeyColumn::Int(
+                any.downcast_ref::<UInt32Array>()
+                    .ok_or("bad key column")?
+                    .values()
+                    .iter()
+                    .map(|&v| v as i64)
+                    .collect(),
+                nulls,
+            ),
+            DataType::UInt64 => KeyColumn::Int(
+                any.downcast_ref::<UInt64Array>()
+                    .ok_or("bad key column")?
+                    .values()
+                    .iter()
+                    .map(|&v| v as i64)
+                    .collect(),
+                nulls,
+            ),
             DataType::Boolean => {
                 let b = any.downcast_ref::<BooleanArray>().ok_or("bad key column")?;
                 KeyColumn::Int((0..b.len()).map(|i| b.value(i) as i64).collect(), nulls)
             }
-            DataType::Utf8 => KeyColumn::Str(any.downcast_ref::<StringArray>().ok_or("bad key column")?),
+            DataType::Utf8 => {
+                KeyColumn::Str(any.downcast_ref::<StringArray>().ok_or("bad key column")?)
+            }
             other => return Err(format!("keys of type {other} are not supported")),
         })
     }
@@ -80,7 +112,13 @@ pub struct Partitioner {
 impl Partitioner {
     /// A partitioner over `shards` shards.
     pub fn new(step: &str, key_index: usize, key_groups: u32, shards: usize) -> Self {
-        Partitioner { step: step.to_string(), key_index, key_groups, shards, indices: vec![Vec::new(); shards] }
+        Partitioner {
+            step: step.to_string(),
+            key_index,
+            key_groups,
+            shards,
+            indices: vec![Vec::new(); shards],
+        }
     }
 
     /// Splits `batch`; entry `s` holds the rows for shard `s`, in input
@@ -89,7 +127,8 @@ impl Partitioner {
         if self.shards == 1 {
             return Ok(vec![batch.clone()]);
         }
-        let keys = KeyColumn::read(batch.column(self.key_index)).map_err(|e| EngineError::Worker(format!("step {}: {e}", self.step)))?;
+        let keys = KeyColumn::read(batch.column(self.key_index))
+            .map_err(|e| EngineError::Worker(format!("step {}: {e}", self.step)))?;
         for v in &mut self.indices {
             v.clear();
         }
@@ -104,7 +143,8 @@ impl Partitioner {
                     Ok(batch.clone())
                 } else {
                     let idx = UInt32Array::from(idx.clone());
-                    take_record_batch(batch, &idx).map_err(|e| EngineError::Worker(format!("step {}: {e}", self.step)))
+                    take_record_batch(batch, &idx)
+                        .map_err(|e| EngineError::Worker(format!("step {}: {e}", self.step)))
                 }
             })
             .collect()
@@ -131,7 +171,11 @@ pub struct KeyedMap<V> {
 
 impl<V> Default for KeyedMap<V> {
     fn default() -> Self {
-        KeyedMap { ints: HashMap::default(), strs: HashMap::default(), null: None }
+        KeyedMap {
+            ints: HashMap::default(),
+            strs: HashMap::default(),
+            null: None,
+        }
     }
 }
 

@@ -35,7 +35,12 @@ pub type Outputs = Vec<(usize, RecordBatch)>;
 /// A running step.
 pub trait Operator: Send {
     /// Processes one batch.
-    fn process(&mut self, batch: RecordBatch, ctx: &mut Ctx<'_>, out: &mut Outputs) -> Result<(), EngineError>;
+    fn process(
+        &mut self,
+        batch: RecordBatch,
+        ctx: &mut Ctx<'_>,
+        out: &mut Outputs,
+    ) -> Result<(), EngineError>;
 
     /// Called after every micro-batch of the source has been processed
     /// (even when this operator received nothing from it): the watermark

@@ -3,7 +3,10 @@
 
 use std::sync::Arc;
 
-use arrow_array::{Array, ArrayRef, Float32Array, Float64Array, Int32Array, Int64Array, RecordBatch, UInt32Array, UInt64Array};
+use arrow_array::{
+    Array, ArrayRef, Float32Array, Float64Array, Int32Array, Int64Array, RecordBatch, UInt32Array,
+    UInt64Array,
+};
 use arrow_schema::SchemaRef;
 use weir_config::Model;
 use weir_model::OnnxModel;
@@ -26,18 +29,56 @@ pub struct ModelStep {
 
 impl ModelStep {
     /// Checks the model against the step's declared inputs and outputs.
-    pub fn new(step: &str, config: &Model, model: Arc<OnnxModel>, input: &SchemaRef, output: &SchemaRef) -> Result<Self, EngineError> {
+    pub fn new(
+        step: &str,
+        config: &Model,
+        model: Arc<OnnxModel>,
+        input: &SchemaRef,
+        output: &SchemaRef,
+    ) -> Result<Self, EngineError> {
         if model.input_width() != config.inputs.len() {
-            return Err(EngineError::build(step, format!("model {} takes {} features per row, the step names {}", config.path.display(), model.input_width(), config.inputs.len())));
+            return Err(EngineError::build(
+                step,
+                format!(
+                    "model {} takes {} features per row, the step names {}",
+                    config.path.display(),
+                    model.input_width(),
+                    config.inputs.len()
+                ),
+            ));
         }
         let widths = model.output_widths();
         let total: usize = widths.iter().sum();
         if total != config.outputs.len() {
-            return Err(EngineError::build(step, format!("model {} produces {} values per row, the step names {} output columns", config.path.display(), total, config.outputs.len())));
+            return Err(EngineError::build(
+                step,
+                format!(
+                    "model {} produces {} values per row, the step names {} output columns",
+                    config.path.display(),
+                    total,
+                    config.outputs.len()
+                ),
+            ));
         }
-        let outputs = widths.iter().enumerate().flat_map(|(o, &w)| (0..w).map(move |k| (o, k))).collect();
-        let features = config.inputs.iter().map(|n| input.index_of(n).map_err(|e| EngineError::build(step, e))).collect::<Result<_, _>>()?;
-        Ok(ModelStep { step: step.into(), model, features, output: output.clone(), outputs, widths, matrix: Vec::new() })
+        let outputs = widths
+            .iter()
+            .enumerate()
+            .flat_map(|(o, &w)| (0..w).map(move |k| (o, k)))
+            .collect();
+        let features = config
+            .inputs
+            .iter()
+            .map(|n| input.index_of(n).map_err(|e| EngineError::build(step, e)))
+            .collect::<Result<_, _>>()?;
+        Ok(ModelStep {
+            step: step.into(),
+            model,
+            features,
+            output: output.clone(),
+            outputs,
+            widths,
+            matrix: Vec::new(),
+        })
     }
 }
 
@@ -70,14 +111,22 @@ fn scatter(array: &ArrayRef, j: usize, width: usize, matrix: &mut [f64]) -> bool
 }
 
 impl Operator for ModelStep {
-    fn process(&mut self, batch: RecordBatch, ctx: &mut Ctx<'_>, out: &mut Outputs) -> Result<(), EngineError> {
+    fn process(
+        &mut self,
+        batch: RecordBatch,
+        ctx: &mut Ctx<'_>,
+        out: &mut Outputs,
+    ) -> Result<(), EngineError> {
         let rows = batch.num_rows();
         let width = self.features.len();
         self.matrix.clear();
         self.matrix.resize(rows * width, 0.0);
         for (j, &c) in self.features.iter().enumerate() {
             if !scatter(batch.column(c), j, width, &mut self.matrix) {
-                return Err(EngineError::Worker(format!("step {}: feature column {c} is not numeric", self.step)));
+                return Err(EngineError::Worker(format!(
+                    "step {}: feature column {c} is not numeric",
+                    self.step
+                )));
             }
         }
         match self.model.run(rows, &self.matrix) {
@@ -88,13 +137,16 @@ impl Operator for ModelStep {
                     let values: Vec<f64> = (0..rows).map(|r| results[o][r * w + k]).collect();
                     columns.push(Arc::new(Float64Array::from(values)));
                 }
-                let b = RecordBatch::try_new(self.output.clone(), columns).map_err(|e| EngineError::Worker(format!("step {}: {e}", self.step)))?;
+                let b = RecordBatch::try_new(self.output.clone(), columns)
+                    .map_err(|e| EngineError::Worker(format!("step {}: {e}", self.step)))?;
                 out.push((0, b));
             }
             Err(e) => {
                 // The model could not score this batch: its records go to the
                 // dead-letter destination rather than stopping the pipeline.
-                let positions = batch.column_by_name(weir_config::POSITION_COLUMN).and_then(|a| a.as_any().downcast_ref::<UInt64Array>().cloned());
+                let positions = batch
+                    .column_by_name(weir_config::POSITION_COLUMN)
+                    .and_then(|a| a.as_any().downcast_ref::<UInt64Array>().cloned());
                 for r in 0..rows {
                     ctx.rejected.push(Rejected {
                         step: self.step.clone(),

@@ -16,7 +16,10 @@ fn err(step: &str, e: impl std::fmt::Display) -> EngineError {
 
 /// Keeps the rows where `mask` is true, passing the batch through untouched
 /// when all are.
-pub fn keep(batch: RecordBatch, mask: &BooleanArray) -> Result<RecordBatch, arrow_schema::ArrowError> {
+pub fn keep(
+    batch: RecordBatch,
+    mask: &BooleanArray,
+) -> Result<RecordBatch, arrow_schema::ArrowError> {
     let kept = mask.true_count();
     if kept == batch.num_rows() {
         Ok(batch)
@@ -36,8 +39,16 @@ pub struct Filter {
 }
 
 impl Operator for Filter {
-    fn process(&mut self, batch: RecordBatch, _ctx: &mut Ctx<'_>, out: &mut Outputs) -> Result<(), EngineError> {
-        let mask = self.predicate.evaluate_predicate(&batch).map_err(|e| err(&self.step, e))?;
+    fn process(
+        &mut self,
+        batch: RecordBatch,
+        _ctx: &mut Ctx<'_>,
+        out: &mut Outputs,
+    ) -> Result<(), EngineError> {
+        let mask = self
+            .predicate
+            .evaluate_predicate(&batch)
+            .map_err(|e| err(&self.step, e))?;
         let kept = keep(batch, &mask).map_err(|e| err(&self.step, e))?;
         if kept.num_rows() > 0 {
             out.push((0, kept));
@@ -58,23 +69,42 @@ pub struct Derive {
 
 impl Derive {
     /// Builds the step from its input schema and output schema.
-    pub fn new(step: &str, columns: Vec<CompiledExpr>, input: &SchemaRef, output: &SchemaRef) -> Self {
+    pub fn new(
+        step: &str,
+        columns: Vec<CompiledExpr>,
+        input: &SchemaRef,
+        output: &SchemaRef,
+    ) -> Self {
         let base = input.fields().len();
         let schemas = (1..=columns.len())
-            .map(|i| Arc::new(arrow_schema::Schema::new(output.fields()[..base + i].to_vec())))
+            .map(|i| {
+                Arc::new(arrow_schema::Schema::new(
+                    output.fields()[..base + i].to_vec(),
+                ))
+            })
             .collect();
-        Derive { step: step.to_string(), columns, schemas }
+        Derive {
+            step: step.to_string(),
+            columns,
+            schemas,
+        }
     }
 }
 
 impl Operator for Derive {
-    fn process(&mut self, batch: RecordBatch, _ctx: &mut Ctx<'_>, out: &mut Outputs) -> Result<(), EngineError> {
+    fn process(
+        &mut self,
+        batch: RecordBatch,
+        _ctx: &mut Ctx<'_>,
+        out: &mut Outputs,
+    ) -> Result<(), EngineError> {
         let mut current = batch;
         for (expr, schema) in self.columns.iter().zip(&self.schemas) {
             let value = expr.evaluate(&current).map_err(|e| err(&self.step, e))?;
             let mut arrays: Vec<ArrayRef> = current.columns().to_vec();
             arrays.push(value);
-            current = RecordBatch::try_new(schema.clone(), arrays).map_err(|e| err(&self.step, e))?;
+            current =
+                RecordBatch::try_new(schema.clone(), arrays).map_err(|e| err(&self.step, e))?;
         }
         out.push((0, current));
         Ok(())
@@ -95,15 +125,32 @@ impl Select {
         let indices = output
             .fields()
             .iter()
-            .map(|f| input.index_of(f.name()).map_err(|e| EngineError::build(step, e)))
+            .map(|f| {
+                input
+                    .index_of(f.name())
+                    .map_err(|e| EngineError::build(step, e))
+            })
             .collect::<Result<_, _>>()?;
-        Ok(Select { step: step.to_string(), indices })
+        Ok(Select {
+            step: step.to_string(),
+            indices,
+        })
     }
 }
 
 impl Operator for Select {
-    fn process(&mut self, batch: RecordBatch, _ctx: &mut Ctx<'_>, out: &mut Outputs) -> Result<(), EngineError> {
-        out.push((0, batch.project(&self.indices).map_err(|e| err(&self.step, e))?));
+    fn process(
+        &mut self,
+        batch: RecordBatch,
+        _ctx: &mut Ctx<'_>,
+        out: &mut Outputs,
+    ) -> Result<(), EngineError> {
+        out.push((
+            0,
+            batch
+                .project(&self.indices)
+                .map_err(|e| err(&self.step, e))?,
+        ));
         Ok(())
     }
 }
@@ -117,9 +164,16 @@ pub struct Route {
 }
 
 impl Operator for Route {
-    fn process(&mut self, batch: RecordBatch, _ctx: &mut Ctx<'_>, out: &mut Outputs) -> Result<(), EngineError> {
+    fn process(
+        &mut self,
+        batch: RecordBatch,
+        _ctx: &mut Ctx<'_>,
+        out: &mut Outputs,
+    ) -> Result<(), EngineError> {
         for (port, predicate) in self.routes.iter().enumerate() {
-            let mask = predicate.evaluate_predicate(&batch).map_err(|e| err(&self.step, e))?;
+            let mask = predicate
+                .evaluate_predicate(&batch)
+                .map_err(|e| err(&self.step, e))?;
             let kept = keep(batch.clone(), &mask).map_err(|e| err(&self.step, e))?;
             if kept.num_rows() > 0 {
                 out.push((port, kept));

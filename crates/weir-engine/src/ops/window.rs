@@ -16,7 +16,9 @@
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
-use arrow_array::{Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, UInt64Array};
+use arrow_array::{
+    Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, UInt64Array,
+};
 use arrow_schema::{DataType, SchemaRef};
 use weir_config::{LatePolicy, Window, WindowKind, POSITION_COLUMN, PRIOR_MAX_TIME_COLUMN};
 
@@ -40,7 +42,11 @@ struct Inputs {
 impl Inputs {
     fn new(step: &str, w: &Window, schema: &SchemaRef) -> Result<Self, EngineError> {
         let idx = |n: &str| schema.index_of(n).map_err(|e| EngineError::build(step, e));
-        let columns: Vec<Option<usize>> = w.aggregates.iter().map(|a| a.column.as_deref().map(idx).transpose()).collect::<Result<_, _>>()?;
+        let columns: Vec<Option<usize>> = w
+            .aggregates
+            .iter()
+            .map(|a| a.column.as_deref().map(idx).transpose())
+            .collect::<Result<_, _>>()?;
         let kinds = w
             .aggregates
             .iter()
@@ -65,7 +71,11 @@ fn int_column(batch: &RecordBatch, i: usize) -> Result<Vec<i64>, String> {
         return Ok(x.values().to_vec());
     }
     if let Some(x) = any.downcast_ref::<UInt64Array>() {
-        return Ok(x.values().iter().map(|&v| v.min(i64::MAX as u64) as i64).collect());
+        return Ok(x
+            .values()
+            .iter()
+            .map(|&v| v.min(i64::MAX as u64) as i64)
+            .collect());
     }
     if let Some(x) = any.downcast_ref::<arrow_array::Int32Array>() {
         return Ok(x.values().iter().map(|&v| v as i64).collect());
@@ -94,7 +104,8 @@ fn view(inputs: &Inputs, batch: &RecordBatch, step: &str) -> Result<BatchView, E
         .downcast_ref::<UInt64Array>()
         .map(|a| a.values().to_vec())
         .ok_or_else(|| EngineError::Worker(format!("step {step}: bad position column")))?;
-    let prior = int_column(batch, inputs.prior_max).map_err(|m| EngineError::Worker(format!("step {step}: {m}")))?;
+    let prior = int_column(batch, inputs.prior_max)
+        .map_err(|m| EngineError::Worker(format!("step {step}: {m}")))?;
     let mut values = Vec::with_capacity(inputs.columns.len());
     let mut valid = Vec::with_capacity(inputs.columns.len());
     for (c, k) in inputs.columns.iter().zip(&inputs.kinds) {
@@ -110,7 +121,13 @@ fn view(inputs: &Inputs, batch: &RecordBatch, step: &str) -> Result<BatchView, E
         values.push(v);
         valid.push(ok);
     }
-    Ok(BatchView { times, positions, prior, values, valid })
+    Ok(BatchView {
+        times,
+        positions,
+        prior,
+        values,
+        valid,
+    })
 }
 
 fn late_reason(t: i64, wm: i64) -> String {
@@ -140,29 +157,66 @@ pub struct SlidingWindow {
 
 impl SlidingWindow {
     /// Builds the operator.
-    pub fn new(step: &str, config: &Window, input: &SchemaRef, output: &SchemaRef) -> Result<Self, EngineError> {
+    pub fn new(
+        step: &str,
+        config: &Window,
+        input: &SchemaRef,
+        output: &SchemaRef,
+    ) -> Result<Self, EngineError> {
         let inputs = Inputs::new(step, config, input)?;
-        let accs = config.aggregates.iter().zip(&inputs.kinds).map(|(a, k)| Acc::new(a, *k)).collect();
+        let accs = config
+            .aggregates
+            .iter()
+            .zip(&inputs.kinds)
+            .map(|(a, k)| Acc::new(a, *k))
+            .collect();
         if config.aggregates.len() > 64 {
             return Err(EngineError::build(step, "at most 64 aggregates per window"));
         }
-        Ok(SlidingWindow { step: step.into(), config: config.clone(), inputs, output: output.clone(), state: KeyedMap::default(), accs, batches_since_sweep: 0 })
+        Ok(SlidingWindow {
+            step: step.into(),
+            config: config.clone(),
+            inputs,
+            output: output.clone(),
+            state: KeyedMap::default(),
+            accs,
+            batches_since_sweep: 0,
+        })
     }
 }
 
 impl Operator for SlidingWindow {
-    fn process(&mut self, batch: RecordBatch, ctx: &mut Ctx<'_>, out: &mut Outputs) -> Result<(), EngineError> {
+    fn process(
+        &mut self,
+        batch: RecordBatch,
+        ctx: &mut Ctx<'_>,
+        out: &mut Outputs,
+    ) -> Result<(), EngineError> {
         let rows = batch.num_rows();
         let v = view(&self.inputs, &batch, &self.step)?;
-        let keys = KeyColumn::read(batch.column(self.inputs.key)).map_err(|e| EngineError::Worker(format!("step {}: {e}", self.step)))?;
-        let mut results: Vec<ResultColumn> = self.config.aggregates.iter().map(|a| ResultColumn::new(&a.data_type, rows)).collect();
+        let keys = KeyColumn::read(batch.column(self.inputs.key))
+            .map_err(|e| EngineError::Worker(format!("step {}: {e}", self.step)))?;
+        let mut results: Vec<ResultColumn> = self
+            .config
+            .aggregates
+            .iter()
+            .map(|a| ResultColumn::new(&a.data_type, rows))
+            .collect();
         let mut kept = Vec::with_capacity(rows);
         let stride = self.accs.len();
         let size = self.config.size_ms;
-        let floats: Vec<bool> = self.inputs.kinds.iter().map(|k| *k == InputKind::Float).collect();
+        let floats: Vec<bool> = self
+            .inputs
+            .kinds
+            .iter()
+            .map(|k| *k == InputKind::Float)
+            .collect();
         for row in 0..rows {
             let t = v.times[row];
-            let wm = watermark(ctx.prior_max_time.max(v.prior[row]), self.config.max_out_of_orderness_ms);
+            let wm = watermark(
+                ctx.prior_max_time.max(v.prior[row]),
+                self.config.max_out_of_orderness_ms,
+            );
             if t < wm && self.config.late == LatePolicy::DeadLetter {
                 ctx.rejected.push(Rejected {
                     step: self.step.clone(),
@@ -177,7 +231,11 @@ impl Operator for SlidingWindow {
             kept.push(true);
             let st = self.state.entry(&keys, row, SlidingState::default);
             // Insert in time order, after events with the same time.
-            let at = if st.times.back().is_none_or(|&b| b <= t) { st.times.len() } else { st.times.partition_point(|&x| x <= t) };
+            let at = if st.times.back().is_none_or(|&b| b <= t) {
+                st.times.len()
+            } else {
+                st.times.partition_point(|&x| x <= t)
+            };
             st.times.insert(at, t);
             let mut bits = 0u64;
             for (i, (vals, ok)) in v.values.iter().zip(&v.valid).enumerate() {
@@ -214,14 +272,20 @@ impl Operator for SlidingWindow {
             }
         }
         let kept_all = kept.iter().all(|&k| k);
-        let base = if kept_all { batch } else { keep(batch, &BooleanArray::from(kept)).map_err(|e| EngineError::Worker(format!("step {}: {e}", self.step)))? };
+        let base = if kept_all {
+            batch
+        } else {
+            keep(batch, &BooleanArray::from(kept))
+                .map_err(|e| EngineError::Worker(format!("step {}: {e}", self.step)))?
+        };
         if base.num_rows() == 0 {
             return Ok(());
         }
         // The output schema is the input's columns followed by the aggregates.
         let mut columns: Vec<ArrayRef> = base.columns().to_vec();
         columns.extend(results.into_iter().map(ResultColumn::finish));
-        let out_batch = RecordBatch::try_new(self.output.clone(), columns).map_err(|e| EngineError::Worker(format!("step {}: {e}", self.step)))?;
+        let out_batch = RecordBatch::try_new(self.output.clone(), columns)
+            .map_err(|e| EngineError::Worker(format!("step {}: {e}", self.step)))?;
         out.push((0, out_batch));
         Ok(())
     }
@@ -230,8 +294,10 @@ impl Operator for SlidingWindow {
         self.batches_since_sweep += 1;
         if self.batches_since_sweep >= 256 {
             self.batches_since_sweep = 0;
-            let horizon = watermark(ctx.max_time, self.config.max_out_of_orderness_ms).saturating_sub(self.config.size_ms);
-            self.state.retain(|s| s.times.back().is_some_and(|&b| b > horizon));
+            let horizon = watermark(ctx.max_time, self.config.max_out_of_orderness_ms)
+                .saturating_sub(self.config.size_ms);
+            self.state
+                .retain(|s| s.times.back().is_some_and(|&b| b > horizon));
         }
         Ok(())
     }
@@ -263,9 +329,19 @@ pub struct FixedWindows {
 
 impl FixedWindows {
     /// Builds the operator.
-    pub fn new(step: &str, config: &Window, input: &SchemaRef, output: &SchemaRef) -> Result<Self, EngineError> {
+    pub fn new(
+        step: &str,
+        config: &Window,
+        input: &SchemaRef,
+        output: &SchemaRef,
+    ) -> Result<Self, EngineError> {
         let inputs = Inputs::new(step, config, input)?;
-        let accs_template = config.aggregates.iter().zip(&inputs.kinds).map(|(a, k)| Acc::new(a, *k)).collect();
+        let accs_template = config
+            .aggregates
+            .iter()
+            .zip(&inputs.kinds)
+            .map(|(a, k)| Acc::new(a, *k))
+            .collect();
         let slide = match config.kind {
             WindowKind::Hopping { slide_ms } => slide_ms,
             _ => config.size_ms,
@@ -289,15 +365,24 @@ impl FixedWindows {
         let mut keys = Vec::new();
         let mut starts = Vec::new();
         let mut positions = Vec::new();
-        let mut results: Vec<ResultColumn> = self.config.aggregates.iter().map(|a| ResultColumn::new(&a.data_type, 0)).collect();
+        let mut results: Vec<ResultColumn> = self
+            .config
+            .aggregates
+            .iter()
+            .map(|a| ResultColumn::new(&a.data_type, 0))
+            .collect();
         while let Some(first) = self.pending.first() {
             if first.0 > until {
                 break;
             }
             // unwrap: `first` exists.
             let (end, key, start) = self.pending.pop_first().expect("pending window");
-            let Some(windows) = self.state.get_mut(&key) else { continue };
-            let Some(w) = windows.iter_mut().find(|w| w.start == start) else { continue };
+            let Some(windows) = self.state.get_mut(&key) else {
+                continue;
+            };
+            let Some(w) = windows.iter_mut().find(|w| w.start == start) else {
+                continue;
+            };
             for (a, r) in w.accs.iter().zip(&mut results) {
                 r.push(a.result());
             }
@@ -306,7 +391,8 @@ impl FixedWindows {
             positions.push(w.last_position);
             if self.config.late == LatePolicy::Update && until != i64::MAX {
                 w.fired = true;
-                self.retained.insert((end + self.config.size_ms, key, start));
+                self.retained
+                    .insert((end + self.config.size_ms, key, start));
             } else {
                 windows.retain(|w| w.start != start);
                 if windows.is_empty() {
@@ -334,38 +420,78 @@ impl FixedWindows {
         let n = keys.len();
         let mut columns: Vec<ArrayRef> = vec![key_array(&keys, &self.key_type)];
         columns.push(Arc::new(Int64Array::from(starts.clone())));
-        columns.push(Arc::new(Int64Array::from(starts.iter().map(|s| s + self.config.size_ms).collect::<Vec<_>>())));
+        columns.push(Arc::new(Int64Array::from(
+            starts
+                .iter()
+                .map(|s| s + self.config.size_ms)
+                .collect::<Vec<_>>(),
+        )));
         columns.extend(results.into_iter().map(ResultColumn::finish));
         columns.push(Arc::new(UInt64Array::from(positions)));
         columns.push(Arc::new(Int64Array::from(vec![i64::MIN; n])));
-        let batch = RecordBatch::try_new(self.output.clone(), columns).map_err(|e| EngineError::Worker(format!("step {}: {e}", self.step)))?;
+        let batch = RecordBatch::try_new(self.output.clone(), columns)
+            .map_err(|e| EngineError::Worker(format!("step {}: {e}", self.step)))?;
         out.push((0, batch));
         Ok(())
     }
 }
 
 fn key_array(keys: &[Key], dt: &DataType) -> ArrayRef {
-    let ints = || keys.iter().map(|k| match k { Key::Int(v) => Some(*v), _ => None });
+    let ints = || {
+        keys.iter().map(|k| match k {
+            Key::Int(v) => Some(*v),
+            _ => None,
+        })
+    };
     match dt {
-        DataType::Utf8 => Arc::new(StringArray::from(keys.iter().map(|k| match k { Key::Str(s) => Some(s.as_ref()), _ => None }).collect::<Vec<_>>())),
-        DataType::Int32 => Arc::new(arrow_array::Int32Array::from(ints().map(|v| v.map(|x| x as i32)).collect::<Vec<_>>())),
-        DataType::UInt32 => Arc::new(arrow_array::UInt32Array::from(ints().map(|v| v.map(|x| x as u32)).collect::<Vec<_>>())),
-        DataType::UInt64 => Arc::new(UInt64Array::from(ints().map(|v| v.map(|x| x as u64)).collect::<Vec<_>>())),
-        DataType::Boolean => Arc::new(BooleanArray::from(ints().map(|v| v.map(|x| x != 0)).collect::<Vec<_>>())),
+        DataType::Utf8 => Arc::new(StringArray::from(
+            keys.iter()
+                .map(|k| match k {
+                    Key::Str(s) => Some(s.as_ref()),
+                    _ => None,
+                })
+                .collect::<Vec<_>>(),
+        )),
+        DataType::Int32 => Arc::new(arrow_array::Int32Array::from(
+            ints().map(|v| v.map(|x| x as i32)).collect::<Vec<_>>(),
+        )),
+        DataType::UInt32 => Arc::new(arrow_array::UInt32Array::from(
+            ints().map(|v| v.map(|x| x as u32)).collect::<Vec<_>>(),
+        )),
+        DataType::UInt64 => Arc::new(UInt64Array::from(
+            ints().map(|v| v.map(|x| x as u64)).collect::<Vec<_>>(),
+        )),
+        DataType::Boolean => Arc::new(BooleanArray::from(
+            ints().map(|v| v.map(|x| x != 0)).collect::<Vec<_>>(),
+        )),
         _ => Arc::new(Int64Array::from(ints().collect::<Vec<_>>())),
     }
 }
 
 impl Operator for FixedWindows {
-    fn process(&mut self, batch: RecordBatch, ctx: &mut Ctx<'_>, _out: &mut Outputs) -> Result<(), EngineError> {
+    fn process(
+        &mut self,
+        batch: RecordBatch,
+        ctx: &mut Ctx<'_>,
+        _out: &mut Outputs,
+    ) -> Result<(), EngineError> {
         let v = view(&self.inputs, &batch, &self.step)?;
-        let keys = KeyColumn::read(batch.column(self.inputs.key)).map_err(|e| EngineError::Worker(format!("step {}: {e}", self.step)))?;
-        let floats: Vec<bool> = self.inputs.kinds.iter().map(|k| *k == InputKind::Float).collect();
+        let keys = KeyColumn::read(batch.column(self.inputs.key))
+            .map_err(|e| EngineError::Worker(format!("step {}: {e}", self.step)))?;
+        let floats: Vec<bool> = self
+            .inputs
+            .kinds
+            .iter()
+            .map(|k| *k == InputKind::Float)
+            .collect();
         let size = self.config.size_ms;
         let slide = self.slide;
         for row in 0..batch.num_rows() {
             let t = v.times[row];
-            let wm = watermark(ctx.prior_max_time.max(v.prior[row]), self.config.max_out_of_orderness_ms);
+            let wm = watermark(
+                ctx.prior_max_time.max(v.prior[row]),
+                self.config.max_out_of_orderness_ms,
+            );
             let late = t < wm;
             if late && self.config.late == LatePolicy::DeadLetter {
                 ctx.rejected.push(Rejected {
@@ -386,8 +512,15 @@ impl Operator for FixedWindows {
                 let w = match windows.iter_mut().position(|w| w.start == start) {
                     Some(i) => &mut windows[i],
                     None => {
-                        windows.push(FixedWindow { start, accs: template.clone(), last_position: 0, fired: false });
-                        let key = owned_key.get_or_insert_with(|| KeyedMap::<()>::key_of(&keys, row)).clone();
+                        windows.push(FixedWindow {
+                            start,
+                            accs: template.clone(),
+                            last_position: 0,
+                            fired: false,
+                        });
+                        let key = owned_key
+                            .get_or_insert_with(|| KeyedMap::<()>::key_of(&keys, row))
+                            .clone();
                         self.pending.insert((start + size, key, start));
                         // unwrap: pushed just above.
                         windows.last_mut().expect("window just added")
@@ -399,7 +532,9 @@ impl Operator for FixedWindows {
                 w.last_position = w.last_position.max(v.positions[row]);
                 if w.fired {
                     w.fired = false;
-                    let key = owned_key.get_or_insert_with(|| KeyedMap::<()>::key_of(&keys, row)).clone();
+                    let key = owned_key
+                        .get_or_insert_with(|| KeyedMap::<()>::key_of(&keys, row))
+                        .clone();
                     self.pending.insert((start + size, key, start));
                 }
                 start -= slide;

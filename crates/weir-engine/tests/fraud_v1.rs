@@ -1,0 +1,158 @@
+//! fraud-v1 end to end through `examples/fraud/pipeline*.toml`: the alerts
+//! must be exactly the reference alerts (ids, cards and score bits), from
+//! JSON and from Protobuf input, for any number of shards.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use weir_config::{Pipeline, SinkKind};
+use weir_engine::{run, Input, RunOptions};
+use weir_workloads::fraud_v1;
+
+const EVENTS: u64 = 100_000;
+
+fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/fraud")
+        .join(name)
+}
+
+/// Loads an example pipeline with its outputs redirected into `dir`.
+fn pipeline(name: &str, dir: &Path) -> Pipeline {
+    let mut p = weir_config::load(&example(name)).expect("example pipeline is valid");
+    for s in &mut p.sinks {
+        if let SinkKind::File { path, .. } = &mut s.kind {
+            *path = dir.join(path.file_name().expect("file name"));
+        }
+    }
+    p.dead_letter.path = dir.join("dead_letter.jsonl");
+    p
+}
+
+fn alerts_from(path: &Path) -> Vec<(u64, u64, u64)> {
+    let text = std::fs::read_to_string(path).expect("alerts file");
+    let mut out: Vec<(u64, u64, u64)> = text
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("JSON line");
+            (
+                v["txn_id"].as_u64().expect("txn_id"),
+                v["card_id"].as_u64().expect("card_id"),
+                v["score"].as_f64().expect("score").to_bits(),
+            )
+        })
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+/// Asserts equality without printing thousands of alerts.
+fn assert_same(got: &[(u64, u64, u64)], expected: &[(u64, u64, u64)], what: &str) {
+    assert_eq!(got.len(), expected.len(), "{what}: alert count");
+    if let Some((g, e)) = got.iter().zip(expected).find(|(g, e)| g != e) {
+        panic!("{what}: first differing alert: got {g:?}, expected {e:?}");
+    }
+}
+
+fn reference() -> Vec<(u64, u64, u64)> {
+    let mut r: Vec<(u64, u64, u64)> = fraud_v1::alerts(EVENTS)
+        .into_iter()
+        .map(|(t, c, s)| (t, c, s.to_bits()))
+        .collect();
+    r.sort_unstable();
+    r
+}
+
+fn check(name: &str, input: Vec<u8>, shards: &[usize]) {
+    let expected = reference();
+    assert_eq!(expected.len(), 1967);
+    assert_eq!(
+        expected
+            .iter()
+            .fold(0u64, |a, (t, _, _)| a.wrapping_add(*t)),
+        117_986_728
+    );
+    let input = Arc::new(input);
+    for &n in shards {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let p = pipeline(name, dir.path());
+        let summary = run(
+            &p,
+            RunOptions {
+                shards: Some(n),
+                input: Input::Bytes(input.clone()),
+            },
+        )
+        .expect("run");
+        assert_eq!(summary.shards, n);
+        assert_eq!(summary.source_records, EVENTS);
+        assert_eq!(summary.dead_letters, 0);
+        assert_eq!(summary.sinks[0].records, 1967, "{name} with {n} shards");
+        let got = alerts_from(&dir.path().join(if name.contains("protobuf") {
+            "alerts-protobuf.jsonl"
+        } else {
+            "alerts.jsonl"
+        }));
+        assert_same(&got, &expected, &format!("{name} with {n} shards"));
+    }
+}
+
+#[test]
+fn json_input_gives_the_reference_alerts_for_1_2_and_4_shards() {
+    check("pipeline.toml", fraud_v1::encode_json(EVENTS), &[1, 2, 4]);
+}
+
+#[test]
+fn protobuf_input_gives_the_reference_alerts_for_1_and_3_shards() {
+    check(
+        "pipeline-protobuf.toml",
+        fraud_v1::encode_protobuf(EVENTS),
+        &[1, 3],
+    );
+}
+
+#[test]
+fn small_batches_give_the_same_alerts() {
+    // Batch boundaries must not change results: cut the input into
+    // micro-batches of 7 records.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut p = pipeline("pipeline.toml", dir.path());
+    p.settings.batch_rows = 7;
+    let summary = run(
+        &p,
+        RunOptions {
+            shards: Some(2),
+            input: Input::Bytes(Arc::new(fraud_v1::encode_json(EVENTS))),
+        },
+    )
+    .expect("run");
+    assert_eq!(summary.sinks[0].records, 1967);
+    assert_same(
+        &alerts_from(&dir.path().join("alerts.jsonl")),
+        &reference(),
+        "batches of 7",
+    );
+}
+
+#[test]
+fn file_source_reads_the_same_events() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let input = dir.path().join("transactions.jsonl");
+    std::fs::write(&input, fraud_v1::encode_json(EVENTS)).expect("write input");
+    let mut p = pipeline("pipeline.toml", dir.path());
+    p.source.kind = weir_config::SourceKind::File { path: input };
+    let summary = run(
+        &p,
+        RunOptions {
+            shards: Some(2),
+            input: Input::Configured,
+        },
+    )
+    .expect("run");
+    assert_eq!(summary.source_records, EVENTS);
+    assert_same(
+        &alerts_from(&dir.path().join("alerts.jsonl")),
+        &reference(),
+        "file source",
+    );
+}
