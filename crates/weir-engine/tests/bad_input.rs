@@ -148,8 +148,16 @@ path = "out.jsonl"
     )
 }
 
+/// The JSON test input: every record, the bad ones, and the good ones as
+/// (id, amount, name).
+struct JsonCase {
+    records: Vec<Vec<u8>>,
+    bad: Vec<Bad>,
+    good: Vec<(u64, i64, String)>,
+}
+
 /// Good and bad JSON records, one per line. Good records have ids 1000+.
-fn json_records() -> (Vec<Vec<u8>>, Vec<Bad>, Vec<(u64, i64, String)>) {
+fn json_records() -> JsonCase {
     let oversized = format!(r#"{{"id":9,"amount":1,"name":"{}"}}"#, "x".repeat(200));
     let records: Vec<(Vec<u8>, Option<&'static str>)> = vec![
         (br#"{"id":1000,"amount":-5,"name":"first"}"#.to_vec(), None),
@@ -199,12 +207,16 @@ fn json_records() -> (Vec<Vec<u8>>, Vec<Bad>, Vec<(u64, i64, String)>) {
         (1002, i64::MAX, "reordered".to_string()),
         (1003, i64::MIN, "tab\there".to_string()),
     ];
-    (bytes, bad, good)
+    JsonCase {
+        records: bytes,
+        bad,
+        good,
+    }
 }
 
 #[test]
 fn bad_json_records_go_to_dead_letter() {
-    let (records, bad, good) = json_records();
+    let JsonCase { records, bad, good } = json_records();
     let mut input = Vec::new();
     for r in &records {
         input.extend_from_slice(r);

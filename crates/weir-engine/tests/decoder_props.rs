@@ -237,7 +237,7 @@ fn json_record() -> impl Strategy<Value = Vec<u8>> {
     let alphabet: Vec<u8> = br#"{}[]":,0123456789-+.eE \tnulltruefalseiduifsn\u00e9"#.to_vec();
     prop_oneof![
         proptest::collection::vec(any::<u8>(), 0..48),
-        proptest::collection::vec(any::<u8>(), 90..130),
+        proptest::collection::vec(any::<u8>(), 100..160),
         proptest::collection::vec(proptest::sample::select(alphabet), 0..48),
         (valid_json_bytes(), edits()).prop_map(|(b, e)| mutate(b, e)),
         valid_json_bytes(),
@@ -295,7 +295,7 @@ proptest! {
             input.push(b'\n');
         }
         // A record limit inside the generated sizes, so some are oversized.
-        let o = run_pipeline(&json_pipeline(batch_rows, 100), input, shards);
+        let o = run_pipeline(&json_pipeline(batch_rows, 128), input, shards);
         check_accounted(&o, &records)?;
         for l in &o.lines {
             prop_assert!(serde_json::from_str::<Value>(l).is_ok(), "sink line is not JSON: {}", l);
@@ -313,7 +313,7 @@ proptest! {
             varint(r.len() as u64, &mut input);
             input.extend_from_slice(r);
         }
-        let o = run_pipeline(&proto_pipeline(batch_rows, 24), input, shards);
+        let o = run_pipeline(&proto_pipeline(batch_rows, 30), input, shards);
         check_accounted(&o, &records)?;
         for l in &o.lines {
             prop_assert!(serde_json::from_str::<Value>(l).is_ok(), "sink line is not JSON: {}", l);

@@ -281,7 +281,7 @@ fn is_unsigned_number(e: &Expr) -> bool {
         Expr::Literal {
             value: Literal::Float(v),
             ..
-        } => !(*v < 0.0),
+        } => *v >= 0.0 || v.is_nan(),
         _ => false,
     }
 }

@@ -35,7 +35,9 @@
 //! * Operators, loosest first: `OR`; `AND`; `NOT`; comparisons
 //!   (`= <> != < <= > >=`, `IS [NOT] NULL`, `[NOT] IN (...)`,
 //!   `[NOT] BETWEEN a AND b`, `[NOT] LIKE p`); `||`; `+ -`; `* / %`;
-//!   unary `- +`. Binary operators associate to the left.
+//!   unary `- +`. Binary operators associate to the left. Nesting (including
+//!   the length of operator chains such as `a + b + c ...`) is limited to 200
+//!   levels; use `IN (...)` rather than long `OR` chains.
 //! * `CASE WHEN c THEN v ... [ELSE v] END`, `CASE x WHEN v THEN r ... END`,
 //!   `CAST(x AS t)` with `t` one of `BIGINT INT INTEGER SMALLINT`, `DOUBLE
 //!   [PRECISION] FLOAT REAL`, `VARCHAR TEXT STRING`, `BOOLEAN BOOL`.

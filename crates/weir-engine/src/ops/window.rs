@@ -134,14 +134,20 @@ fn late_reason(t: i64, wm: i64) -> String {
     format!("late event: event time {t} is behind the watermark {wm}")
 }
 
-/// Per-key state of a sliding window: the retained events, oldest first.
+/// Per-key state of a sliding window: the retained events, oldest first,
+/// in one flat buffer so an event's time, validity and values share cache
+/// lines. Each event takes `2 + aggregates` words: time, validity bits (bit
+/// i = aggregate i's input is non-null), then one value per aggregate.
 #[derive(Default)]
 struct SlidingState {
-    times: VecDeque<i64>,
-    /// `stride` values per event (one per aggregate).
-    values: VecDeque<u64>,
-    /// Validity bits per event (bit i = aggregate i's input is non-null).
-    valid: VecDeque<u64>,
+    words: VecDeque<u64>,
+}
+
+impl SlidingState {
+    #[inline]
+    fn time(&self, event: usize, stride: usize) -> i64 {
+        self.words[event * stride] as i64
+    }
 }
 
 /// A sliding (per-event) window.
@@ -203,7 +209,7 @@ impl Operator for SlidingWindow {
             .map(|a| ResultColumn::new(&a.data_type, rows))
             .collect();
         let mut kept = Vec::with_capacity(rows);
-        let stride = self.accs.len();
+        let stride = 2 + self.accs.len();
         let size = self.config.size_ms;
         let floats: Vec<bool> = self
             .inputs
@@ -229,42 +235,63 @@ impl Operator for SlidingWindow {
                 continue;
             }
             kept.push(true);
-            let st = self.state.entry(&keys, row, SlidingState::default);
+            let st = self.state.entry(&keys, row, || SlidingState {
+                words: VecDeque::with_capacity(8 * stride),
+            });
+            let events = st.words.len() / stride;
             // Insert in time order, after events with the same time.
-            let at = if st.times.back().is_none_or(|&b| b <= t) {
-                st.times.len()
-            } else {
-                st.times.partition_point(|&x| x <= t)
-            };
-            st.times.insert(at, t);
+            let mut at = events;
+            while at > 0 && st.time(at - 1, stride) > t {
+                at -= 1;
+            }
             let mut bits = 0u64;
-            for (i, (vals, ok)) in v.values.iter().zip(&v.valid).enumerate() {
-                st.values.insert(at * stride + i, vals[row]);
+            for (i, ok) in v.valid.iter().enumerate() {
                 bits |= (ok[row] as u64) << i;
             }
-            st.valid.insert(at, bits);
+            if at == events {
+                st.words.push_back(t as u64);
+                st.words.push_back(bits);
+                st.words.extend(v.values.iter().map(|vals| vals[row]));
+            } else {
+                let base = at * stride;
+                st.words.insert(base, t as u64);
+                st.words.insert(base + 1, bits);
+                for (i, vals) in v.values.iter().enumerate() {
+                    st.words.insert(base + 2 + i, vals[row]);
+                }
+            }
             // Evict what no future on-time event can see.
-            let mut at = at;
             let horizon = wm.saturating_sub(size);
-            while at > 0 && st.times.front().is_some_and(|&f| f <= horizon) {
-                st.times.pop_front();
-                st.valid.pop_front();
-                st.values.drain(..stride);
-                at -= 1;
+            let mut evict = 0;
+            while evict < at && st.time(evict, stride) <= horizon {
+                evict += 1;
+            }
+            if evict > 0 {
+                st.words.drain(..evict * stride);
+                at -= evict;
             }
             // The window of this event: (t - size, t], up to its own slot.
             let lo = t.saturating_sub(size);
             let mut first = at;
-            while first > 0 && st.times[first - 1] > lo {
+            while first > 0 && st.time(first - 1, stride) > lo {
                 first -= 1;
             }
             for a in &mut self.accs {
                 a.reset();
             }
+            let (front, back) = st.words.as_slices();
             for e in first..=at {
-                let ok = st.valid[e];
+                let base = e * stride;
+                let word = |k: usize| {
+                    if base + k < front.len() {
+                        front[base + k]
+                    } else {
+                        back[base + k - front.len()]
+                    }
+                };
+                let ok = word(1);
                 for (i, a) in self.accs.iter_mut().enumerate() {
-                    a.add(st.values[e * stride + i], ok >> i & 1 == 1, floats[i]);
+                    a.add(word(2 + i), ok >> i & 1 == 1, floats[i]);
                 }
             }
             for (a, r) in self.accs.iter().zip(&mut results) {
@@ -296,8 +323,11 @@ impl Operator for SlidingWindow {
             self.batches_since_sweep = 0;
             let horizon = watermark(ctx.max_time, self.config.max_out_of_orderness_ms)
                 .saturating_sub(self.config.size_ms);
-            self.state
-                .retain(|s| s.times.back().is_some_and(|&b| b > horizon));
+            let stride = 2 + self.accs.len();
+            self.state.retain(|s| {
+                let n = s.words.len() / stride;
+                n > 0 && s.time(n - 1, stride) > horizon
+            });
         }
         Ok(())
     }

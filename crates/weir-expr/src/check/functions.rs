@@ -160,22 +160,26 @@ fn typed_call(
             ))
         }
     };
+    // Every signature takes at least one argument (checked by `Arity`).
+    let Some(first) = plans.first().map(Plan::ty) else {
+        return Err(ExprError::internal("function without arguments"));
+    };
     let numeric = |t: Ty| t.is_numeric() || t == Ty::Null;
     let text = |t: Ty| matches!(t, Ty::Str | Ty::Null);
     let integer = |t: Ty| matches!(t, Ty::Int | Ty::Null);
     match sig {
         Sig::NumericSame(func) => {
-            want(0, numeric(plans[0].ty()), "a numeric")?;
-            let ty = numeric_common(plans[0].ty(), Ty::Null).unwrap_or(Ty::Int);
+            want(0, numeric(first), "a numeric")?;
+            let ty = numeric_common(first, Ty::Null).unwrap_or(Ty::Int);
             let args = plans.into_iter().map(|p| coerce(p, ty)).collect();
             Ok(call(func, args, ty))
         }
         Sig::Round => {
-            want(0, numeric(plans[0].ty()), "a numeric")?;
+            want(0, numeric(first), "a numeric")?;
             if plans.len() == 2 {
                 want(1, integer(plans[1].ty()), "a BIGINT digits")?;
             }
-            let ty = numeric_common(plans[0].ty(), Ty::Null).unwrap_or(Ty::Int);
+            let ty = numeric_common(first, Ty::Null).unwrap_or(Ty::Int);
             let args = plans
                 .into_iter()
                 .enumerate()
@@ -250,7 +254,7 @@ fn typed_call(
             Ok(call(func, args, ty))
         }
         Sig::Substr => {
-            want(0, text(plans[0].ty()), "a VARCHAR")?;
+            want(0, text(first), "a VARCHAR")?;
             for (i, p) in plans.iter().enumerate().skip(1) {
                 want(i, integer(p.ty()), "a BIGINT")?;
             }

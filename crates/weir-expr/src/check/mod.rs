@@ -7,14 +7,15 @@
 //! and subtrees made only of constants are evaluated once, here, so that
 //! `x > 10 * 1000` costs the same as `x > 10000` per batch.
 
+mod columns;
 mod functions;
+mod predicates;
 
 use crate::ast::{BinaryOp, CastType, Expr, Literal, UnaryOp};
 use crate::error::ExprError;
 use crate::eval::{eval_const, Value};
-use crate::like::LikePattern;
-use crate::plan::{ArithOp, CmpOp, ConstSet, PatternPlan, Plan, Scalar};
-use crate::types::{numeric_common, sql_type_name, unify, Ty};
+use crate::plan::{ArithOp, CmpOp, Plan, Scalar};
+use crate::types::{numeric_common, unify, Ty};
 use arrow_schema::Schema;
 use std::sync::Arc;
 
@@ -106,21 +107,6 @@ fn arith_op(op: BinaryOp) -> Option<ArithOp> {
     })
 }
 
-/// Edit distance, for "did you mean" hints.
-fn levenshtein(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != *cb);
-            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
-
 /// Builds a comparison `l op r`, unifying operand kinds.
 pub(crate) fn comparison(op: CmpOp, l: Plan, r: Plan, position: usize) -> Result<Plan, ExprError> {
     let (lt, rt) = (l.ty(), r.ty());
@@ -205,69 +191,6 @@ impl Checker<'_> {
         }
     }
 
-    fn between(
-        &mut self,
-        operand: &Expr,
-        low: &Expr,
-        high: &Expr,
-        negated: bool,
-        position: usize,
-    ) -> Result<Plan, ExprError> {
-        let (x, lo, hi) = (self.check(operand)?, self.check(low)?, self.check(high)?);
-        let ty = unify(x.ty(), lo.ty())
-            .and_then(|t| unify(t, hi.ty()))
-            .ok_or_else(|| {
-                err(
-                    format!(
-                        "cannot compare {} with {} and {} in BETWEEN",
-                        x.ty().name(),
-                        lo.ty().name(),
-                        hi.ty().name()
-                    ),
-                    position,
-                )
-            })?;
-        Ok(fold(Plan::Between {
-            input: Box::new(coerce(x, ty)),
-            low: Box::new(coerce(lo, ty)),
-            high: Box::new(coerce(hi, ty)),
-            negated,
-        }))
-    }
-
-    fn like(
-        &mut self,
-        operand: &Expr,
-        pattern: &Expr,
-        negated: bool,
-        position: usize,
-    ) -> Result<Plan, ExprError> {
-        let x = self.check(operand)?;
-        let p = self.check(pattern)?;
-        for t in [x.ty(), p.ty()] {
-            if !matches!(t, Ty::Str | Ty::Null) {
-                return Err(err(
-                    format!("LIKE expects VARCHAR operands, found {}", t.name()),
-                    position,
-                ));
-            }
-        }
-        let x = coerce(x, Ty::Str);
-        let pattern = match p {
-            Plan::Const {
-                value: Scalar::Str(s),
-                ..
-            } => PatternPlan::Const(LikePattern::new(&s)),
-            Plan::Const { .. } => return Ok(Plan::null(Ty::Bool)),
-            other => PatternPlan::Dynamic(Box::new(other)),
-        };
-        Ok(fold(Plan::Like {
-            input: Box::new(x),
-            pattern,
-            negated,
-        }))
-    }
-
     fn cast(&mut self, operand: &Expr, target: CastType) -> Result<Plan, ExprError> {
         let p = self.check(operand)?;
         let to = match target {
@@ -277,53 +200,6 @@ impl Checker<'_> {
             CastType::Varchar => Ty::Str,
         };
         Ok(coerce(p, to))
-    }
-
-    fn column(&mut self, name: &str, position: usize) -> Result<Plan, ExprError> {
-        let fields = self.schema.fields();
-        let Some(index) = fields.iter().position(|f| f.name() == name) else {
-            let names: Vec<&str> = fields.iter().map(|f| f.name().as_str()).collect();
-            let hint = names
-                .iter()
-                .find(|n| n.eq_ignore_ascii_case(name))
-                .or_else(|| {
-                    names
-                        .iter()
-                        .map(|n| (levenshtein(n, name), n))
-                        .filter(|(d, _)| *d <= 2.max(name.chars().count() / 4))
-                        .min_by_key(|(d, _)| *d)
-                        .map(|(_, n)| n)
-                })
-                .map(|n| format!("; did you mean \"{n}\"?"))
-                .unwrap_or_default();
-            let available = if names.is_empty() {
-                "none".to_string()
-            } else {
-                names.join(", ")
-            };
-            return Err(ExprError::UnknownColumn {
-                name: name.to_string(),
-                available,
-                hint,
-                position: Some(position),
-            });
-        };
-        let dt = fields[index].data_type();
-        let ty = Ty::from_arrow(dt).ok_or_else(|| {
-            err(
-                format!(
-                    "column \"{name}\" has unsupported type {} ({dt}); supported are BOOLEAN, \
-                     integer, floating point and VARCHAR (Utf8) columns",
-                    sql_type_name(dt)
-                ),
-                position,
-            )
-        })?;
-        if !self.indices.contains(&index) {
-            self.indices.push(index);
-            self.columns.push(name.to_string());
-        }
-        Ok(Plan::Column { index, ty })
     }
 
     fn unary(&mut self, op: UnaryOp, p: Plan, position: usize) -> Result<Plan, ExprError> {
@@ -423,44 +299,6 @@ impl Checker<'_> {
         }
     }
 
-    fn in_list(&mut self, operand: &Expr, list: &[Expr], negated: bool) -> Result<Plan, ExprError> {
-        let x = self.check(operand)?;
-        let mut ty = x.ty();
-        let mut items = Vec::with_capacity(list.len());
-        for item in list {
-            let p = self.check(item)?;
-            ty = unify(ty, p.ty()).ok_or_else(|| {
-                err(
-                    format!(
-                        "IN list item of type {} is not comparable with {}",
-                        p.ty().name(),
-                        ty.name()
-                    ),
-                    item.position(),
-                )
-            })?;
-            items.push(p);
-        }
-        if ty == Ty::Null {
-            return Ok(Plan::null(Ty::Bool));
-        }
-        let x = Box::new(coerce(x, ty));
-        let items: Vec<Plan> = items.into_iter().map(|p| coerce(p, ty)).collect();
-        if let Some((set, has_null)) = const_set(ty, &items) {
-            return Ok(fold(Plan::InSet {
-                input: x,
-                set,
-                has_null,
-                negated,
-            }));
-        }
-        Ok(fold(Plan::InList {
-            input: x,
-            list: items,
-            negated,
-        }))
-    }
-
     fn case(
         &mut self,
         operand: Option<&Expr>,
@@ -545,78 +383,4 @@ pub(crate) fn arith(op: ArithOp, ty: Ty, l: Plan, r: Plan) -> Plan {
         left: Box::new(coerce(l, ty)),
         right: Box::new(coerce(r, ty)),
     })
-}
-
-/// The constant set of an IN list whose items are all constants.
-fn const_set(ty: Ty, items: &[Plan]) -> Option<(ConstSet, bool)> {
-    let mut has_null = false;
-    let mut scalars = Vec::with_capacity(items.len());
-    for p in items {
-        match p {
-            Plan::Const {
-                value: Scalar::Null,
-                ..
-            } => has_null = true,
-            Plan::Const { value, .. } => scalars.push(value),
-            _ => return None,
-        }
-    }
-    let set = match ty {
-        Ty::Int => {
-            let mut v: Vec<i64> = scalars
-                .iter()
-                .filter_map(|s| match s {
-                    Scalar::Int(i) => Some(*i),
-                    _ => None,
-                })
-                .collect();
-            v.sort_unstable();
-            v.dedup();
-            ConstSet::Int(v)
-        }
-        Ty::Float => ConstSet::Float(
-            scalars
-                .iter()
-                .filter_map(|s| match s {
-                    Scalar::Float(f) => Some(*f),
-                    _ => None,
-                })
-                .collect(),
-        ),
-        Ty::Str => {
-            let mut v: Vec<Box<str>> = scalars
-                .iter()
-                .filter_map(|s| match s {
-                    Scalar::Str(t) => Some(Box::from(&**t)),
-                    _ => None,
-                })
-                .collect();
-            v.sort_unstable();
-            v.dedup();
-            ConstSet::Str(v)
-        }
-        Ty::Bool => ConstSet::Bool(
-            scalars
-                .iter()
-                .filter_map(|s| match s {
-                    Scalar::Bool(b) => Some(*b),
-                    _ => None,
-                })
-                .collect(),
-        ),
-        Ty::Null => return None,
-    };
-    Some((set, has_null))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::levenshtein;
-
-    #[test]
-    fn edit_distance() {
-        assert_eq!(levenshtein("amout_cents", "amount_cents"), 1);
-        assert_eq!(levenshtein("", "abc"), 3);
-        assert_eq!(levenshtein("kitten", "sitting"), 3);
-    }
 }
