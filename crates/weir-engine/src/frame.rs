@@ -60,7 +60,12 @@ pub fn next_record(framing: Framing, buf: &[u8], at_end: bool) -> Next {
                 len |= ((b & 0x7f) as u64) << (7 * i);
                 if b & 0x80 == 0 {
                     let start = i + 1;
-                    let end = start as u64 + len;
+                    let Some(end) = (start as u64).checked_add(len) else {
+                        return Next::Corrupt {
+                            consumed: start,
+                            reason: "invalid varint length prefix",
+                        };
+                    };
                     if end > buf.len() as u64 {
                         return if at_end {
                             Next::Corrupt {
@@ -95,11 +100,11 @@ pub fn next_record(framing: Framing, buf: &[u8], at_end: bool) -> Next {
     }
 }
 
+/// A record, or the bytes of a broken frame and why it is broken.
+pub type Framed<'a> = Result<&'a [u8], (&'static str, &'a [u8])>;
+
 /// Iterates over the records of a chunk known to hold only whole records.
-pub fn records(
-    framing: Framing,
-    mut buf: &[u8],
-) -> impl Iterator<Item = Result<&[u8], &'static str>> {
+pub fn records(framing: Framing, mut buf: &[u8]) -> impl Iterator<Item = Framed<'_>> {
     std::iter::from_fn(move || {
         if buf.is_empty() {
             return None;
@@ -115,8 +120,9 @@ pub fn records(
                 Some(Ok(rec))
             }
             Next::Corrupt { consumed, reason } => {
-                buf = &buf[consumed.max(1).min(buf.len())..];
-                Some(Err(reason))
+                let (bad, rest) = buf.split_at(consumed.max(1).min(buf.len()));
+                buf = rest;
+                Some(Err((reason, bad)))
             }
             // unwrap-free: with at_end = true, Incomplete cannot happen.
             Next::Incomplete => None,

@@ -488,7 +488,7 @@ fn sliding_late_event_applied_with_late_update() {
 }
 
 #[test]
-#[ignore = "bug: sliding window with late = \"update\" evicts (at the late event's own insert) events the late event's window still needs"]
+
 fn sliding_late_update_sees_its_whole_window() {
     // a@20000 makes the watermark 18000; a@9000 is late and, applied
     // anyway, its window (-1000, 9000] holds a@1000 and itself.

@@ -127,6 +127,9 @@ impl JsonParser {
         let rest = &c.b[start..];
         let raw: &[u8] = match memchr::memchr2(b'"', b'\\', rest) {
             Some(n) if rest[n] == b'"' => {
+                if rest[..n].iter().any(|&b| b < 0x20) {
+                    return Err("malformed JSON: control byte inside an object key".into());
+                }
                 c.i = start + n + 1;
                 &rest[..n]
             }
@@ -392,67 +395,122 @@ fn hex4(c: &mut Cursor<'_>) -> Result<u32, Reason> {
     Ok(v)
 }
 
-/// Skips one JSON value of any kind (for undeclared keys), iteratively so
-/// deep nesting cannot overflow the stack.
+/// Skips one JSON value of any kind (for undeclared keys), validating it
+/// as strictly as declared values, iteratively so deep nesting cannot
+/// overflow the stack.
 fn skip_value(c: &mut Cursor<'_>) -> Result<(), Reason> {
-    let mut depth = 0usize;
+    // One entry per open container: true for an object, false for an array.
+    let mut open: Vec<bool> = Vec::new();
     let mut scratch = Vec::new();
-    loop {
+    'value: loop {
         c.ws();
         match c.peek() {
-            Some(b'{') | Some(b'[') => {
-                depth += 1;
+            Some(b'{') => {
                 c.i += 1;
                 c.ws();
-                if matches!(c.peek(), Some(b'}') | Some(b']')) {
+                if c.peek() == Some(b'}') {
                     c.i += 1;
-                    depth -= 1;
                 } else {
-                    continue;
+                    open.push(true);
+                    object_key(c, &mut scratch)?;
+                    continue 'value;
+                }
+            }
+            Some(b'[') => {
+                c.i += 1;
+                c.ws();
+                if c.peek() == Some(b']') {
+                    c.i += 1;
+                } else {
+                    open.push(false);
+                    continue 'value;
                 }
             }
             Some(b'"') => {
                 c.i += 1;
                 scratch.clear();
                 parse_string_body(c, &mut scratch)?;
-                c.ws();
-                if c.peek() == Some(b':') {
-                    c.i += 1;
-                    continue;
-                }
             }
             Some(b't') => literal(c, b"true")?,
             Some(b'f') => literal(c, b"false")?,
             Some(b'n') => literal(c, b"null")?,
-            Some(b'-' | b'0'..=b'9') => {
-                while matches!(
-                    c.peek(),
-                    Some(b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
-                ) {
-                    c.i += 1;
-                }
-            }
+            Some(b'-' | b'0'..=b'9') => scan_number(c)?,
             _ => return Err(c.unexpected("a JSON value")),
         }
-        // After a complete value: close containers or continue with ','.
+        // After a complete value: continue the container or close it.
         loop {
-            if depth == 0 {
+            let Some(&object) = open.last() else {
                 return Ok(());
-            }
+            };
             c.ws();
             match c.peek() {
                 Some(b',') => {
                     c.i += 1;
-                    break;
+                    if object {
+                        c.ws();
+                        object_key(c, &mut scratch)?;
+                    }
+                    continue 'value;
                 }
-                Some(b'}') | Some(b']') => {
+                Some(b'}') if object => {
                     c.i += 1;
-                    depth -= 1;
+                    open.pop();
                 }
-                _ => return Err(c.unexpected("',' or a closing bracket")),
+                Some(b']') if !object => {
+                    c.i += 1;
+                    open.pop();
+                }
+                _ => return Err(c.unexpected(if object { "',' or '}'" } else { "',' or ']'" })),
             }
         }
     }
+}
+
+/// Reads `"key" :` inside an object being skipped.
+fn object_key(c: &mut Cursor<'_>, scratch: &mut Vec<u8>) -> Result<(), Reason> {
+    c.expect(b'"', "'\"' (an object key)")?;
+    scratch.clear();
+    parse_string_body(c, scratch)?;
+    c.ws();
+    c.expect(b':', "':'")
+}
+
+/// Scans a number with JSON's grammar: `-?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?`.
+fn scan_number(c: &mut Cursor<'_>) -> Result<(), Reason> {
+    if c.peek() == Some(b'-') {
+        c.i += 1;
+    }
+    let digits = |c: &mut Cursor<'_>| {
+        let s = c.i;
+        while matches!(c.peek(), Some(b'0'..=b'9')) {
+            c.i += 1;
+        }
+        c.i - s
+    };
+    let start = c.i;
+    match digits(c) {
+        0 => return Err(c.unexpected("a digit")),
+        n if n > 1 && c.b[start] == b'0' => {
+            return Err("malformed JSON: number with a leading zero".into())
+        }
+        _ => {}
+    }
+    if c.peek() == Some(b'.') {
+        c.i += 1;
+        if digits(c) == 0 {
+            return Err(c.unexpected("a digit after '.'"));
+        }
+    }
+    if matches!(c.peek(), Some(b'e' | b'E')) {
+        c.i += 1;
+        if matches!(c.peek(), Some(b'+' | b'-')) {
+            c.i += 1;
+        }
+        if digits(c) == 0 {
+            return Err(c.unexpected("a digit in the exponent"));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -92,7 +92,7 @@ impl Decoder {
         let mut position = first_position;
         for record in crate::frame::records(self.framing, chunk) {
             let outcome = match record {
-                Err(reason) => Err((reason.to_string(), &[][..])),
+                Err((reason, bytes)) => Err((reason.to_string(), bytes)),
                 Ok(bytes) if bytes.len() > self.max_record_bytes => Err((
                     format!(
                         "record of {} bytes is over the limit of {} bytes",

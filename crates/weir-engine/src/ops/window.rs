@@ -191,6 +191,17 @@ impl SlidingWindow {
     }
 }
 
+impl SlidingWindow {
+    /// Events at or before this time are no longer needed.
+    fn horizon(&self, wm: i64) -> i64 {
+        let keep = match self.config.late {
+            LatePolicy::DeadLetter => self.config.size_ms,
+            LatePolicy::Update => self.config.size_ms.saturating_mul(2),
+        };
+        wm.saturating_sub(keep)
+    }
+}
+
 impl Operator for SlidingWindow {
     fn process(
         &mut self,
@@ -235,6 +246,7 @@ impl Operator for SlidingWindow {
                 continue;
             }
             kept.push(true);
+            let horizon = self.horizon(wm);
             let st = self.state.entry(&keys, row, || SlidingState {
                 words: VecDeque::with_capacity(8 * stride),
             });
@@ -260,8 +272,10 @@ impl Operator for SlidingWindow {
                     st.words.insert(base + 2 + i, vals[row]);
                 }
             }
-            // Evict what no future on-time event can see.
-            let horizon = wm.saturating_sub(size);
+            // Evict what no future accepted event can see: on-time events
+            // look back `size` from the watermark; with late updates, kept
+            // state reaches one window length further.
+            let horizon = horizon.min(t.saturating_sub(size));
             let mut evict = 0;
             while evict < at && st.time(evict, stride) <= horizon {
                 evict += 1;
@@ -321,8 +335,8 @@ impl Operator for SlidingWindow {
         self.batches_since_sweep += 1;
         if self.batches_since_sweep >= 256 {
             self.batches_since_sweep = 0;
-            let horizon = watermark(ctx.max_time, self.config.max_out_of_orderness_ms)
-                .saturating_sub(self.config.size_ms);
+            let horizon =
+                self.horizon(watermark(ctx.max_time, self.config.max_out_of_orderness_ms));
             let stride = 2 + self.accs.len();
             self.state.retain(|s| {
                 let n = s.words.len() / stride;
