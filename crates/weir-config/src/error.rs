@@ -90,23 +90,69 @@ impl<'a> LineIndex<'a> {
             + 1
     }
 
+    /// The text of the table whose span is `span`, without its `[header]`
+    /// line, up to the next header; with the line its text starts on.
+    pub(crate) fn section(&self, span: &std::ops::Range<usize>) -> Option<(&'a str, usize)> {
+        let mut start = span.start.min(self.src.len());
+        if self.src[start..].trim_start().starts_with('[') {
+            start += self.src[start..].find('\n')? + 1;
+        }
+        let mut end = self.src.len();
+        let mut offset = start;
+        for line in self.src[start..].split_inclusive('\n') {
+            if line.trim_start().starts_with('[')
+                && !line.trim_start().starts_with("[ ")
+                && offset >= span.end.min(end)
+            {
+                end = offset;
+                break;
+            }
+            offset += line.len();
+        }
+        Some((&self.src[start..end], self.line(start)))
+    }
+
     /// Line on which `key` is assigned inside the byte range `span`, falling
     /// back to the first line of the range. Tables parsed through serde lose
     /// per-key positions, so the key is found again in the text.
     pub(crate) fn key_line(&self, span: &std::ops::Range<usize>, key: &str) -> usize {
-        let end = span.end.min(self.src.len());
-        let start = span.start.min(end);
-        let text = &self.src[start..end];
+        // A table's span may cover only its `[[header]]`: search on to the
+        // next table header.
+        let start = span.start.min(self.src.len());
         let mut offset = start;
-        for line in text.split_inclusive('\n') {
+        for (i, line) in self.src[start..].split_inclusive('\n').enumerate() {
             let trimmed = line.trim_start();
-            if let Some(rest) = trimmed.strip_prefix(key) {
-                let rest = rest.trim_start();
-                if rest.starts_with('=') || rest.starts_with('.') {
-                    return self.line(offset);
+            if i > 0 && offset >= span.end && trimmed.starts_with('[') {
+                break;
+            }
+            if !key.is_empty() {
+                if let Some(rest) = trimmed.strip_prefix(key) {
+                    let rest = rest.trim_start();
+                    if rest.starts_with('=') || rest.starts_with('.') {
+                        return self.line(offset);
+                    }
                 }
             }
             offset += line.len();
+        }
+        // Keys of inline tables (`aggregates = { win_max = "..." }`) are not
+        // at the start of a line.
+        if !key.is_empty() {
+            let mut offset = start;
+            for (i, line) in self.src[start..].split_inclusive('\n').enumerate() {
+                if i > 0 && offset >= span.end && line.trim_start().starts_with('[') {
+                    break;
+                }
+                let found = line.match_indices(key).any(|(at, _)| {
+                    let before = line[..at].chars().next_back();
+                    let after = line[at + key.len()..].trim_start();
+                    matches!(before, Some(' ' | '{' | ',' | '\t')) && after.starts_with('=')
+                });
+                if found {
+                    return self.line(offset);
+                }
+                offset += line.len();
+            }
         }
         self.line(start)
     }

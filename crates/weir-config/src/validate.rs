@@ -45,18 +45,37 @@ impl<'a> Checker<'a> {
             Ok(v) => Some(v),
             Err(e) => {
                 let message = e.message().trim().to_string();
-                let key = backticked(&message).unwrap_or_default();
-                let field = if key.is_empty() || message.starts_with("missing field") {
-                    path.to_string()
-                } else {
-                    format!("{path}.{key}")
+                // Parsing the component's own text again gives the position
+                // of the offending value, which the table has lost.
+                let located = self
+                    .lines
+                    .section(&table.span())
+                    .and_then(|(text, first_line)| {
+                        let err = toml::from_str::<T>(text).err()?;
+                        let at = err.span()?.start;
+                        let line_text = text[..at].rsplit('\n').next().unwrap_or("");
+                        let key = line_text.split('=').next().unwrap_or("").trim().to_string();
+                        let line = first_line + text[..at].matches('\n').count();
+                        Some((line, key))
+                    });
+                let key = backticked(&message).filter(|_| !message.starts_with("missing field"));
+                let (line, key) = match (located, key) {
+                    (_, Some(k)) => (self.lines.key_line(&table.span(), &k), Some(k)),
+                    (Some((line, k)), None) => (
+                        line,
+                        Some(k).filter(|k| !k.is_empty() && !k.contains(['{', '['])),
+                    ),
+                    (None, None) => (self.lines.line(table.span().start), None),
                 };
-                let key_for_line = if message.starts_with("missing field") {
-                    ""
-                } else {
-                    key.as_str()
+                let field = match key {
+                    Some(k) => format!("{path}.{k}"),
+                    None => path.to_string(),
                 };
-                self.at(field, &table.span(), key_for_line, message);
+                self.problems.push(Problem {
+                    path: field,
+                    line: Some(line),
+                    message,
+                });
                 None
             }
         }
@@ -160,6 +179,9 @@ pub(crate) fn validate(text: &str, base_dir: &Path) -> Result<Pipeline, Vec<Prob
 
     // Steps, each on its own.
     let mut pending = Vec::new();
+    // Names of steps that failed their own checks: references to them are
+    // not reported again.
+    let mut failed: HashSet<String> = HashSet::new();
     for (i, table) in file.steps.iter().enumerate() {
         let path = format!("steps[{i}]");
         let span = table.span();
@@ -194,6 +216,11 @@ pub(crate) fn validate(text: &str, base_dir: &Path) -> Result<Pipeline, Vec<Prob
                 None
             }
         };
+        if spec.is_none() {
+            if let Some(name) = table.get_ref().get("name").and_then(|v| v.as_str()) {
+                failed.insert(name.to_string());
+            }
+        }
         if let Some(spec) = spec {
             let (name, input) = match &spec {
                 PendingKind::Decode(s) => (&s.name, &s.input),
@@ -456,6 +483,10 @@ pub(crate) fn validate(text: &str, base_dir: &Path) -> Result<Pipeline, Vec<Prob
         let path = format!("sinks[{i}]");
         let port = parse_port(&s.input);
         let Some(info) = ports.get(&port.node) else {
+            if failed.contains(&port.node) || pending.iter().any(|p| p.name == port.node) {
+                // The step itself was reported.
+                continue;
+            }
             let why = if Some(port.node.as_str()) == source_name {
                 "a sink cannot read a source directly: add a decode step".to_string()
             } else {

@@ -176,6 +176,7 @@ impl JsonParser {
             Some(b'-' | b'0'..=b'9') if field.kind != Kind::Str && field.kind != Kind::Bool => {
                 number(c, field)
             }
+            Some(_) if describe(c) == "an invalid value" => Err(c.unexpected("a JSON value")),
             Some(_) => {
                 let found = describe(c);
                 Err(format!(

@@ -89,8 +89,8 @@ impl Decoder {
             self.event_time,
             record_count,
         );
-        let mut position = first_position;
-        for record in crate::frame::records(self.framing, chunk) {
+        let framed = crate::frame::records(self.framing, chunk);
+        for (position, record) in (first_position..).zip(framed) {
             let outcome = match record {
                 Err((reason, bytes)) => Err((reason.to_string(), bytes)),
                 Ok(bytes) if bytes.len() > self.max_record_bytes => Err((
@@ -124,7 +124,6 @@ impl Decoder {
                     record: None,
                 });
             }
-            position += 1;
         }
         let max_event_time = rows.max_event_time();
         Decoded {

@@ -119,6 +119,8 @@ fn wire_for(decl: &FieldDecl, kind: &PKind) -> Option<Wire> {
         PKind::String => Wire::Bytes,
         _ => return None,
     };
+    // A table of accepted pairs reads better as a match than as matches!.
+    #[allow(clippy::match_like_matches_macro)]
     let ok = match (decl.kind, w) {
         (K::Bool, Wire::Varint { bool_: true, .. }) => true,
         (
@@ -259,7 +261,7 @@ impl ProtoParser {
                 0 => {
                     let v = varint(&mut b).ok_or("malformed protobuf: bad varint")?;
                     if let Some((i, w)) = target {
-                        slots[i] = self.from_varint(i, w, v)?;
+                        slots[i] = self.varint_slot(i, w, v)?;
                     }
                 }
                 1 => {
@@ -344,7 +346,7 @@ impl ProtoParser {
         }
     }
 
-    fn from_varint(&self, i: usize, w: Wire, v: u64) -> Result<Slot, String> {
+    fn varint_slot(&self, i: usize, w: Wire, v: u64) -> Result<Slot, String> {
         let decl = &self.fields[i];
         let range = || {
             format!(

@@ -1,0 +1,217 @@
+//! The `weir` command as a user meets it: validation errors that name the
+//! field and line, `run` on a file, and the benchmark's closing line.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn weir(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("weir runs")
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repository root")
+}
+
+/// The fraud example with its model path made absolute, so a copy works
+/// from any directory.
+fn fraud_pipeline_text() -> String {
+    let text =
+        std::fs::read_to_string(repo().join("examples/fraud/pipeline.toml")).expect("example");
+    let model = repo().join("examples/fraud/model/fraud_lr.onnx");
+    text.replace(
+        "path = \"model/fraud_lr.onnx\"",
+        &format!("path = {:?}", model.display().to_string()),
+    )
+}
+
+#[test]
+fn examples_validate() {
+    for name in ["pipeline.toml", "pipeline-protobuf.toml"] {
+        let out = weir(&["validate", &format!("examples/fraud/{name}")], &repo());
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains(": ok"));
+    }
+}
+
+/// Each broken variant of the fraud pipeline must fail validation with an
+/// error naming the field path and the line.
+#[test]
+fn broken_pipelines_name_the_field_and_line() {
+    let good = fraud_pipeline_text();
+    let line_of = |needle: &str| {
+        good.lines()
+            .position(|l| l.contains(needle))
+            .expect("needle in example")
+            + 1
+    };
+    let cases: Vec<(&str, String, Vec<String>)> = vec![
+        (
+            "unknown key",
+            good.replace(
+                "where = \"amount_cents > 0\"",
+                "wher = \"amount_cents > 0\"",
+            ),
+            vec![
+                format!(
+                    ":{}: steps[1].wher",
+                    line_of("where = \"amount_cents > 0\"")
+                ),
+                "unknown field `wher`".into(),
+            ],
+        ),
+        (
+            "wrong type",
+            good.replace("batch_rows = 4096", "batch_rows = \"many\""),
+            vec![
+                format!(":{}:", line_of("batch_rows = 4096")),
+                "settings.batch_rows".into(),
+                "invalid type".into(),
+            ],
+        ),
+        (
+            "undefined column",
+            good.replace(
+                "where = \"amount_cents > 0\"",
+                "where = \"amout_cents > 0\"",
+            ),
+            vec![
+                format!(
+                    ":{}: steps[1].where",
+                    line_of("where = \"amount_cents > 0\"")
+                ),
+                "unknown column \"amout_cents\"".into(),
+            ],
+        ),
+        (
+            "undefined step",
+            good.replace("input = \"positive\"", "input = \"positve\""),
+            vec![
+                format!(":{}: steps[2].input", line_of("input = \"positive\"")),
+                "\"positve\" is not a source or step".into(),
+            ],
+        ),
+        (
+            "expression that does not type-check",
+            good.replace("where = \"amount_cents > 0\"", "where = \"country + 1\""),
+            vec![
+                format!(
+                    ":{}: steps[1].where",
+                    line_of("where = \"amount_cents > 0\"")
+                ),
+                "VARCHAR".into(),
+            ],
+        ),
+        (
+            "predicate that is not boolean",
+            good.replace("where = \"score > 0.9\"", "where = \"score * 2\""),
+            vec![
+                format!(":{}: steps[6].where", line_of("where = \"score > 0.9\"")),
+                "BOOLEAN".into(),
+            ],
+        ),
+        (
+            "cycle",
+            good.replace("input = \"decode\"", "input = \"over_threshold\""),
+            vec!["steps form a cycle".into(), "steps[1].input".into()],
+        ),
+        (
+            "unknown aggregate",
+            good.replace("max(amount_cents)", "maximum(amount_cents)"),
+            vec![
+                format!(":{}: steps[3].aggregates.win_max", line_of("win_max = ")),
+                "unknown aggregate \"maximum\"".into(),
+            ],
+        ),
+        (
+            "TOML syntax",
+            good.replace("key = \"card_id\"", "key = card_id"),
+            vec![format!(":{}:", line_of("key = \"card_id\""))],
+        ),
+    ];
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (what, text, wanted) in cases {
+        assert_ne!(text, good, "{what}: the replacement did not apply");
+        let path = dir.path().join("pipeline.toml");
+        std::fs::write(&path, &text).expect("write");
+        let out = weir(
+            &["validate", path.to_str().expect("utf-8 path")],
+            dir.path(),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{what}: validation passed");
+        for w in &wanted {
+            assert!(
+                stderr.contains(w.as_str()),
+                "{what}: {w:?} not in:\n{stderr}"
+            );
+        }
+    }
+}
+
+#[test]
+fn run_reads_a_generated_file_and_reports() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("pipeline.toml"), fraud_pipeline_text())
+        .expect("write pipeline");
+    let generated = weir(&["generate", "fraud-v1", "--events", "20000"], dir.path());
+    assert!(generated.status.success());
+    let mut input = generated.stdout;
+    // One malformed record among the good ones goes to the dead letters.
+    input.extend_from_slice(b"{\"txn_id\": oops}\n");
+    std::fs::write(dir.path().join("transactions.jsonl"), input).expect("write input");
+    let out = weir(&["run", "pipeline.toml", "--shards", "2"], dir.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("source transactions") && stderr.contains("20001"),
+        "{stderr}"
+    );
+    let reference = weir_workloads::fraud_v1::score(20_000).alerts;
+    let alerts = std::fs::read_to_string(dir.path().join("out/alerts.jsonl")).expect("alerts");
+    assert_eq!(alerts.lines().count() as u64, reference);
+    let dead =
+        std::fs::read_to_string(dir.path().join("out/dead_letter.jsonl")).expect("dead letters");
+    assert_eq!(dead.lines().count(), 1);
+    assert!(
+        dead.contains("\"position\":20000") && dead.contains("malformed JSON"),
+        "{dead}"
+    );
+}
+
+#[test]
+fn bench_prints_the_reference_line() {
+    let out = weir(
+        &["bench", "fraud-v1", "--events", "100000", "--shards", "2"],
+        &repo(),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout.lines().last().expect("a closing line");
+    assert!(
+        line.starts_with("fraud-v1 events=100000 alerts=1967 checksum=117986728 seconds="),
+        "{line}"
+    );
+    assert!(line.contains(" events_per_sec="), "{line}");
+}
+
+#[test]
+fn unknown_workload_is_an_error() {
+    let out = weir(&["bench", "fraud-v9"], &repo());
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown workload"));
+}
