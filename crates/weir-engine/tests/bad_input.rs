@@ -264,7 +264,7 @@ fn crlf_lines_and_missing_final_newline() {
             &[Bad {
                 position: 1,
                 bytes: br#"{"id":2,"amount":x}"#.to_vec(),
-                reason: "expected i64, found an invalid value",
+                reason: "malformed JSON: expected a JSON value",
             }],
         );
         assert_eq!(o.rows.len(), 2);

@@ -156,3 +156,35 @@ fn file_source_reads_the_same_events() {
         "file source",
     );
 }
+
+#[test]
+fn protobuf_schema_from_a_descriptor_set() {
+    use prost::Message as _;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let proto_dir = example("");
+    let set = protox::compile(["transaction.proto"], [proto_dir]).expect("compile proto");
+    let descriptor = dir.path().join("transaction.desc");
+    std::fs::write(&descriptor, set.encode_to_vec()).expect("write descriptor set");
+    let mut p = pipeline("pipeline-protobuf.toml", dir.path());
+    for step in &mut p.steps {
+        if let weir_config::StepKind::Decode(d) = &mut step.kind {
+            if let weir_config::DecodeFormat::Protobuf(m) = &mut d.format {
+                m.schema_file = descriptor.clone();
+            }
+        }
+    }
+    let summary = run(
+        &p,
+        RunOptions {
+            shards: Some(2),
+            input: Input::Bytes(Arc::new(fraud_v1::encode_protobuf(EVENTS))),
+        },
+    )
+    .expect("run");
+    assert_eq!(summary.dead_letters, 0);
+    assert_same(
+        &alerts_from(&dir.path().join("alerts-protobuf.jsonl")),
+        &reference(),
+        "descriptor set",
+    );
+}

@@ -50,6 +50,12 @@ pub struct BenchArgs {
     /// pipeline-protobuf.toml for --format protobuf).
     #[arg(long)]
     pipeline: Option<PathBuf>,
+    /// Throughput mode: run a hand-written single-threaded program for the
+    /// workload instead of the engine, over the same input bytes (a
+    /// yardstick for the engine's overhead). Its alerts go beside the
+    /// pipeline's, with "-baseline" added to the file name.
+    #[arg(long)]
+    baseline: bool,
 }
 
 fn example_dir() -> PathBuf {
@@ -100,7 +106,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let pipeline = weir_config::load(&path)?;
     let alerts_path = alerts_file(&pipeline)?;
     match args.rate {
+        None if args.baseline => baseline(&args, &alerts_path),
         None => throughput(&args, &pipeline, &alerts_path),
+        Some(_) if args.baseline => bail!("--baseline runs in throughput mode only (no --rate)"),
         Some(rate) => latency(&args, &pipeline, &alerts_path, rate),
     }
 }
@@ -162,6 +170,36 @@ fn throughput(args: &BenchArgs, pipeline: &Pipeline, alerts_path: &Path) -> anyh
         checksum,
         seconds,
         summary.source_records as f64 / seconds
+    );
+    Ok(())
+}
+
+/// `--baseline`: the hand-written program (`crate::baseline`) on the same
+/// pre-encoded input, closing with the same line as the engine's.
+fn baseline(args: &BenchArgs, alerts_path: &Path) -> anyhow::Result<()> {
+    if args.shards.is_some() {
+        bail!("--baseline is single-threaded; --shards does not apply");
+    }
+    let stem = alerts_path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = match alerts_path.extension() {
+        Some(ext) => format!("{stem}-baseline.{}", ext.to_string_lossy()),
+        None => format!("{stem}-baseline"),
+    };
+    let path = alerts_path.with_file_name(name);
+    let data = encode(args.format, args.events);
+    let outcome = crate::baseline::run(args.format, &data, &path)?;
+    let (alerts, checksum) = read_alerts(&path)?;
+    let seconds = outcome.elapsed.as_secs_f64();
+    println!(
+        "fraud-v1 baseline events={} alerts={} checksum={} seconds={:.3} events_per_sec={:.0}",
+        outcome.events,
+        alerts,
+        checksum,
+        seconds,
+        outcome.events as f64 / seconds
     );
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! The `weir` command: run, validate and benchmark pipelines.
 
+mod baseline;
 mod bench;
 
 use std::path::{Path, PathBuf};

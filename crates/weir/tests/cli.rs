@@ -215,3 +215,37 @@ fn unknown_workload_is_an_error() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown workload"));
 }
+
+#[test]
+fn bench_baseline_prints_the_reference_line() {
+    // A copy of the example pipeline in a temp dir: the baseline's alerts
+    // file (out/alerts-baseline.jsonl beside the sink's) lands there.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pipeline = dir.path().join("pipeline.toml");
+    std::fs::write(&pipeline, fraud_pipeline_text()).expect("write pipeline");
+    let out = weir(
+        &[
+            "bench",
+            "fraud-v1",
+            "--events",
+            "100000",
+            "--baseline",
+            "--pipeline",
+            pipeline.to_str().expect("utf-8 path"),
+        ],
+        dir.path(),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout.lines().last().expect("a closing line");
+    assert!(
+        line.starts_with("fraud-v1 baseline events=100000 alerts=1967 checksum=117986728 seconds="),
+        "{line}"
+    );
+    assert!(line.contains(" events_per_sec="), "{line}");
+    assert!(dir.path().join("out/alerts-baseline.jsonl").is_file());
+}

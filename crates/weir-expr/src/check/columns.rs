@@ -10,7 +10,13 @@ impl Checker<'_> {
     pub(super) fn column(&mut self, name: &str, position: usize) -> Result<Plan, ExprError> {
         let fields = self.schema.fields();
         let Some(index) = fields.iter().position(|f| f.name() == name) else {
-            let names: Vec<&str> = fields.iter().map(|f| f.name().as_str()).collect();
+            // Names starting with `__` are the engine's bookkeeping columns,
+            // not offered to users.
+            let names: Vec<&str> = fields
+                .iter()
+                .map(|f| f.name().as_str())
+                .filter(|n| !n.starts_with("__"))
+                .collect();
             let hint = names
                 .iter()
                 .find(|n| n.eq_ignore_ascii_case(name))
