@@ -299,6 +299,39 @@ impl Acc {
         }
     }
 
+    /// Adds input `col` of every entry in `entries`, a flat run of
+    /// `stride`-word entries laid out as `[time, validity bits, values...]`
+    /// (the sliding window's state). Common aggregates get a tight loop.
+    pub fn add_entries(&mut self, entries: &[u64], stride: usize, col: usize, float: bool) {
+        let bit = 1u64 << col;
+        let values = entries
+            .chunks_exact(stride)
+            .filter(|e| e[1] & bit != 0)
+            .map(|e| e[2 + col]);
+        match self {
+            Acc::Count(n) => *n += values.count() as i64,
+            Acc::SumInt { sum, seen } => {
+                for v in values {
+                    *seen = true;
+                    *sum = sum.and_then(|s| s.checked_add(v as i64));
+                }
+            }
+            Acc::ExtInt { value, max } => {
+                let ints = values.map(|v| v as i64);
+                let found = if *max { ints.max() } else { ints.min() };
+                *value = match (*value, found) {
+                    (Some(a), Some(b)) => Some(if *max { a.max(b) } else { a.min(b) }),
+                    (a, b) => a.or(b),
+                };
+            }
+            _ => {
+                for v in values {
+                    self.add(v, true, float);
+                }
+            }
+        }
+    }
+
     /// The result as an integer (for Int64 outputs) or float.
     pub fn result(&self) -> Value {
         match self {

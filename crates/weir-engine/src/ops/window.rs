@@ -293,20 +293,10 @@ impl Operator for SlidingWindow {
             for a in &mut self.accs {
                 a.reset();
             }
-            let (front, back) = st.words.as_slices();
-            for e in first..=at {
-                let base = e * stride;
-                let word = |k: usize| {
-                    if base + k < front.len() {
-                        front[base + k]
-                    } else {
-                        back[base + k - front.len()]
-                    }
-                };
-                let ok = word(1);
-                for (i, a) in self.accs.iter_mut().enumerate() {
-                    a.add(word(2 + i), ok >> i & 1 == 1, floats[i]);
-                }
+            let words = st.words.make_contiguous();
+            let window = &words[first * stride..(at + 1) * stride];
+            for (i, a) in self.accs.iter_mut().enumerate() {
+                a.add_entries(window, stride, i, floats[i]);
             }
             for (a, r) in self.accs.iter().zip(&mut results) {
                 r.push(a.result());
