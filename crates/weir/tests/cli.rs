@@ -249,3 +249,61 @@ fn bench_baseline_prints_the_reference_line() {
     assert!(line.contains(" events_per_sec="), "{line}");
     assert!(dir.path().join("out/alerts-baseline.jsonl").is_file());
 }
+
+#[test]
+fn stdout_sink_writes_json_lines() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pipeline = r#"
+name = "echo"
+
+[[sources]]
+name = "in"
+type = "stdin"
+
+[[steps]]
+name = "decode"
+type = "decode"
+input = "in"
+format = "json"
+fields = [{ name = "id", type = "i64" }, { name = "note", type = "string", optional = true }]
+
+[[steps]]
+name = "doubled"
+type = "derive"
+input = "decode"
+columns = { twice = "id * 2" }
+
+[[sinks]]
+name = "out"
+type = "stdout"
+input = "doubled"
+"#;
+    std::fs::write(dir.path().join("echo.toml"), pipeline).expect("write");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["run", "echo.toml", "--shards", "1"])
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin
+            .write_all(b"{\"id\":1,\"note\":\"a\\\"b\"}\n{\"id\":2}\nnot json\n")
+            .expect("write stdin");
+    }
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "{\"id\":1,\"note\":\"a\\\"b\",\"twice\":2}\n{\"id\":2,\"note\":null,\"twice\":4}\n"
+    );
+    let dead = std::fs::read_to_string(dir.path().join("dead_letter.jsonl")).expect("dead letters");
+    assert!(dead.contains("\"position\":2"), "{dead}");
+}
