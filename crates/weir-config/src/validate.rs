@@ -671,6 +671,16 @@ fn check_decode(
     let format = match s.format.as_str() {
         "json" => DecodeFormat::Json,
         "protobuf" => match (&s.proto, &s.message) {
+            (Some(proto), Some(_)) if !resolve(base_dir, proto).is_file() => {
+                let missing = resolve(base_dir, proto);
+                c.at(
+                    format!("{path}.proto"),
+                    span,
+                    "proto",
+                    format!("schema file {} does not exist", missing.display()),
+                );
+                return None;
+            }
             (Some(proto), Some(message)) => DecodeFormat::Protobuf(ProtoMessage {
                 schema_file: resolve(base_dir, proto),
                 message: message.clone(),

@@ -134,6 +134,14 @@ fn broken_pipelines_name_the_field_and_line() {
             ],
         ),
         (
+            "missing model file",
+            good.replace("fraud_lr.onnx", "fraud_lr_v2.onnx"),
+            vec![
+                format!(":{}: steps[5].path", line_of("fraud_lr.onnx")),
+                "does not exist".into(),
+            ],
+        ),
+        (
             "TOML syntax",
             good.replace("key = \"card_id\"", "key = card_id"),
             vec![format!(":{}:", line_of("key = \"card_id\""))],
