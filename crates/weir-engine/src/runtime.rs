@@ -95,7 +95,6 @@ pub struct RunSummary {
 
 /// A micro-batch of whole records.
 struct Chunk {
-    seq: u64,
     first_position: u64,
     records: usize,
     data: Arc<Vec<u8>>,
@@ -234,8 +233,8 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, Engin
     let models = Arc::new(models);
     // Build one set of operators up front so configuration errors surface
     // before any thread starts.
-    build_ops(pipeline, &g, &g.unkeyed, shards, &models)?;
-    build_ops(pipeline, &g, &g.keyed, shards, &models)?;
+    build_ops(pipeline, &g.unkeyed, shards, &models)?;
+    build_ops(pipeline, &g.keyed, shards, &models)?;
 
     let counters = Arc::new(Counters {
         steps: pipeline.steps.iter().map(|_| AtomicU64::new(0)).collect(),
@@ -268,13 +267,12 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, Engin
     let mut shard_txs: Vec<Vec<Sender<ShardMsg>>> = (0..workers).map(|_| Vec::new()).collect();
     let mut shard_rxs: Vec<Vec<Receiver<ShardMsg>>> = (0..shards).map(|_| Vec::new()).collect();
     if has_keyed {
-        for (w, txs) in shard_txs.iter_mut().enumerate() {
+        for txs in shard_txs.iter_mut() {
             for rxs in shard_rxs.iter_mut() {
                 let (tx, rx) = bounded::<ShardMsg>(8);
                 txs.push(tx);
                 rxs.push(rx);
             }
-            let _ = w;
         }
     }
 
@@ -431,7 +429,6 @@ enum Op {
 
 fn build_ops(
     p: &Pipeline,
-    g: &Graph,
     which: &[usize],
     shards: usize,
     models: &HashMap<String, Arc<weir_model::OnnxModel>>,
@@ -501,7 +498,6 @@ fn build_ops(
             }
         };
     }
-    let _ = g;
     Ok(ops)
 }
 
@@ -615,7 +611,7 @@ fn worker_loop(
         p.steps[g.decode].output_schema.clone(),
         p.source.framing,
     )?;
-    let ops = build_ops(p, &g, &g.unkeyed, ctx.shards, &ctx.models)?;
+    let ops = build_ops(p, &g.unkeyed, ctx.shards, &ctx.models)?;
     let mut runner = Runner {
         ctx: &ctx,
         ops,
@@ -654,7 +650,6 @@ fn worker_loop(
         if !rejected.is_empty() {
             let _ = ctx.dlq.send(std::mem::take(&mut rejected));
         }
-        let _ = chunk.seq;
     }
     let mut c = Ctx {
         rejected: &mut rejected,
@@ -670,7 +665,7 @@ fn worker_loop(
 
 fn shard_loop(ctx: WorkerCtx<'_>, inputs: Vec<Receiver<ShardMsg>>) -> Result<(), EngineError> {
     let g = ctx.graph.clone();
-    let ops = build_ops(ctx.pipeline, &g, &g.keyed, ctx.shards, &ctx.models)?;
+    let ops = build_ops(ctx.pipeline, &g.keyed, ctx.shards, &ctx.models)?;
     let mut runner = Runner {
         ctx: &ctx,
         ops,
@@ -891,7 +886,6 @@ impl Cutter {
                 break;
             }
             let chunk = Chunk {
-                seq: self.seq,
                 first_position: self.position,
                 records,
                 data: data.clone(),
