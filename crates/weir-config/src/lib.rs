@@ -127,6 +127,28 @@ pub enum SourceKind {
     /// Bytes handed over by the embedding program (benchmarks, tests and
     /// the Rust API); `weir run` requires them to be supplied.
     Memory,
+    /// A stream of the embedded durable log, read from its first retained
+    /// offset to the end it had when the run started.
+    Log {
+        /// The log directory.
+        dir: PathBuf,
+        /// The stream name.
+        stream: String,
+        /// Its number of partitions, read in order.
+        partitions: u32,
+    },
+}
+
+impl Source {
+    /// How the records handed to the decoder are framed: as configured for
+    /// byte streams; log records arrive whole and are passed on
+    /// length-delimited.
+    pub fn record_framing(&self) -> Framing {
+        match self.kind {
+            SourceKind::Log { .. } => Framing::LengthDelimited,
+            _ => self.framing,
+        }
+    }
 }
 
 /// How records are cut from a byte stream.

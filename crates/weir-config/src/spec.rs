@@ -44,6 +44,10 @@ pub(crate) struct SourceSpec {
     pub path: Option<String>,
     #[serde(default)]
     pub framing: Option<String>,
+    #[serde(default)]
+    pub stream: Option<String>,
+    #[serde(default)]
+    pub partitions: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -633,6 +633,32 @@ fn check_source(
                 return None;
             }
         },
+        "log" => {
+            let (Some(dir), Some(stream)) = (s.path.as_ref(), s.stream.as_ref()) else {
+                c.at(
+                    "sources[0].stream".into(),
+                    &span,
+                    "type",
+                    "a log source needs `path` (the log directory) and `stream`",
+                );
+                return None;
+            };
+            let partitions = s.partitions.unwrap_or(1);
+            if !(1..=4096).contains(&partitions) {
+                c.at(
+                    "sources[0].partitions".into(),
+                    &span,
+                    "partitions",
+                    format!("must be between 1 and 4096, got {partitions}"),
+                );
+                return None;
+            }
+            SourceKind::Log {
+                dir: resolve(base_dir, dir),
+                stream: stream.clone(),
+                partitions: partitions as u32,
+            }
+        }
         "stdin" => SourceKind::Stdin,
         "memory" => SourceKind::Memory,
         other => {
@@ -640,11 +666,20 @@ fn check_source(
                 "sources[0].type".into(),
                 &span,
                 "type",
-                format!("unknown source type {other:?} (expected file, stdin or memory)"),
+                format!("unknown source type {other:?} (expected file, stdin, memory or log)"),
             );
             return None;
         }
     };
+    if !matches!(kind, SourceKind::Log { .. }) && (s.stream.is_some() || s.partitions.is_some()) {
+        c.at(
+            "sources[0].stream".into(),
+            &span,
+            "stream",
+            "`stream` and `partitions` apply to log sources only",
+        );
+        return None;
+    }
     if crate::is_hidden(&s.name) || s.name.contains('.') {
         c.at(
             "sources[0].name".into(),

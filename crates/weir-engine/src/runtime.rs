@@ -609,7 +609,7 @@ fn worker_loop(
         &p.steps[g.decode].name,
         config,
         p.steps[g.decode].output_schema.clone(),
-        p.source.framing,
+        p.source.record_framing(),
     )?;
     let ops = build_ops(p, &g.unkeyed, ctx.shards, &ctx.models)?;
     let mut runner = Runner {
@@ -751,7 +751,7 @@ fn read_source(
         txs,
         seq: 0,
         position: 0,
-        framing: p.source.framing,
+        framing: p.source.record_framing(),
         batch_rows: p.settings.batch_rows,
     };
     match input {
@@ -795,12 +795,63 @@ fn read_source(
                 &p.source.name,
                 Path::new("<stdin>"),
             )?,
+            SourceKind::Log {
+                dir,
+                stream,
+                partitions,
+            } => read_log(dir, stream, *partitions, &mut cutter, &p.source.name)?,
             SourceKind::Memory => {
                 return Err(EngineError::build(&p.source.name, "a memory source needs its input supplied by the embedding program (weir bench, tests or the Rust API)"));
             }
         },
     }
     counters.source.store(cutter.position, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Reads every partition of a log stream, in partition order, from its
+/// first retained offset to the end it had when the run started. Records
+/// are passed on length-delimited, `batch_rows` at a time.
+fn read_log(
+    dir: &Path,
+    stream: &str,
+    partitions: u32,
+    cutter: &mut Cutter,
+    source: &str,
+) -> Result<(), EngineError> {
+    let fail = |e: weir_log::LogError| EngineError::Worker(format!("source {source}: {e}"));
+    let log = weir_log::Log::open(dir).map_err(fail)?;
+    let config = weir_log::StreamConfig {
+        partitions,
+        ..Default::default()
+    };
+    let stream = log.stream(stream, config).map_err(fail)?;
+    for partition in stream.partitions() {
+        let end = partition.next_offset();
+        let mut from = partition.first_offset();
+        while from < end {
+            let records = partition
+                .read(from, cutter.batch_rows.min((end - from) as usize))
+                .map_err(fail)?;
+            let Some(&(last, _)) = records.last() else {
+                break;
+            };
+            let mut buf = Vec::with_capacity(records.iter().map(|(_, r)| r.len() + 5).sum());
+            for (_, r) in &records {
+                let mut len = r.len() as u64;
+                while len >= 0x80 {
+                    buf.push((len as u8) | 0x80);
+                    len >>= 7;
+                }
+                buf.push(len as u8);
+                buf.extend_from_slice(r);
+            }
+            if !cutter.cut(Arc::new(buf), true, None) {
+                return Ok(());
+            }
+            from = last + 1;
+        }
+    }
     Ok(())
 }
 

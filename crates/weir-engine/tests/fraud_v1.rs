@@ -188,3 +188,49 @@ fn protobuf_schema_from_a_descriptor_set() {
         "descriptor set",
     );
 }
+
+#[test]
+fn log_source_reads_events_appended_to_the_durable_log() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log_dir = dir.path().join("log");
+    {
+        let log = weir_log::Log::open(&log_dir).expect("open log");
+        let config = weir_log::StreamConfig {
+            partitions: 1,
+            segment_bytes: 1 << 20,
+            fsync: weir_log::FsyncPolicy::Never,
+            ..Default::default()
+        };
+        let stream = log.stream("transactions", config).expect("stream");
+        let input = fraud_v1::encode_json(EVENTS);
+        let lines: Vec<&[u8]> = input
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .collect();
+        for batch in lines.chunks(1000) {
+            stream.partition(0).append(batch).expect("append");
+        }
+        stream.flush().expect("flush");
+    }
+    let mut p = pipeline("pipeline.toml", dir.path());
+    p.source.kind = weir_config::SourceKind::Log {
+        dir: log_dir,
+        stream: "transactions".into(),
+        partitions: 1,
+    };
+    let summary = run(
+        &p,
+        RunOptions {
+            shards: Some(2),
+            input: Input::Configured,
+        },
+    )
+    .expect("run");
+    assert_eq!(summary.source_records, EVENTS);
+    assert_eq!(summary.dead_letters, 0);
+    assert_same(
+        &alerts_from(&dir.path().join("alerts.jsonl")),
+        &reference(),
+        "log source",
+    );
+}
