@@ -2,6 +2,7 @@
 
 mod baseline;
 mod bench;
+mod ingest;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -17,9 +18,10 @@ use weir_engine::{RunOptions, RunSummary};
     about = "Real-time AI data pipelines: events in, features over event-time windows, models in-process, decisions out"
 )]
 struct Cli {
-    /// Log filter, e.g. `info` or `weir_engine=debug` (also RUST_LOG).
+    /// Diagnostics filter, e.g. `info` or `weir_engine=debug` (RUST_LOG
+    /// takes precedence).
     #[arg(long, global = true, default_value = "warn")]
-    log: String,
+    log_level: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -41,6 +43,8 @@ enum Command {
     },
     /// Benchmark a reference workload through its example pipeline.
     Bench(bench::BenchArgs),
+    /// Accept events over HTTP into the durable log until interrupted.
+    Ingest(ingest::IngestArgs),
     /// Write a reference workload's input events to standard output.
     Generate {
         /// Workload name (fraud-v1).
@@ -56,7 +60,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| cli.log.clone());
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| cli.log_level.clone());
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_new(&filter)
@@ -90,6 +94,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(args) => bench::run(args).map(|_| ExitCode::SUCCESS),
+        Command::Ingest(args) => ingest::run(args).map(|_| ExitCode::SUCCESS),
         Command::Generate {
             workload,
             events,

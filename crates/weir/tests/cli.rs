@@ -315,3 +315,99 @@ input = "doubled"
     let dead = std::fs::read_to_string(dir.path().join("dead_letter.jsonl")).expect("dead letters");
     assert!(dead.contains("\"position\":2"), "{dead}");
 }
+
+/// HTTP ingest → durable log → pipeline with a log source: the alerts are
+/// the reference alerts for the events posted.
+#[test]
+fn ingested_events_flow_into_a_pipeline() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("free port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args([
+            "ingest",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--log-dir",
+            "log",
+            "--stream",
+            "transactions",
+            "--fsync",
+            "interval",
+        ])
+        .current_dir(dir.path())
+        .spawn()
+        .expect("start weir ingest");
+    let post = |body: &[u8]| -> String {
+        let send = || -> std::io::Result<String> {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+            let head = format!(
+                "POST /v1/streams/transactions/events HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-ndjson\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            s.write_all(head.as_bytes())?;
+            s.write_all(body)?;
+            let mut response = String::new();
+            s.read_to_string(&mut response)?;
+            Ok(response)
+        };
+        send().unwrap_or_else(|e| format!("request failed: {e}"))
+    };
+    let events = weir_workloads::fraud_v1::encode_json(20_000);
+    // Wait for the server to listen (bounded).
+    let started = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "weir ingest did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let mut accepted = 0;
+    let lines: Vec<&[u8]> = events.split_inclusive(|&b| b == b'\n').collect();
+    for chunk in lines.chunks(5_000) {
+        let response = post(&chunk.concat());
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        assert!(
+            response.contains(&format!(
+                "\"offsets\":[{},{}]",
+                accepted,
+                accepted + chunk.len()
+            )),
+            "{response}"
+        );
+        accepted += chunk.len();
+    }
+    server.kill().expect("stop server");
+    let _ = server.wait();
+
+    let pipeline = fraud_pipeline_text().replace(
+        "type = \"file\"\npath = \"transactions.jsonl\"\nframing = \"lines\"",
+        "type = \"log\"\npath = \"log\"\nstream = \"transactions\"",
+    );
+    assert!(pipeline.contains("type = \"log\""));
+    std::fs::write(dir.path().join("pipeline.toml"), pipeline).expect("write pipeline");
+    let out = weir(&["run", "pipeline.toml"], dir.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let alerts = std::fs::read_to_string(dir.path().join("out/alerts.jsonl")).expect("alerts");
+    let reference = weir_workloads::fraud_v1::score(20_000);
+    assert_eq!(
+        alerts.lines().count() as u64,
+        reference.alerts,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let checksum = alerts.lines().fold(0u64, |a, l| {
+        let v: serde_json::Value = serde_json::from_str(l).expect("JSON");
+        a.wrapping_add(v["txn_id"].as_u64().expect("txn_id"))
+    });
+    assert_eq!(checksum, reference.checksum);
+}

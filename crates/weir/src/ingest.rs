@@ -1,0 +1,97 @@
+//! `weir ingest`: the HTTP ingest server in front of the durable log.
+//!
+//! Producers post records to `/v1/streams/{stream}/events`; pipelines read
+//! the stream with a `log` source. The bearer token comes from a file or
+//! the `WEIR_INGEST_TOKEN` environment variable, never from the command
+//! line (where `ps` would show it), and is never printed.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use weir_log::{FsyncPolicy, Log, StreamConfig};
+
+/// Arguments of `weir ingest`.
+#[derive(Debug, clap::Args)]
+pub struct IngestArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Directory of the durable log.
+    #[arg(long, default_value = "weir-data/log")]
+    log_dir: PathBuf,
+    /// Stream accepting events (repeat for several).
+    #[arg(long = "stream", required = true)]
+    streams: Vec<String>,
+    /// When appends are forced to disk: always (group commit), interval
+    /// (every --fsync-interval-ms) or never.
+    #[arg(long, default_value = "always")]
+    fsync: String,
+    /// Interval for --fsync interval.
+    #[arg(long, default_value_t = 10)]
+    fsync_interval_ms: u64,
+    /// Largest request body in bytes.
+    #[arg(long, default_value_t = weir_ingest::DEFAULT_MAX_BODY_BYTES)]
+    max_body_bytes: usize,
+    /// File holding the bearer token requests must carry (else
+    /// WEIR_INGEST_TOKEN, else no token).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+}
+
+/// Runs the server until the process is stopped.
+pub fn run(args: IngestArgs) -> anyhow::Result<()> {
+    let fsync = match args.fsync.as_str() {
+        "always" => FsyncPolicy::Always,
+        "interval" => FsyncPolicy::Interval(Duration::from_millis(args.fsync_interval_ms.max(1))),
+        "never" => FsyncPolicy::Never,
+        other => bail!("--fsync: unknown policy {other:?} (expected always, interval or never)"),
+    };
+    let token = match &args.token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read token file {}", path.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => std::env::var("WEIR_INGEST_TOKEN").ok(),
+    }
+    .filter(|t| !t.is_empty());
+    let log = Arc::new(
+        Log::open(&args.log_dir)
+            .with_context(|| format!("cannot open log {}", args.log_dir.display()))?,
+    );
+    let mut config = weir_ingest::IngestConfig::new(args.listen);
+    config.max_body_bytes = args.max_body_bytes;
+    config.bearer_token = token;
+    config.streams = args
+        .streams
+        .iter()
+        .map(|s| {
+            (
+                s.clone(),
+                StreamConfig {
+                    fsync,
+                    ..Default::default()
+                },
+            )
+        })
+        .collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    eprintln!(
+        "weir ingest listening on http://{} (streams: {}; log: {})",
+        args.listen,
+        args.streams.join(", "),
+        args.log_dir.display()
+    );
+    let lag: weir_ingest::LagFn = Arc::new(|_| 0);
+    runtime
+        .block_on(weir_ingest::serve(config, log, lag, std::future::pending()))
+        .context("ingest server failed")
+}
