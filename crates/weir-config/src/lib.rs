@@ -392,8 +392,11 @@ pub enum SinkFormat {
 /// The dead-letter destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetter {
-    /// JSON-lines file of rejected records.
+    /// JSON-lines file of rejected records (used when `log` is not set).
     pub path: PathBuf,
+    /// A durable log stream (log directory, stream name) that receives the
+    /// entries instead of the file, for `weir dlq inspect` and `replay`.
+    pub log: Option<(PathBuf, String)>,
 }
 
 /// Schema types allowed in `fields`, with their Arrow types.

@@ -258,14 +258,22 @@ pub(crate) fn validate(text: &str, base_dir: &Path) -> Result<Pipeline, Vec<Prob
     }
 
     let dead_letter = match &file.dead_letter {
-        Some(t) => c
-            .typed::<DeadLetterSpec>("dead_letter", t)
-            .map(|d| DeadLetter {
-                path: resolve(base_dir, &d.path),
-            }),
-        None => Some(DeadLetter {
-            path: resolve(base_dir, "dead_letter.jsonl"),
+        Some(t) => c.typed::<DeadLetterSpec>("dead_letter", t).and_then(|d| {
+            let path = resolve(base_dir, d.path.as_deref().unwrap_or("dead_letter.jsonl"));
+            match (d.log, d.stream, d.path.is_some()) {
+                (None, None, _) => Some(DeadLetter { path, log: None }),
+                (Some(log), Some(stream), false) => Some(DeadLetter { path, log: Some((resolve(base_dir, &log), stream)) }),
+                (_, _, true) => {
+                    c.at("dead_letter.path".into(), &t.span(), "path", "give either `path` (a file) or `log` and `stream` (a log stream), not both");
+                    None
+                }
+                _ => {
+                    c.at("dead_letter.stream".into(), &t.span(), "log", "a dead-letter log stream needs both `log` (the log directory) and `stream`");
+                    None
+                }
+            }
         }),
+        None => Some(DeadLetter { path: resolve(base_dir, "dead_letter.jsonl"), log: None }),
     };
 
     // Names are unique across sources, steps and sinks.

@@ -6,7 +6,9 @@
 //! `text` is present when the bytes are valid UTF-8 (for reading) and
 //! `bytes_base64` always holds them exactly. Records rejected after
 //! decoding (late events, model failures) carry the decoded record as
-//! `record` instead.
+//! `record` instead. With `[dead_letter] log` and `stream`, the same
+//! objects are appended to a stream of the durable log instead (one record
+//! each), where `weir dlq inspect` and `weir dlq replay` find them.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -31,9 +33,16 @@ pub struct Rejected {
     pub record: Option<String>,
 }
 
-/// Appends rejected records to a JSON-lines file.
+enum Destination {
+    File(BufWriter<File>),
+    /// Entries buffered for one append per batch of rejects.
+    Log(std::sync::Arc<weir_log::Stream>, Vec<Vec<u8>>),
+}
+
+/// Appends rejected records to a JSON-lines file or a durable log stream
+/// (one entry per record, the same JSON object either way).
 pub struct DeadLetterWriter {
-    out: BufWriter<File>,
+    out: Destination,
     path: String,
     count: u64,
     line: Vec<u8>,
@@ -57,11 +66,49 @@ impl DeadLetterWriter {
             )
         })?;
         Ok(DeadLetterWriter {
-            out: BufWriter::with_capacity(1 << 16, file),
+            out: Destination::File(BufWriter::with_capacity(1 << 16, file)),
             path: path.display().to_string(),
             count: 0,
             line: Vec::new(),
         })
+    }
+
+    /// Opens (creating if needed) a stream of the durable log.
+    pub fn log(dir: &Path, stream: &str) -> Result<Self, EngineError> {
+        let fail = |e: weir_log::LogError| {
+            EngineError::Worker(format!(
+                "dead-letter stream {stream} in {}: {e}",
+                dir.display()
+            ))
+        };
+        let log = weir_log::Log::open(dir).map_err(fail)?;
+        let stream_handle = log
+            .stream(stream, weir_log::StreamConfig::default())
+            .map_err(fail)?;
+        Ok(DeadLetterWriter {
+            out: Destination::Log(stream_handle, Vec::new()),
+            path: format!("{} (stream {stream})", dir.display()),
+            count: 0,
+            line: Vec::new(),
+        })
+    }
+
+    /// Makes what was written so far durable (log streams append here, one
+    /// batch per call).
+    pub fn commit(&mut self) -> Result<(), EngineError> {
+        if let Destination::Log(stream, pending) = &mut self.out {
+            if !pending.is_empty() {
+                let records: Vec<&[u8]> = pending.iter().map(Vec::as_slice).collect();
+                stream.partition(0).append(&records).map_err(|e| {
+                    EngineError::Worker(format!(
+                        "cannot append to dead-letter stream {}: {e}",
+                        self.path
+                    ))
+                })?;
+                pending.clear();
+            }
+        }
+        Ok(())
     }
 
     /// Writes one rejected record.
@@ -88,19 +135,28 @@ impl DeadLetterWriter {
                 crate::sink::json_string(&mut self.line, text);
             }
         }
-        self.line.extend_from_slice(b"}\n");
-        self.out.write_all(&self.line).map_err(|e| {
-            EngineError::io(format!("cannot write dead-letter file {}", self.path), e)
-        })?;
+        self.line.push(b'}');
+        match &mut self.out {
+            Destination::Log(_, pending) => pending.push(self.line.clone()),
+            Destination::File(out) => {
+                self.line.push(b'\n');
+                out.write_all(&self.line).map_err(|e| {
+                    EngineError::io(format!("cannot write dead-letter file {}", self.path), e)
+                })?;
+            }
+        }
         self.count += 1;
         Ok(())
     }
 
     /// Flushes and returns the number of records written.
     pub fn finish(mut self) -> Result<u64, EngineError> {
-        self.out.flush().map_err(|e| {
-            EngineError::io(format!("cannot write dead-letter file {}", self.path), e)
-        })?;
+        self.commit()?;
+        if let Destination::File(out) = &mut self.out {
+            out.flush().map_err(|e| {
+                EngineError::io(format!("cannot write dead-letter file {}", self.path), e)
+            })?;
+        }
         Ok(self.count)
     }
 }

@@ -253,7 +253,10 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, Engin
     for s in &pipeline.sinks {
         writers.push(SinkWriter::open(s)?);
     }
-    let dead_letter = DeadLetterWriter::create(&pipeline.dead_letter.path)?;
+    let dead_letter = match &pipeline.dead_letter.log {
+        Some((dir, stream)) => DeadLetterWriter::log(dir, stream)?,
+        None => DeadLetterWriter::create(&pipeline.dead_letter.path)?,
+    };
     let (dlq_tx, dlq_rx) = unbounded::<Vec<Rejected>>();
 
     let mut chunk_txs = Vec::new();
@@ -736,6 +739,7 @@ fn dead_letter_loop(
         for r in &batch {
             writer.write(r)?;
         }
+        writer.commit()?;
     }
     writer.finish()
 }

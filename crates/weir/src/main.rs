@@ -2,6 +2,7 @@
 
 mod baseline;
 mod bench;
+mod dlq;
 mod ingest;
 
 use std::path::{Path, PathBuf};
@@ -43,6 +44,9 @@ enum Command {
     },
     /// Benchmark a reference workload through its example pipeline.
     Bench(bench::BenchArgs),
+    /// Inspect and replay dead letters kept in a log stream.
+    #[command(subcommand)]
+    Dlq(dlq::DlqCommand),
     /// Accept events over HTTP into the durable log until interrupted.
     Ingest(ingest::IngestArgs),
     /// Write a reference workload's input events to standard output.
@@ -94,6 +98,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(args) => bench::run(args).map(|_| ExitCode::SUCCESS),
+        Command::Dlq(command) => dlq::run(command).map(|_| ExitCode::SUCCESS),
         Command::Ingest(args) => ingest::run(args).map(|_| ExitCode::SUCCESS),
         Command::Generate {
             workload,

@@ -411,3 +411,135 @@ fn ingested_events_flow_into_a_pipeline() {
     });
     assert_eq!(checksum, reference.checksum);
 }
+
+/// Dead letters kept in a log stream are listed by `weir dlq inspect` and,
+/// after the pipeline is fixed, `weir dlq replay` sends them through it.
+#[test]
+fn dead_letters_in_a_log_stream_are_inspected_and_replayed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pipeline = |input_stream: &str, note: &str| {
+        format!(
+            r#"
+name = "notes"
+
+[[sources]]
+name = "in"
+type = "log"
+path = "log"
+stream = "{input_stream}"
+
+[[steps]]
+name = "decode"
+type = "decode"
+input = "in"
+format = "json"
+fields = [{{ name = "id", type = "i64" }}, {{ name = "note", type = "string"{note} }}]
+
+[[sinks]]
+name = "out"
+type = "file"
+input = "decode"
+path = "out-{input_stream}.jsonl"
+
+[dead_letter]
+log = "log"
+stream = "dead-letters"
+"#
+        )
+    };
+    // Input: two good records and two without the (required) note.
+    {
+        let log = weir_log::Log::open(dir.path().join("log")).expect("log");
+        let s = log
+            .stream("in", weir_log::StreamConfig::default())
+            .expect("stream");
+        let records: [&[u8]; 4] = [
+            b"{\"id\":1,\"note\":\"a\"}",
+            b"{\"id\":2}",
+            b"{\"id\":3,\"note\":\"c\"}",
+            b"{\"id\":4}",
+        ];
+        s.partition(0).append(&records).expect("append");
+    }
+    std::fs::write(dir.path().join("strict.toml"), pipeline("in", "")).expect("write");
+    let out = weir(&["run", "strict.toml"], dir.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("out-in.jsonl"))
+            .expect("out")
+            .lines()
+            .count(),
+        2
+    );
+
+    let inspect = weir(
+        &[
+            "dlq",
+            "inspect",
+            "--log-dir",
+            "log",
+            "--stream",
+            "dead-letters",
+        ],
+        dir.path(),
+    );
+    let listing = String::from_utf8_lossy(&inspect.stdout);
+    assert!(
+        inspect.status.success(),
+        "{}",
+        String::from_utf8_lossy(&inspect.stderr)
+    );
+    assert!(
+        listing.contains("offset 0  step decode  position 1"),
+        "{listing}"
+    );
+    assert!(
+        listing.contains("offset 1  step decode  position 3"),
+        "{listing}"
+    );
+    assert!(
+        listing.contains("missing field `note`") && listing.contains("record: {\"id\":4}"),
+        "{listing}"
+    );
+
+    // The fix: `note` becomes optional; the dead letters go to a stream the
+    // fixed pipeline reads.
+    let replay = weir(
+        &[
+            "dlq",
+            "replay",
+            "--log-dir",
+            "log",
+            "--stream",
+            "dead-letters",
+            "--to",
+            "retry",
+        ],
+        dir.path(),
+    );
+    assert!(
+        replay.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    assert!(String::from_utf8_lossy(&replay.stdout).contains("replayed 2 dead letters"));
+    std::fs::write(
+        dir.path().join("fixed.toml"),
+        pipeline("retry", ", optional = true"),
+    )
+    .expect("write");
+    let out = weir(&["run", "fixed.toml"], dir.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("out-retry.jsonl")).expect("out"),
+        "{\"id\":2,\"note\":null}\n{\"id\":4,\"note\":null}\n"
+    );
+}
