@@ -543,3 +543,68 @@ stream = "dead-letters"
         "{\"id\":2,\"note\":null}\n{\"id\":4,\"note\":null}\n"
     );
 }
+
+/// Hostile conditions at run time: an output directory that cannot be
+/// created and a disk that fills up both stop the run with an error naming
+/// the path, never a panic.
+#[test]
+fn unwritable_and_full_outputs_are_clear_errors() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("pipeline.toml"), fraud_pipeline_text())
+        .expect("write pipeline");
+    std::fs::write(
+        dir.path().join("transactions.jsonl"),
+        weir_workloads::fraud_v1::encode_json(1_000),
+    )
+    .expect("input");
+    // `out` is a regular file, so nothing can be created under it.
+    std::fs::write(dir.path().join("out"), b"not a directory").expect("file in the way");
+    let out = weir(&["run", "pipeline.toml"], dir.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("cannot create") && stderr.contains("out"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false);
+    if !is_root {
+        eprintln!("the full-disk half needs root to mount a tmpfs; not run");
+        return;
+    }
+    std::fs::remove_file(dir.path().join("out")).expect("remove file");
+    std::fs::create_dir(dir.path().join("out")).expect("mount point");
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        .arg(dir.path().join("out"))
+        .status()
+        .expect("mount");
+    assert!(mounted.success(), "mounting a tmpfs as root failed");
+    // Every decoded record goes to the sink: far more than 64 KiB.
+    let all = fraud_pipeline_text()
+        .replace("input = \"over_threshold\"", "input = \"decode\"")
+        .replace(
+            "columns = [\"txn_id\", \"card_id\", \"score\"]",
+            "columns = [\"txn_id\", \"card_id\", \"country\"]",
+        );
+    std::fs::write(dir.path().join("all.toml"), all).expect("write pipeline");
+    std::fs::write(
+        dir.path().join("transactions.jsonl"),
+        weir_workloads::fraud_v1::encode_json(20_000),
+    )
+    .expect("input");
+    let out = weir(&["run", "all.toml"], dir.path());
+    let _ = Command::new("umount").arg(dir.path().join("out")).status();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("No space left on device") && stderr.contains("alerts.jsonl"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
