@@ -24,9 +24,25 @@ pub enum EngineError {
     /// A worker thread failed or panicked.
     #[error("{0}")]
     Worker(String),
+    /// A thread stopped because the one it feeds had already failed; the
+    /// run reports that failure instead.
+    #[error("{0} stopped")]
+    Stopped(String),
 }
 
 impl EngineError {
+    /// Keeps the error that explains a failed run: the first one, unless
+    /// it only says that a downstream thread had stopped.
+    pub(crate) fn keep_first(slot: &mut Option<EngineError>, e: EngineError) {
+        match slot {
+            None => *slot = Some(e),
+            Some(EngineError::Stopped(_)) if !matches!(e, EngineError::Stopped(_)) => {
+                *slot = Some(e)
+            }
+            Some(_) => {}
+        }
+    }
+
     pub(crate) fn build(component: &str, message: impl std::fmt::Display) -> Self {
         EngineError::Build {
             component: component.to_string(),

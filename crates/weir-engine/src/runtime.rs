@@ -340,12 +340,11 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, Engin
         let mut first_error = source_result.err();
         let mut keep = |r: std::thread::Result<Result<(), EngineError>>, what: &str| match r {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                first_error.get_or_insert(e);
-            }
-            Err(_) => {
-                first_error.get_or_insert(EngineError::Worker(format!("{what} thread panicked")));
-            }
+            Ok(Err(e)) => EngineError::keep_first(&mut first_error, e),
+            Err(_) => EngineError::keep_first(
+                &mut first_error,
+                EngineError::Worker(format!("{what} thread panicked")),
+            ),
         };
         for h in worker_handles {
             keep(h.join(), "worker");
@@ -371,20 +370,25 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, Engin
                         }
                     }
                 }
-                Ok(Err(e)) => {
-                    first_error.get_or_insert(e);
-                }
-                Err(_) => {
-                    first_error.get_or_insert(EngineError::Worker("sink thread panicked".into()));
-                }
+                Ok(Err(e)) => EngineError::keep_first(&mut first_error, e),
+                Err(_) => EngineError::keep_first(
+                    &mut first_error,
+                    EngineError::Worker("sink thread panicked".into()),
+                ),
             }
         }
         let dead_letters = match dlq_handle.join() {
             Ok(Ok(n)) => n,
-            Ok(Err(e)) => return Err(first_error.unwrap_or(e)),
+            Ok(Err(e)) => {
+                EngineError::keep_first(&mut first_error, e);
+                0
+            }
             Err(_) => {
-                return Err(first_error
-                    .unwrap_or(EngineError::Worker("dead-letter thread panicked".into())))
+                EngineError::keep_first(
+                    &mut first_error,
+                    EngineError::Worker("dead-letter thread panicked".into()),
+                );
+                0
             }
         };
         if let Some(e) = first_error {
@@ -529,12 +533,18 @@ impl Runner<'_, '_> {
             for t in targets {
                 match t {
                     Target::Sink(s) => {
-                        // A closed sink channel means the sink failed; its
-                        // error is reported when it is joined.
-                        let _ = self.ctx.sinks[s].send(SinkMsg {
-                            batch: batch.clone(),
-                            created: self.created,
-                        });
+                        // A closed sink channel means the sink failed: stop
+                        // here; the sink's own error is what the run reports.
+                        if self.ctx.sinks[s]
+                            .send(SinkMsg {
+                                batch: batch.clone(),
+                                created: self.created,
+                            })
+                            .is_err()
+                        {
+                            let name = &self.ctx.pipeline.sinks[s].name;
+                            return Err(EngineError::Stopped(format!("sink {name}")));
+                        }
                     }
                     Target::Step(i) => self.push(i, batch.clone(), c)?,
                 }
