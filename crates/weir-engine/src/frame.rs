@@ -30,6 +30,16 @@ pub enum Next {
     },
 }
 
+/// Appends `v` as a protobuf varint (the length prefix of
+/// length-delimited framing).
+pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
 /// Finds the next record. With `at_end`, a final line without `\n` is a
 /// record and a truncated length-delimited frame is corrupt.
 pub fn next_record(framing: Framing, buf: &[u8], at_end: bool) -> Next {

@@ -852,12 +852,7 @@ fn read_log(
             };
             let mut buf = Vec::with_capacity(records.iter().map(|(_, r)| r.len() + 5).sum());
             for (_, r) in &records {
-                let mut len = r.len() as u64;
-                while len >= 0x80 {
-                    buf.push((len as u8) | 0x80);
-                    len >>= 7;
-                }
-                buf.push(len as u8);
+                crate::frame::put_varint(&mut buf, r.len() as u64);
                 buf.extend_from_slice(r);
             }
             if !cutter.cut(Arc::new(buf), true, None) {

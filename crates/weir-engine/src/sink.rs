@@ -16,6 +16,7 @@ use arrow_array::{
 use arrow_schema::DataType;
 use weir_config::{Sink, SinkFormat, SinkKind};
 
+use crate::frame::put_varint;
 use crate::EngineError;
 
 /// Writes a JSON string literal (quoted, escaped).
@@ -304,14 +305,6 @@ impl SinkWriter {
         })?;
         Ok(self.records)
     }
-}
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
 }
 
 fn encode_proto_rows(
