@@ -529,8 +529,10 @@ impl Runner<'_, '_> {
                 continue;
             }
             self.ctx.counters.steps[from].fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
-            let targets = self.ctx.graph.children[from][port].clone();
-            for t in targets {
+            // The graph is shared and immutable: hold it, not a copy of
+            // the target list, while delivering.
+            let graph = Arc::clone(&self.ctx.graph);
+            for &t in &graph.children[from][port] {
                 match t {
                     Target::Sink(s) => {
                         // A closed sink channel means the sink failed: stop

@@ -29,40 +29,12 @@ impl<'a> KeyColumn<'a> {
         let any = array.as_any();
         let nulls = array.nulls();
         Ok(match array.data_type() {
-            DataType::Int64 => KeyColumn::Int(
-                any.downcast_ref::<Int64Array>()
-                    .ok_or("bad key column")?
-                    .values()
-                    .to_vec(),
-                nulls,
-            ),
-            DataType::Int32 => KeyColumn::Int(
-                any.downcast_ref::<Int32Array>()
-                    .ok_or("bad key column")?
-                    .values()
-                    .iter()
-                    .map(|&v| v as i64)
-                    .collect(),
-                nulls,
-            ),
-            DataType::UInt32 => KeyColumn::Int(
-                any.downcast_ref::<UInt32Array>()
-                    .ok_or("bad key column")?
-                    .values()
-                    .iter()
-                    .map(|&v| v as i64)
-                    .collect(),
-                nulls,
-            ),
-            DataType::UInt64 => KeyColumn::Int(
-                any.downcast_ref::<UInt64Array>()
-                    .ok_or("bad key column")?
-                    .values()
-                    .iter()
-                    .map(|&v| v as i64)
-                    .collect(),
-                nulls,
-            ),
+            DataType::Int64 | DataType::Int32 | DataType::UInt32 | DataType::UInt64 => {
+                KeyColumn::Int(
+                    int_values(array, |v| v as i64).ok_or("bad key column")?,
+                    nulls,
+                )
+            }
             DataType::Boolean => {
                 let b = any.downcast_ref::<BooleanArray>().ok_or("bad key column")?;
                 KeyColumn::Int((0..b.len()).map(|i| b.value(i) as i64).collect(), nulls)
@@ -94,6 +66,23 @@ impl<'a> KeyColumn<'a> {
             }
         }
     }
+}
+
+/// Reads an integer column widened to i64; `from_u64` decides what
+/// unsigned 64-bit values become. `None` for non-integer columns.
+pub fn int_values(array: &ArrayRef, from_u64: fn(u64) -> i64) -> Option<Vec<i64>> {
+    let any = array.as_any();
+    if let Some(x) = any.downcast_ref::<Int64Array>() {
+        return Some(x.values().to_vec());
+    }
+    if let Some(x) = any.downcast_ref::<UInt64Array>() {
+        return Some(x.values().iter().map(|&v| from_u64(v)).collect());
+    }
+    if let Some(x) = any.downcast_ref::<Int32Array>() {
+        return Some(x.values().iter().map(|&v| v as i64).collect());
+    }
+    any.downcast_ref::<UInt32Array>()
+        .map(|x| x.values().iter().map(|&v| v as i64).collect())
 }
 
 /// `key_by`: splits a batch into one batch per shard.

@@ -64,26 +64,10 @@ impl Inputs {
     }
 }
 
+/// An integer column widened to i64; event times above `i64::MAX` clamp.
 fn int_column(batch: &RecordBatch, i: usize) -> Result<Vec<i64>, String> {
-    let a = batch.column(i);
-    let any = a.as_any();
-    if let Some(x) = any.downcast_ref::<Int64Array>() {
-        return Ok(x.values().to_vec());
-    }
-    if let Some(x) = any.downcast_ref::<UInt64Array>() {
-        return Ok(x
-            .values()
-            .iter()
-            .map(|&v| v.min(i64::MAX as u64) as i64)
-            .collect());
-    }
-    if let Some(x) = any.downcast_ref::<arrow_array::Int32Array>() {
-        return Ok(x.values().iter().map(|&v| v as i64).collect());
-    }
-    if let Some(x) = any.downcast_ref::<arrow_array::UInt32Array>() {
-        return Ok(x.values().iter().map(|&v| v as i64).collect());
-    }
-    Err(format!("column {i} is not an integer column"))
+    super::keyed::int_values(batch.column(i), |v| v.min(i64::MAX as u64) as i64)
+        .ok_or_else(|| format!("column {i} is not an integer column"))
 }
 
 /// Per-batch columns read once.
