@@ -71,12 +71,62 @@ pub struct Pipeline {
     pub sinks: Vec<Sink>,
     /// Where rejected records go.
     pub dead_letter: DeadLetter,
+    /// Checkpointing, when configured: exactly-once output and recovery.
+    pub checkpoint: Option<CheckpointSettings>,
+}
+
+/// The `[checkpoint]` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointSettings {
+    /// Directory of the checkpoint store.
+    pub dir: PathBuf,
+    /// Time between checkpoints, in ms.
+    pub interval_ms: u64,
+    /// Number of completed checkpoints kept.
+    pub keep: usize,
 }
 
 impl Pipeline {
     /// The step with this name.
     pub fn step(&self, name: &str) -> Option<&Step> {
         self.steps.iter().find(|s| s.name == name)
+    }
+
+    /// Identifies the layout of the pipeline's state: the key groups and,
+    /// per step, its name, kind, window shape and output schema. A
+    /// checkpoint restores only into a pipeline with the same fingerprint;
+    /// changes that keep the state's meaning (a filter's predicate, a sink's
+    /// path, batch sizes, shard counts) keep it.
+    pub fn fingerprint(&self) -> String {
+        use std::fmt::Write;
+        let mut text = format!("key_groups={};", self.settings.key_groups);
+        for s in &self.steps {
+            let kind = match &s.kind {
+                StepKind::Decode(_) => "decode".to_string(),
+                StepKind::Filter { .. } => "filter".into(),
+                StepKind::Derive { .. } => "derive".into(),
+                StepKind::Select { .. } => "select".into(),
+                StepKind::KeyBy { key } => format!("key_by({key})"),
+                StepKind::Window(w) => format!(
+                    "window({:?},{},{},{},{:?})",
+                    w.kind, w.size_ms, w.time_column, w.max_out_of_orderness_ms, w.late
+                ),
+                StepKind::Model(_) => "model".into(),
+                StepKind::Route { .. } => "route".into(),
+            };
+            let _ = write!(text, "{}:{}:", s.name, kind);
+            for f in s.output_schema.fields() {
+                let _ = write!(text, "{} {},", f.name(), f.data_type());
+            }
+            text.push(';');
+        }
+        // FNV-1a: stable across Rust versions, unlike `DefaultHasher`.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in text.bytes() {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        format!("{}@{h:016x}", self.name)
     }
 }
 
@@ -128,14 +178,18 @@ pub enum SourceKind {
     /// the Rust API); `weir run` requires them to be supplied.
     Memory,
     /// A stream of the embedded durable log, read from its first retained
-    /// offset to the end it had when the run started.
+    /// offset (or the checkpointed position) to the end it had when the run
+    /// started, or on and on with `follow`.
     Log {
         /// The log directory.
         dir: PathBuf,
         /// The stream name.
         stream: String,
-        /// Its number of partitions, read in order.
+        /// Its number of partitions.
         partitions: u32,
+        /// Keep reading records as they are appended (never ends by
+        /// itself) instead of stopping at the end present at start.
+        follow: bool,
     },
 }
 
@@ -375,6 +429,15 @@ pub enum SinkKind {
         path: PathBuf,
         /// Record encoding.
         format: SinkFormat,
+    },
+    /// A stream of the durable log, one JSON record per output record;
+    /// under checkpoints, records a replay produces again are recognised by
+    /// their `_id` and not appended twice.
+    Log {
+        /// The log directory.
+        dir: PathBuf,
+        /// The stream name.
+        stream: String,
     },
     /// Counted and dropped.
     Discard,

@@ -21,6 +21,18 @@ pub(crate) struct FileSpec {
     pub sinks: Vec<toml::Spanned<toml::Table>>,
     #[serde(default)]
     pub dead_letter: Option<toml::Spanned<toml::Table>>,
+    #[serde(default)]
+    pub checkpoint: Option<toml::Spanned<toml::Table>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CheckpointSpec {
+    pub dir: String,
+    #[serde(default)]
+    pub interval: Option<String>,
+    #[serde(default)]
+    pub keep: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -48,6 +60,8 @@ pub(crate) struct SourceSpec {
     pub stream: Option<String>,
     #[serde(default)]
     pub partitions: Option<i64>,
+    #[serde(default)]
+    pub follow: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -177,6 +191,8 @@ pub(crate) struct SinkSpec {
     pub message: Option<String>,
     #[serde(default)]
     pub columns: Option<Vec<String>>,
+    #[serde(default)]
+    pub stream: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -276,6 +276,11 @@ pub(crate) fn validate(text: &str, base_dir: &Path) -> Result<Pipeline, Vec<Prob
         None => Some(DeadLetter { path: resolve(base_dir, "dead_letter.jsonl"), log: None }),
     };
 
+    let checkpoint = file
+        .checkpoint
+        .as_ref()
+        .and_then(|t| check_checkpoint(&mut c, t, base_dir, source.as_ref()));
+
     // Names are unique across sources, steps and sinks.
     let mut seen: HashMap<String, String> = HashMap::new();
     if let Some(s) = &source {
@@ -533,6 +538,7 @@ pub(crate) fn validate(text: &str, base_dir: &Path) -> Result<Pipeline, Vec<Prob
             steps,
             sinks,
             dead_letter,
+            checkpoint,
         }),
         _ => {
             if c.problems.is_empty() {
@@ -555,6 +561,64 @@ struct PortInfo {
     key: Option<String>,
     /// Event-time column and its out-of-orderness bound.
     event_time: Option<(String, i64)>,
+}
+
+fn check_checkpoint(
+    c: &mut Checker<'_>,
+    table: &Spanned<toml::Table>,
+    base_dir: &Path,
+    source: Option<&Source>,
+) -> Option<CheckpointSettings> {
+    let spec = c.typed::<CheckpointSpec>("checkpoint", table)?;
+    let span = table.span();
+    let interval_ms = match spec.interval.as_deref() {
+        None => 1000,
+        Some(d) => match crate::parse_duration_ms(d) {
+            Ok(ms) if ms >= 1 => ms as u64,
+            Ok(_) => {
+                c.at(
+                    "checkpoint.interval".into(),
+                    &span,
+                    "interval",
+                    "must be at least 1ms",
+                );
+                return None;
+            }
+            Err(e) => {
+                c.at("checkpoint.interval".into(), &span, "interval", e);
+                return None;
+            }
+        },
+    };
+    let keep = spec.keep.unwrap_or(3);
+    if !(1..=1000).contains(&keep) {
+        c.at(
+            "checkpoint.keep".into(),
+            &span,
+            "keep",
+            format!("must be between 1 and 1000, got {keep}"),
+        );
+        return None;
+    }
+    if let Some(source) = source {
+        if !matches!(
+            source.kind,
+            SourceKind::File { .. } | SourceKind::Log { .. }
+        ) {
+            c.at(
+                "checkpoint".into(),
+                &span,
+                "dir",
+                "checkpoints need a source that can be replayed from a position (file or log)",
+            );
+            return None;
+        }
+    }
+    Some(CheckpointSettings {
+        dir: resolve(base_dir, &spec.dir),
+        interval_ms,
+        keep: keep as usize,
+    })
 }
 
 fn check_settings(c: &mut Checker<'_>, table: Option<&Spanned<toml::Table>>) -> Settings {
@@ -665,6 +729,7 @@ fn check_source(
                 dir: resolve(base_dir, dir),
                 stream: stream.clone(),
                 partitions: partitions as u32,
+                follow: s.follow.unwrap_or(false),
             }
         }
         "stdin" => SourceKind::Stdin,
@@ -679,12 +744,14 @@ fn check_source(
             return None;
         }
     };
-    if !matches!(kind, SourceKind::Log { .. }) && (s.stream.is_some() || s.partitions.is_some()) {
+    if !matches!(kind, SourceKind::Log { .. })
+        && (s.stream.is_some() || s.partitions.is_some() || s.follow.is_some())
+    {
         c.at(
             "sources[0].stream".into(),
             &span,
             "stream",
-            "`stream` and `partitions` apply to log sources only",
+            "`stream`, `partitions` and `follow` apply to log sources only",
         );
         return None;
     }
@@ -1561,16 +1628,49 @@ fn check_sink(
             }
         },
         "discard" => SinkKind::Discard,
+        "log" => match (&s.path, &s.stream, &format) {
+            (Some(dir), Some(stream), SinkFormat::Json) => SinkKind::Log {
+                dir: resolve(base_dir, dir),
+                stream: stream.clone(),
+            },
+            (_, _, SinkFormat::Protobuf(_)) => {
+                c.at(
+                    format!("{path}.format"),
+                    span,
+                    "format",
+                    "a log sink writes JSON records (their `_id` is how replays are recognised)",
+                );
+                return None;
+            }
+            _ => {
+                c.at(
+                    format!("{path}.stream"),
+                    span,
+                    "type",
+                    "a log sink needs `path` (the log directory) and `stream`",
+                );
+                return None;
+            }
+        },
         other => {
             c.at(
                 format!("{path}.type"),
                 span,
                 "type",
-                format!("unknown sink type {other:?} (expected stdout, file or discard)"),
+                format!("unknown sink type {other:?} (expected stdout, file, log or discard)"),
             );
             return None;
         }
     };
+    if s.stream.is_some() && !matches!(kind, SinkKind::Log { .. }) {
+        c.at(
+            format!("{path}.stream"),
+            span,
+            "stream",
+            "`stream` applies to log sinks only",
+        );
+        return None;
+    }
     Some(Sink {
         name: s.name,
         input,

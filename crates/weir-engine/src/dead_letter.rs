@@ -51,6 +51,16 @@ pub struct DeadLetterWriter {
 impl DeadLetterWriter {
     /// Creates (truncates) the file, making its directory if needed.
     pub fn create(path: &Path) -> Result<Self, EngineError> {
+        Self::open_file(path, false)
+    }
+
+    /// Opens the JSON-lines file for appending (under checkpoints, where a
+    /// restart must keep what earlier runs rejected).
+    pub fn append(path: &Path) -> Result<Self, EngineError> {
+        Self::open_file(path, true)
+    }
+
+    fn open_file(path: &Path, append: bool) -> Result<Self, EngineError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| {
                 EngineError::io(
@@ -59,7 +69,15 @@ impl DeadLetterWriter {
                 )
             })?;
         }
-        let file = File::create(path).map_err(|e| {
+        let file = if append {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+        } else {
+            File::create(path)
+        };
+        let file = file.map_err(|e| {
             EngineError::io(
                 format!("cannot create dead-letter file {}", path.display()),
                 e,

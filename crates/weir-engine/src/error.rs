@@ -21,6 +21,9 @@ pub enum EngineError {
         /// The operating system's words.
         source: std::io::Error,
     },
+    /// A checkpoint could not be written or restored.
+    #[error("{0}")]
+    Checkpoint(String),
     /// A worker thread failed or panicked.
     #[error("{0}")]
     Worker(String),

@@ -10,14 +10,19 @@
 
 #![deny(missing_docs)]
 
+mod checkpointing;
 pub mod dead_letter;
 pub mod decode;
 mod error;
 pub mod frame;
 pub mod hash;
+pub mod log_sink;
 pub mod ops;
 mod runtime;
 pub mod sink;
+pub mod state;
+pub mod txn_file;
 
+pub use checkpointing::{CheckpointReport, CheckpointStat};
 pub use error::EngineError;
-pub use runtime::{run, Arrival, Input, RunOptions, RunSummary, StepCount};
+pub use runtime::{run, Arrival, FirstRecord, Input, RunOptions, RunSummary, StepCount};

@@ -8,10 +8,10 @@
 //! the number of shards or threads. That order, plus per-record watermarks,
 //! is what makes results independent of the shard count.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,15 +20,21 @@ use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use hdrhistogram::Histogram;
 use weir_config::{Pipeline, SourceKind, StepKind, WindowKind};
 
+use crate::checkpointing::{
+    self, CheckpointReport, CoordMsg, Coordinator, Restore, SourcePosition,
+};
 use crate::dead_letter::{DeadLetterWriter, Rejected};
 use crate::decode::Decoder;
 use crate::frame::{next_record, Next};
+use crate::hash::shard_of;
 use crate::ops::keyed::Partitioner;
 use crate::ops::model::ModelStep;
 use crate::ops::stateless::{Derive, Filter, Route, Select};
 use crate::ops::window::{FixedWindows, SlidingWindow};
 use crate::ops::{Ctx, Operator, Outputs};
 use crate::sink::SinkWriter;
+use crate::state::GroupParts;
+use crate::txn_file::EpochPlace;
 use crate::EngineError;
 
 /// Records handed over by the embedding program, with the time they were
@@ -55,6 +61,17 @@ pub enum Input {
     Stream(Receiver<Arrival>),
 }
 
+/// Called once, when the first record has been processed, with the id of
+/// the checkpoint the run restored (recovery time is measured to here).
+#[derive(Clone)]
+pub struct FirstRecord(pub Arc<dyn Fn(Option<u64>) + Send + Sync>);
+
+impl std::fmt::Debug for FirstRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FirstRecord(..)")
+    }
+}
+
 /// How to run a pipeline.
 #[derive(Debug, Default)]
 pub struct RunOptions {
@@ -62,6 +79,10 @@ pub struct RunOptions {
     pub shards: Option<usize>,
     /// Input override.
     pub input: Input,
+    /// Stop at the end of what a following log source holds at start.
+    pub drain: bool,
+    /// Notified when the first record has been processed.
+    pub on_first_record: Option<FirstRecord>,
 }
 
 /// Records out of one step.
@@ -91,6 +112,8 @@ pub struct RunSummary {
     /// Creation-to-sink latency per record in microseconds, for inputs that
     /// carry creation times.
     pub latency_us: Option<Histogram<u64>>,
+    /// Checkpoints restored and taken (empty without `[checkpoint]`).
+    pub checkpoints: CheckpointReport,
 }
 
 /// A micro-batch of whole records.
@@ -103,16 +126,33 @@ struct Chunk {
     created: Option<Instant>,
 }
 
-/// Everything a shard receives for one micro-batch.
+/// What the source deals to a worker: a micro-batch, or a checkpoint
+/// barrier occupying a slot in the batch sequence.
+enum Work {
+    Chunk(Chunk),
+    Barrier { id: u64, last: bool },
+}
+
+/// Everything a shard receives for one micro-batch, or a barrier.
 struct ShardMsg {
     max_time: i64,
     batches: Vec<(usize, RecordBatch)>,
     created: Option<Instant>,
+    barrier: Option<(u64, bool)>,
 }
 
-struct SinkMsg {
-    batch: RecordBatch,
-    created: Option<Instant>,
+/// What a sink receives; `producer` numbers workers, then shards.
+enum SinkMsg {
+    Data {
+        batch: RecordBatch,
+        created: Option<Instant>,
+        producer: usize,
+    },
+    Barrier {
+        id: u64,
+        producer: usize,
+        last: bool,
+    },
 }
 
 /// Where an operator's output goes.
@@ -196,10 +236,28 @@ fn graph(p: &Pipeline) -> Result<Graph, EngineError> {
     })
 }
 
+/// For a log source: after each checkpoint, publish the checkpointed
+/// offsets as the pipeline's consumer position, which ingest's lag bound
+/// reads. A failure is logged; it costs only the lag signal.
+fn consumer_commit(p: &Pipeline) -> Option<checkpointing::OnComplete> {
+    let SourceKind::Log { dir, stream, .. } = &p.source.kind else {
+        return None;
+    };
+    let (dir, stream, consumer) = (dir.clone(), stream.clone(), p.name.clone());
+    Some(Box::new(move |position: &SourcePosition| {
+        if let SourcePosition::Offsets(next) = position {
+            if let Err(e) = weir_log::commit_consumer_position(&dir, &stream, &consumer, next) {
+                tracing::warn!(stream = %stream, error = %e, "cannot publish the consumer position");
+            }
+        }
+    }))
+}
+
 /// Per-step record counters, bumped once per batch.
 struct Counters {
     steps: Vec<AtomicU64>,
     source: AtomicU64,
+    first_record: AtomicBool,
 }
 
 /// Runs a pipeline to the end of its input.
@@ -239,9 +297,52 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, Engin
     let counters = Arc::new(Counters {
         steps: pipeline.steps.iter().map(|_| AtomicU64::new(0)).collect(),
         source: AtomicU64::new(0),
+        first_record: AtomicBool::new(false),
     });
 
+    // Checkpoints: restore the newest valid one before anything opens.
+    let store = match &pipeline.checkpoint {
+        Some(c) => Some(
+            weir_checkpoint::CheckpointStore::open(&c.dir, c.keep)
+                .map_err(|e| EngineError::Checkpoint(e.to_string()))?,
+        ),
+        None => None,
+    };
+    let restore = match &store {
+        Some(store) => checkpointing::restore(store, &pipeline.fingerprint())?,
+        None => Restore {
+            max_time: i64::MIN,
+            ..Default::default()
+        },
+    };
+    // Barrier ids continue after every id the store lists, including
+    // damaged ones that were skipped.
+    let next_id = match &store {
+        Some(store) => {
+            store
+                .list()
+                .map_err(|e| EngineError::Checkpoint(e.to_string()))?
+                .iter()
+                .map(|c| c.id)
+                .max()
+                .unwrap_or(0)
+                .max(restore.id)
+                + 1
+        }
+        None => 1,
+    };
+    let restore = Arc::new(restore);
+    let report = CheckpointReport {
+        restored: (restore.id > 0).then_some(restore.id),
+        skipped: restore.skipped.clone(),
+        ..Default::default()
+    };
+    if restore.id > 0 {
+        tracing::info!(checkpoint = restore.id, "restored checkpoint");
+    }
+
     // Sinks and dead letters.
+    let producers = workers + if has_keyed { shards } else { 0 };
     let mut sink_txs = Vec::new();
     let mut sink_rxs = Vec::new();
     for _ in &pipeline.sinks {
@@ -251,18 +352,58 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, Engin
     }
     let mut writers = Vec::new();
     for s in &pipeline.sinks {
-        writers.push(SinkWriter::open(s)?);
+        let part = restore.sinks.get(&s.name).map(Vec::as_slice);
+        let log_part = store.as_ref().map(|_| part);
+        let transactional = match &store {
+            None => None,
+            Some(_) if matches!(s.kind, weir_config::SinkKind::Log { .. }) => None,
+            Some(_) => Some(match restore.sinks.get(&s.name) {
+                Some(part) if !part.is_empty() => {
+                    Some(EpochPlace::decode(part).ok_or_else(|| {
+                        EngineError::Checkpoint(format!(
+                            "checkpoint {}: the part of sink {} cannot be read",
+                            restore.id, s.name
+                        ))
+                    })?)
+                }
+                _ => None,
+            }),
+        };
+        writers.push(SinkWriter::open(s, transactional, log_part)?);
     }
     let dead_letter = match &pipeline.dead_letter.log {
         Some((dir, stream)) => DeadLetterWriter::log(dir, stream)?,
+        None if store.is_some() => DeadLetterWriter::append(&pipeline.dead_letter.path)?,
         None => DeadLetterWriter::create(&pipeline.dead_letter.path)?,
     };
     let (dlq_tx, dlq_rx) = unbounded::<Vec<Rejected>>();
 
+    // The coordinator and the sinks' commit channels.
+    let (coord_tx, coord_rx) = unbounded::<CoordMsg>();
+    let completed = Arc::new(AtomicU64::new(next_id - 1));
+    let mut commit_txs = Vec::new();
+    let mut commit_rxs = Vec::new();
+    for _ in &pipeline.sinks {
+        let (tx, rx) = unbounded::<u64>();
+        commit_txs.push(tx);
+        commit_rxs.push(rx);
+    }
+    let coordinator = store.map(|store| Coordinator {
+        store,
+        fingerprint: pipeline.fingerprint(),
+        shards: if has_keyed { shards } else { 0 },
+        sinks: pipeline.sinks.iter().map(|s| s.name.clone()).collect(),
+        commits: commit_txs,
+        completed: completed.clone(),
+        on_complete: consumer_commit(pipeline),
+    });
+    let checkpointing = coordinator.is_some();
+    let coord = checkpointing.then(|| coord_tx.clone());
+
     let mut chunk_txs = Vec::new();
     let mut chunk_rxs = Vec::new();
     for _ in 0..workers {
-        let (tx, rx) = bounded::<Chunk>(4);
+        let (tx, rx) = bounded::<Work>(4);
         chunk_txs.push(tx);
         chunk_rxs.push(rx);
     }
@@ -280,12 +421,36 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, Engin
     }
 
     let result = std::thread::scope(|scope| -> Result<RunSummary, EngineError> {
+        let coord_handle = match coordinator {
+            Some(c) => Some(
+                std::thread::Builder::new()
+                    .name("weir-checkpoint".into())
+                    .spawn_scoped(scope, move || c.run(coord_rx, report))
+                    .map_err(|e| EngineError::io("cannot start checkpoint thread", e))?,
+            ),
+            None => {
+                drop(coord_rx);
+                None
+            }
+        };
         let mut sink_handles = Vec::new();
-        for (writer, rx) in writers.into_iter().zip(sink_rxs) {
+        for (i, ((writer, rx), commits)) in writers
+            .into_iter()
+            .zip(sink_rxs)
+            .zip(commit_rxs)
+            .enumerate()
+        {
+            let txn = coord.clone().map(|coord| SinkTxn {
+                coord,
+                commits,
+                sink: i,
+                producers,
+                first_epoch: next_id,
+            });
             sink_handles.push(
                 std::thread::Builder::new()
                     .name("weir-sink".into())
-                    .spawn_scoped(scope, move || sink_loop(writer, rx))
+                    .spawn_scoped(scope, move || sink_loop(writer, rx, txn))
                     .map_err(|e| EngineError::io("cannot start sink thread", e))?,
             );
         }
@@ -294,17 +459,22 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, Engin
             .spawn_scoped(scope, move || dead_letter_loop(dead_letter, dlq_rx))
             .map_err(|e| EngineError::io("cannot start dead-letter thread", e))?;
 
+        let ctx = |producer: usize| WorkerCtx {
+            pipeline,
+            graph: g.clone(),
+            models: models.clone(),
+            shards,
+            sinks: sink_txs.clone(),
+            dlq: dlq_tx.clone(),
+            counters: counters.clone(),
+            producer,
+            coord: coord.clone(),
+            restore: restore.clone(),
+            on_first_record: options.on_first_record.clone(),
+        };
         let mut worker_handles = Vec::new();
         for (w, (rx, txs)) in chunk_rxs.into_iter().zip(shard_txs).enumerate() {
-            let ctx = WorkerCtx {
-                pipeline,
-                graph: g.clone(),
-                models: models.clone(),
-                shards,
-                sinks: sink_txs.clone(),
-                dlq: dlq_tx.clone(),
-                counters: counters.clone(),
-            };
+            let ctx = ctx(w);
             worker_handles.push(
                 std::thread::Builder::new()
                     .name(format!("weir-worker-{w}"))
@@ -317,26 +487,42 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, Engin
             if !has_keyed {
                 break;
             }
-            let ctx = WorkerCtx {
-                pipeline,
-                graph: g.clone(),
-                models: models.clone(),
-                shards,
-                sinks: sink_txs.clone(),
-                dlq: dlq_tx.clone(),
-                counters: counters.clone(),
-            };
+            let ctx = ctx(workers + s);
             shard_handles.push(
                 std::thread::Builder::new()
                     .name(format!("weir-shard-{s}"))
-                    .spawn_scoped(scope, move || shard_loop(ctx, rxs))
+                    .spawn_scoped(scope, move || shard_loop(ctx, rxs, s))
                     .map_err(|e| EngineError::io("cannot start shard thread", e))?,
             );
         }
         drop(sink_txs);
         drop(dlq_tx);
+        drop(coord);
 
-        let source_result = read_source(pipeline, options.input, chunk_txs, &counters);
+        let barriers = checkpointing.then(|| Barriers {
+            coord: coord_tx.clone(),
+            // unwrap-free: checkpointing implies the setting exists.
+            interval: Duration::from_millis(
+                pipeline
+                    .checkpoint
+                    .as_ref()
+                    .map(|c| c.interval_ms)
+                    .unwrap_or(1000),
+            ),
+            next_due: Instant::now(),
+            next_id,
+            completed: completed.clone(),
+        });
+        drop(coord_tx);
+        let source_result = read_source(
+            pipeline,
+            options.input,
+            options.drain,
+            chunk_txs,
+            barriers,
+            &restore,
+            &counters,
+        );
         let mut first_error = source_result.err();
         let mut keep = |r: std::thread::Result<Result<(), EngineError>>, what: &str| match r {
             Ok(Ok(())) => {}
@@ -391,6 +577,21 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, Engin
                 0
             }
         };
+        let checkpoints = match coord_handle.map(|h| h.join()) {
+            None => CheckpointReport::default(),
+            Some(Ok(Ok(r))) => r,
+            Some(Ok(Err(e))) => {
+                EngineError::keep_first(&mut first_error, e);
+                CheckpointReport::default()
+            }
+            Some(Err(_)) => {
+                EngineError::keep_first(
+                    &mut first_error,
+                    EngineError::Worker("checkpoint thread panicked".into()),
+                );
+                CheckpointReport::default()
+            }
+        };
         if let Some(e) = first_error {
             return Err(e);
         }
@@ -410,6 +611,7 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, Engin
             shards,
             elapsed: started.elapsed(),
             latency_us: latency,
+            checkpoints,
         })
     })?;
     Ok(result)
@@ -423,6 +625,31 @@ struct WorkerCtx<'p> {
     sinks: Vec<Sender<SinkMsg>>,
     dlq: Sender<Vec<Rejected>>,
     counters: Arc<Counters>,
+    /// This thread's number among the sinks' producers.
+    producer: usize,
+    /// The checkpoint coordinator, when checkpointing.
+    coord: Option<Sender<CoordMsg>>,
+    restore: Arc<Restore>,
+    on_first_record: Option<FirstRecord>,
+}
+
+impl WorkerCtx<'_> {
+    /// Sends barrier `id` to every sink, after everything this thread
+    /// produced before it.
+    fn barrier_to_sinks(&self, id: u64, last: bool) -> Result<(), EngineError> {
+        for (s, tx) in self.sinks.iter().enumerate() {
+            let msg = SinkMsg::Barrier {
+                id,
+                producer: self.producer,
+                last,
+            };
+            if tx.send(msg).is_err() {
+                let name = &self.pipeline.sinks[s].name;
+                return Err(EngineError::Stopped(format!("sink {name}")));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A step as one thread runs it.
@@ -515,6 +742,8 @@ struct Runner<'a, 'p> {
     /// Per shard, batches leaving through `key_by` steps in this micro-batch.
     exchange: Vec<Vec<(usize, RecordBatch)>>,
     created: Option<Instant>,
+    /// Largest event time seen (shards; workers leave it at the minimum).
+    max_time: i64,
 }
 
 impl Runner<'_, '_> {
@@ -538,9 +767,10 @@ impl Runner<'_, '_> {
                         // A closed sink channel means the sink failed: stop
                         // here; the sink's own error is what the run reports.
                         if self.ctx.sinks[s]
-                            .send(SinkMsg {
+                            .send(SinkMsg::Data {
                                 batch: batch.clone(),
                                 created: self.created,
+                                producer: self.ctx.producer,
                             })
                             .is_err()
                         {
@@ -609,7 +839,7 @@ impl Runner<'_, '_> {
 
 fn worker_loop(
     ctx: WorkerCtx<'_>,
-    rx: Receiver<Chunk>,
+    rx: Receiver<Work>,
     shard_txs: Vec<Sender<ShardMsg>>,
 ) -> Result<(), EngineError> {
     let p = ctx.pipeline;
@@ -632,9 +862,33 @@ fn worker_loop(
         ops,
         exchange: (0..ctx.shards).map(|_| Vec::new()).collect(),
         created: None,
+        max_time: i64::MIN,
     };
     let mut rejected = Vec::new();
-    for chunk in rx {
+    let mut finished = false;
+    for work in rx {
+        let chunk = match work {
+            Work::Chunk(chunk) => chunk,
+            Work::Barrier { id, last } => {
+                for tx in &shard_txs {
+                    let msg = ShardMsg {
+                        max_time: i64::MIN,
+                        batches: Vec::new(),
+                        created: None,
+                        barrier: Some((id, last)),
+                    };
+                    if tx.send(msg).is_err() {
+                        return Ok(()); // the shard stopped; its error is reported when joined
+                    }
+                }
+                if last {
+                    end_of_input(&mut runner, &g.unkeyed, &mut rejected)?;
+                    finished = true;
+                }
+                ctx.barrier_to_sinks(id, last)?;
+                continue;
+            }
+        };
         runner.created = chunk.created;
         let decoded = decoder.decode(
             &chunk.data[chunk.start..chunk.end],
@@ -656,6 +910,7 @@ fn worker_loop(
                     max_time: decoded.max_event_time,
                     batches,
                     created: chunk.created,
+                    barrier: None,
                 })
                 .is_err()
             {
@@ -665,40 +920,113 @@ fn worker_loop(
         if !rejected.is_empty() {
             let _ = ctx.dlq.send(std::mem::take(&mut rejected));
         }
+        if !ctx.counters.first_record.swap(true, Ordering::AcqRel) {
+            if let Some(f) = &ctx.on_first_record {
+                (f.0)((ctx.restore.id > 0).then_some(ctx.restore.id));
+            }
+        }
     }
-    let mut c = Ctx {
-        rejected: &mut rejected,
-        prior_max_time: i64::MIN,
-        max_time: i64::MIN,
-    };
-    runner.hook(&g.unkeyed, &mut c, true)?;
-    if !rejected.is_empty() {
-        let _ = ctx.dlq.send(rejected);
+    if !finished {
+        end_of_input(&mut runner, &g.unkeyed, &mut rejected)?;
     }
     Ok(())
 }
 
-fn shard_loop(ctx: WorkerCtx<'_>, inputs: Vec<Receiver<ShardMsg>>) -> Result<(), EngineError> {
+/// Runs the end-of-input hooks and hands over what they rejected.
+fn end_of_input(
+    runner: &mut Runner<'_, '_>,
+    order: &[usize],
+    rejected: &mut Vec<Rejected>,
+) -> Result<(), EngineError> {
+    let max_time = runner.max_time;
+    let mut c = Ctx {
+        rejected,
+        prior_max_time: max_time,
+        max_time,
+    };
+    runner.created = None;
+    runner.hook(order, &mut c, true)?;
+    if !rejected.is_empty() {
+        let _ = runner.ctx.dlq.send(std::mem::take(rejected));
+    }
+    Ok(())
+}
+
+fn shard_loop(
+    ctx: WorkerCtx<'_>,
+    inputs: Vec<Receiver<ShardMsg>>,
+    shard: usize,
+) -> Result<(), EngineError> {
     let g = ctx.graph.clone();
-    let ops = build_ops(ctx.pipeline, &g.keyed, ctx.shards, &ctx.models)?;
+    let key_groups = ctx.pipeline.settings.key_groups;
+    let mut ops = build_ops(ctx.pipeline, &g.keyed, ctx.shards, &ctx.models)?;
+    // Restored state: the key groups this shard owns.
+    for &i in &g.keyed {
+        let name = &ctx.pipeline.steps[i].name;
+        if let (Op::Run(op), Some(groups)) = (&mut ops[i], ctx.restore.state.get(name)) {
+            for (&group, data) in groups {
+                if shard_of(group, key_groups, ctx.shards) != shard {
+                    continue;
+                }
+                op.restore(data).map_err(|_| {
+                    EngineError::Checkpoint(format!(
+                        "checkpoint {}: the state of step {name} for key group {group} cannot be read",
+                        ctx.restore.id
+                    ))
+                })?;
+            }
+        }
+    }
     let mut runner = Runner {
         ctx: &ctx,
         ops,
         exchange: Vec::new(),
         created: None,
+        max_time: ctx.restore.max_time,
     };
     let mut rejected = Vec::new();
-    let mut max_time = i64::MIN;
     let mut seq = 0usize;
+    let mut finished = false;
+    let mut copies = 0;
     while let Ok(msg) = inputs[seq % inputs.len()].recv() {
         seq += 1;
-        let prior = max_time;
-        max_time = max_time.max(msg.max_time);
+        if let Some((id, last)) = msg.barrier {
+            // One copy per worker, in consecutive slots: act on the last.
+            copies += 1;
+            if copies < inputs.len() {
+                continue;
+            }
+            copies = 0;
+            if last {
+                end_of_input(&mut runner, &g.keyed, &mut rejected)?;
+                finished = true;
+            }
+            if let Some(coord) = &ctx.coord {
+                let mut state = Vec::new();
+                for &i in &g.keyed {
+                    if let Op::Run(op) = &runner.ops[i] {
+                        let mut parts = GroupParts::new();
+                        op.snapshot(key_groups, &mut parts);
+                        let name = &ctx.pipeline.steps[i].name;
+                        state.extend(parts.into_iter().map(|(k, v)| (name.clone(), k, v)));
+                    }
+                }
+                let _ = coord.send(CoordMsg::Shard {
+                    id,
+                    state,
+                    max_time: runner.max_time,
+                });
+            }
+            ctx.barrier_to_sinks(id, last)?;
+            continue;
+        }
+        let prior = runner.max_time;
+        runner.max_time = runner.max_time.max(msg.max_time);
         runner.created = msg.created;
         let mut c = Ctx {
             rejected: &mut rejected,
             prior_max_time: prior,
-            max_time,
+            max_time: runner.max_time,
         };
         for (key_by, batch) in msg.batches {
             runner.deliver(key_by, vec![(0, batch)], &mut c)?;
@@ -708,27 +1036,29 @@ fn shard_loop(ctx: WorkerCtx<'_>, inputs: Vec<Receiver<ShardMsg>>) -> Result<(),
             let _ = ctx.dlq.send(std::mem::take(&mut rejected));
         }
     }
-    runner.created = None;
-    let mut c = Ctx {
-        rejected: &mut rejected,
-        prior_max_time: max_time,
-        max_time,
-    };
-    runner.hook(&g.keyed, &mut c, true)?;
-    if !rejected.is_empty() {
-        let _ = ctx.dlq.send(rejected);
+    if !finished {
+        end_of_input(&mut runner, &g.keyed, &mut rejected)?;
     }
     Ok(())
+}
+
+/// A sink's part in checkpoints.
+struct SinkTxn {
+    coord: Sender<CoordMsg>,
+    commits: Receiver<u64>,
+    sink: usize,
+    producers: usize,
+    first_epoch: u64,
 }
 
 fn sink_loop(
     mut writer: SinkWriter,
     rx: Receiver<SinkMsg>,
+    txn: Option<SinkTxn>,
 ) -> Result<(u64, Option<Histogram<u64>>), EngineError> {
     let mut hist: Option<Histogram<u64>> = None;
-    for msg in rx {
-        writer.write(&msg.batch)?;
-        if let Some(created) = msg.created {
+    let mut record = |created: Option<Instant>, rows: usize| -> Result<(), EngineError> {
+        if let Some(created) = created {
             let us = created.elapsed().as_micros().min(u64::MAX as u128) as u64;
             let h = match &mut hist {
                 Some(h) => h,
@@ -737,7 +1067,64 @@ fn sink_loop(
                         .map_err(|e| EngineError::Worker(format!("histogram: {e}")))?,
                 ),
             };
-            let _ = h.record_n(us.max(1), msg.batch.num_rows() as u64);
+            let _ = h.record_n(us.max(1), rows as u64);
+        }
+        Ok(())
+    };
+    let Some(txn) = txn else {
+        for msg in rx {
+            if let SinkMsg::Data { batch, created, .. } = msg {
+                writer.write(&batch)?;
+                record(created, batch.num_rows())?;
+            }
+        }
+        return Ok((writer.finish()?, hist));
+    };
+    // Under checkpoints: data from a producer belongs to the epoch closed by
+    // the next barrier from that producer; an epoch is staged once every
+    // producer's barrier is in, and committed when the coordinator says so.
+    let mut epoch = vec![txn.first_epoch; txn.producers];
+    let mut arrived: BTreeMap<u64, usize> = BTreeMap::new();
+    let mut last_staged: Option<u64> = None;
+    let never = crossbeam_channel::never();
+    let mut data_open = true;
+    loop {
+        let data = if data_open { &rx } else { &never };
+        crossbeam_channel::select! {
+            recv(data) -> msg => match msg {
+                Ok(SinkMsg::Data { batch, created, producer }) => {
+                    writer.write_epoch(epoch[producer], &batch)?;
+                    record(created, batch.num_rows())?;
+                }
+                Ok(SinkMsg::Barrier { id, producer, last }) => {
+                    epoch[producer] = id + 1;
+                    let n = arrived.entry(id).or_insert(0);
+                    *n += 1;
+                    if *n == txn.producers {
+                        arrived.remove(&id);
+                        let part = writer.prepare(id)?;
+                        let _ = txn.coord.send(CoordMsg::Sink { id, sink: txn.sink, part });
+                        if last {
+                            last_staged = Some(id);
+                        }
+                    }
+                }
+                Err(_) => {
+                    data_open = false;
+                    if last_staged.is_none() {
+                        break; // stopped early: nothing more will be committed
+                    }
+                }
+            },
+            recv(txn.commits) -> id => match id {
+                Ok(id) => {
+                    writer.commit(id)?;
+                    if last_staged == Some(id) {
+                        break;
+                    }
+                }
+                Err(_) => break, // the coordinator stopped; it reports why
+            },
         }
     }
     Ok((writer.finish()?, hist))
@@ -756,45 +1143,79 @@ fn dead_letter_loop(
     writer.finish()
 }
 
+/// Barrier injection, as the source thread does it.
+struct Barriers {
+    coord: Sender<CoordMsg>,
+    interval: Duration,
+    next_due: Instant,
+    next_id: u64,
+    /// Last completed checkpoint: one checkpoint is in flight at a time.
+    completed: Arc<AtomicU64>,
+}
+
 /// Reads the source, cutting micro-batches and dealing them to workers.
 fn read_source(
     p: &Pipeline,
     input: Input,
-    txs: Vec<Sender<Chunk>>,
+    drain: bool,
+    txs: Vec<Sender<Work>>,
+    barriers: Option<Barriers>,
+    restore: &Restore,
     counters: &Counters,
 ) -> Result<(), EngineError> {
+    let skip = match &restore.source {
+        SourcePosition::Records(n) => *n,
+        _ => 0,
+    };
     let mut cutter = Cutter {
         txs,
         seq: 0,
         position: 0,
+        skip,
+        sent: 0,
         framing: p.source.record_framing(),
         batch_rows: p.settings.batch_rows,
+        barriers,
+        count_position: true,
     };
     match input {
         Input::Bytes(data) => {
             cutter.cut(data, true, None);
         }
-        Input::Stream(rx) => {
-            while let Ok(first) = rx.recv() {
-                let created = first.created;
-                let mut records = first.records;
-                let mut bytes = first.bytes;
-                // Natural batching: take whatever else has arrived, up to the
-                // bound, without waiting.
-                while records < cutter.batch_rows {
-                    match rx.try_recv() {
-                        Ok(more) => {
-                            records += more.records;
-                            bytes.extend_from_slice(&more.bytes);
-                        }
-                        Err(_) => break,
+        Input::Stream(rx) => loop {
+            let first = match cutter.barriers.as_ref() {
+                // Wake up for barriers while no input arrives.
+                Some(b) => match rx.recv_timeout(b.interval) {
+                    Ok(a) => a,
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                        cutter.maybe_barrier(None);
+                        continue;
                     }
-                }
-                if !cutter.cut(Arc::new(bytes), true, Some(created)) {
-                    break;
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+                },
+                None => match rx.recv() {
+                    Ok(a) => a,
+                    Err(_) => break,
+                },
+            };
+            let created = first.created;
+            let mut records = first.records;
+            let mut bytes = first.bytes;
+            // Natural batching: take whatever else has arrived, up to the
+            // bound, without waiting.
+            while records < cutter.batch_rows {
+                match rx.try_recv() {
+                    Ok(more) => {
+                        records += more.records;
+                        bytes.extend_from_slice(&more.bytes);
+                    }
+                    Err(_) => break,
                 }
             }
-        }
+            if !cutter.cut(Arc::new(bytes), true, Some(created)) {
+                break;
+            }
+        },
         Input::Configured => match &p.source.kind {
             SourceKind::File { path } => {
                 let file = std::fs::File::open(path).map_err(|e| {
@@ -815,55 +1236,128 @@ fn read_source(
                 dir,
                 stream,
                 partitions,
-            } => read_log(dir, stream, *partitions, &mut cutter, &p.source.name)?,
+                follow,
+            } => {
+                cutter.count_position = false;
+                let start = match &restore.source {
+                    SourcePosition::Offsets(v) => Some(v.clone()),
+                    _ => None,
+                };
+                let position = read_log(
+                    LogRead {
+                        dir,
+                        stream,
+                        partitions: *partitions,
+                        follow: *follow && !drain,
+                        start,
+                        source: &p.source.name,
+                    },
+                    &mut cutter,
+                )?;
+                counters.source.store(cutter.sent, Ordering::Relaxed);
+                cutter.final_barrier(SourcePosition::Offsets(position));
+                return Ok(());
+            }
             SourceKind::Memory => {
                 return Err(EngineError::build(&p.source.name, "a memory source needs its input supplied by the embedding program (weir bench, tests or the Rust API)"));
             }
         },
     }
-    counters.source.store(cutter.position, Ordering::Relaxed);
+    counters.source.store(cutter.sent, Ordering::Relaxed);
+    let position = SourcePosition::Records(cutter.position);
+    cutter.final_barrier(position);
     Ok(())
 }
 
-/// Reads every partition of a log stream, in partition order, from its
-/// first retained offset to the end it had when the run started. Records
-/// are passed on length-delimited, `batch_rows` at a time.
-fn read_log(
-    dir: &Path,
-    stream: &str,
+/// What to read from a log stream.
+struct LogRead<'a> {
+    dir: &'a Path,
+    stream: &'a str,
     partitions: u32,
-    cutter: &mut Cutter,
-    source: &str,
-) -> Result<(), EngineError> {
+    follow: bool,
+    /// Next offset per partition from a checkpoint.
+    start: Option<Vec<u64>>,
+    source: &'a str,
+}
+
+/// Bits of a record's position holding its offset; the partition number
+/// goes above them, so positions are unique across partitions.
+const OFFSET_BITS: u32 = 40;
+
+/// Reads the partitions of a log stream round-robin, `batch_rows` records
+/// at a time, from the checkpointed offsets (else the first retained ones)
+/// to the end they had when the run started — or on and on with
+/// `follow`. Returns the next offset per partition.
+fn read_log(r: LogRead<'_>, cutter: &mut Cutter) -> Result<Vec<u64>, EngineError> {
+    let source = r.source;
     let fail = |e: weir_log::LogError| EngineError::Worker(format!("source {source}: {e}"));
-    let log = weir_log::Log::open(dir).map_err(fail)?;
-    let config = weir_log::StreamConfig {
-        partitions,
-        ..Default::default()
-    };
-    let stream = log.stream(stream, config).map_err(fail)?;
-    for partition in stream.partitions() {
-        let end = partition.next_offset();
-        let mut from = partition.first_offset();
-        while from < end {
-            let records = partition
-                .read(from, cutter.batch_rows.min((end - from) as usize))
-                .map_err(fail)?;
-            let Some(&(last, _)) = records.last() else {
-                break;
-            };
-            let mut buf = Vec::with_capacity(records.iter().map(|(_, r)| r.len() + 5).sum());
-            for (_, r) in &records {
-                crate::frame::put_varint(&mut buf, r.len() as u64);
-                buf.extend_from_slice(r);
+    // Read-only: another process (`weir ingest`) may be appending.
+    let mut readers: Vec<weir_log::TailReader> = (0..r.partitions)
+        .map(|p| weir_log::TailReader::new(r.dir, r.stream, p))
+        .collect();
+    let mut next = Vec::with_capacity(readers.len());
+    for reader in &readers {
+        next.push(reader.first_offset().map_err(fail)?);
+    }
+    if let Some(start) = r.start {
+        if start.len() != next.len() {
+            return Err(EngineError::Checkpoint(format!(
+                "source {source}: the checkpoint has positions for {} partitions, stream {} has {}",
+                start.len(),
+                r.stream,
+                next.len()
+            )));
+        }
+        for (p, (n, s)) in next.iter_mut().zip(start).enumerate() {
+            if s < *n {
+                tracing::warn!(partition = p, checkpointed = s, first = *n, "records after the checkpoint were removed by retention; resuming at the first retained one");
+            } else {
+                *n = s;
             }
-            if !cutter.cut(Arc::new(buf), true, None) {
-                return Ok(());
-            }
-            from = last + 1;
         }
     }
-    Ok(())
+    let mut end = Vec::with_capacity(readers.len());
+    for reader in &mut readers {
+        end.push(if r.follow {
+            u64::MAX
+        } else {
+            reader.end_offset().map_err(fail)?
+        });
+    }
+    loop {
+        let mut got = false;
+        for (p, reader) in readers.iter_mut().enumerate() {
+            if next[p] >= end[p] {
+                continue;
+            }
+            let want = cutter
+                .batch_rows
+                .min((end[p] - next[p]).min(usize::MAX as u64) as usize);
+            let records = reader.read(next[p], want).map_err(fail)?;
+            let Some(&(last, _)) = records.last() else {
+                continue;
+            };
+            got = true;
+            let mut buf = Vec::with_capacity(records.iter().map(|(_, r)| r.len() + 5).sum());
+            for (_, rec) in &records {
+                crate::frame::put_varint(&mut buf, rec.len() as u64);
+                buf.extend_from_slice(rec);
+            }
+            cutter.position = ((p as u64) << OFFSET_BITS) | records[0].0;
+            if !cutter.cut(Arc::new(buf), true, None) {
+                return Ok(next);
+            }
+            next[p] = last + 1;
+            cutter.maybe_barrier(Some(SourcePosition::Offsets(next.clone())));
+        }
+        if !got {
+            if !r.follow || cutter.txs.is_empty() {
+                return Ok(next);
+            }
+            cutter.maybe_barrier(Some(SourcePosition::Offsets(next.clone())));
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
 }
 
 fn read_stream(
@@ -906,11 +1400,21 @@ fn read_stream(
 
 /// Cuts buffers into micro-batches of at most `batch_rows` whole records.
 struct Cutter {
-    txs: Vec<Sender<Chunk>>,
+    txs: Vec<Sender<Work>>,
+    /// Slots dealt so far (batches and barriers).
     seq: u64,
+    /// Position of the next record.
     position: u64,
+    /// Records still to pass over (already covered by the checkpoint).
+    skip: u64,
+    /// Records handed to workers.
+    sent: u64,
     framing: weir_config::Framing,
     batch_rows: usize,
+    barriers: Option<Barriers>,
+    /// Whether the position is a record count (byte sources), so barriers
+    /// can be placed between any two batches.
+    count_position: bool,
 }
 
 impl Cutter {
@@ -929,10 +1433,71 @@ impl Cutter {
         }
     }
 
+    /// Deals the next slot to its worker; false when the workers are gone.
+    fn deal(&mut self, work: Work) -> bool {
+        if self.txs.is_empty() {
+            return false;
+        }
+        let worker = (self.seq % self.txs.len() as u64) as usize;
+        if self.txs[worker].send(work).is_err() {
+            self.txs.clear();
+            return false;
+        }
+        self.seq += 1;
+        true
+    }
+
+    /// Injects a barrier when one is due and none is in flight. `position`
+    /// is where the source stands (`None`: the record count).
+    fn maybe_barrier(&mut self, position: Option<SourcePosition>) {
+        let Some(b) = &self.barriers else { return };
+        let now = Instant::now();
+        if now < b.next_due || b.completed.load(Ordering::Acquire) + 1 != b.next_id {
+            return;
+        }
+        let position = position.unwrap_or(SourcePosition::Records(self.position));
+        self.barrier(position, false);
+    }
+
+    fn barrier(&mut self, position: SourcePosition, last: bool) {
+        let Some(b) = &mut self.barriers else { return };
+        let id = b.next_id;
+        b.next_id += 1;
+        b.next_due = Instant::now() + b.interval;
+        let _ = b.coord.send(CoordMsg::Begin {
+            id,
+            source: position,
+            at: Instant::now(),
+        });
+        // Every worker gets a copy, in consecutive slots: each passes it on
+        // after what it produced before it, and shards, reading slots in
+        // order, meet the copies together.
+        for _ in 0..self.txs.len() {
+            self.deal(Work::Barrier { id, last });
+        }
+    }
+
+    /// At the end of the input: the barrier after which the shards flush
+    /// their windows, so the final checkpoint commits everything.
+    fn final_barrier(&mut self, position: SourcePosition) {
+        self.barrier(position, true);
+    }
+
     /// Returns the bytes consumed, or `usize::MAX` when the workers are gone.
     fn cut_with(&mut self, data: Arc<Vec<u8>>, at_end: bool, created: Option<Instant>) -> usize {
         let mut offset = 0;
         while offset < data.len() {
+            // Records a restored checkpoint already covers.
+            while self.skip > 0 && offset < data.len() {
+                match next_record(self.framing, &data[offset..], at_end) {
+                    Next::Record { consumed, .. } | Next::Corrupt { consumed, .. } => {
+                        offset += consumed.max(1);
+                        self.skip -= 1;
+                        self.position += 1;
+                    }
+                    Next::Incomplete => return offset,
+                }
+            }
             let start = offset;
             let mut records = 0;
             while records < self.batch_rows && offset < data.len() {
@@ -955,13 +1520,14 @@ impl Cutter {
                 end: offset,
                 created,
             };
-            let worker = (self.seq % self.txs.len() as u64) as usize;
-            if self.txs[worker].send(chunk).is_err() {
-                self.txs.clear();
+            if !self.deal(Work::Chunk(chunk)) {
                 return usize::MAX;
             }
-            self.seq += 1;
             self.position += records as u64;
+            self.sent += records as u64;
+            if self.count_position {
+                self.maybe_barrier(None);
+            }
         }
         offset
     }

@@ -2,8 +2,12 @@
 //!
 //! Each sink runs on its own thread and receives batches from every shard;
 //! records are encoded batch by batch into one buffer and written with one
-//! call per batch. Output ids and transactional commits come with
-//! checkpoints; today a file sink is written as records arrive.
+//! call per batch. JSON records carry `_id`, the deterministic output id
+//! (the record's `__pos`: its source position, or for window results an id
+//! derived from the window), so a replay reproduces the same ids. Under
+//! checkpoints a file sink is transactional ([`crate::txn_file`]);
+//! standard output is written at once (at least once: a replay after a
+//! crash writes the same records, with the same ids, again).
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -17,6 +21,8 @@ use arrow_schema::DataType;
 use weir_config::{Sink, SinkFormat, SinkKind};
 
 use crate::frame::put_varint;
+use crate::log_sink::LogSink;
+use crate::txn_file::{EpochPlace, TxnFile};
 use crate::EngineError;
 
 /// Writes a JSON string literal (quoted, escaped).
@@ -124,6 +130,19 @@ impl Col<'_> {
 
 /// Encodes the named columns of every row of `batch` as JSON lines.
 pub fn encode_json_rows(batch: &RecordBatch, columns: &[String], out: &mut Vec<u8>) {
+    encode_json(batch, columns, false, out)
+}
+
+/// Like [`encode_json_rows`], with the output id as a last field `_id`.
+pub fn encode_json_rows_with_id(batch: &RecordBatch, columns: &[String], out: &mut Vec<u8>) {
+    encode_json(batch, columns, true, out)
+}
+
+fn encode_json(batch: &RecordBatch, columns: &[String], with_id: bool, out: &mut Vec<u8>) {
+    let ids = with_id
+        .then(|| batch.column_by_name(weir_config::POSITION_COLUMN))
+        .flatten()
+        .and_then(|a| a.as_any().downcast_ref::<UInt64Array>());
     let cols: Vec<(Vec<u8>, Col<'_>)> = columns
         .iter()
         .filter_map(|name| {
@@ -142,6 +161,13 @@ pub fn encode_json_rows(batch: &RecordBatch, columns: &[String], out: &mut Vec<u
             }
             out.extend_from_slice(key);
             col.write_json(out, row);
+        }
+        if let Some(ids) = ids {
+            if !cols.is_empty() {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"\"_id\":");
+            write_int(out, ids.value(row));
         }
         out.extend_from_slice(b"}\n");
     }
@@ -178,6 +204,8 @@ enum Encoding {
 enum Target {
     Stdout(std::io::Stdout),
     File(BufWriter<File>, String),
+    Txn(TxnFile, String),
+    Log(LogSink, String),
     Discard,
 }
 
@@ -192,9 +220,22 @@ pub struct SinkWriter {
 }
 
 impl SinkWriter {
-    /// Opens a sink's destination.
-    pub fn open(sink: &Sink) -> Result<Self, EngineError> {
+    /// Opens a sink's destination. `transactional` is set under
+    /// checkpoints, with the sink's place in the restored checkpoint; file
+    /// sinks then stage each epoch until its checkpoint completes.
+    pub fn open(
+        sink: &Sink,
+        transactional: Option<Option<EpochPlace>>,
+        log_part: Option<Option<&[u8]>>,
+    ) -> Result<Self, EngineError> {
         let (target, encoding) = match &sink.kind {
+            SinkKind::Log { dir, stream } => (
+                Target::Log(
+                    LogSink::open(&sink.name, dir, stream, log_part)?,
+                    format!("log stream {stream} in {}", dir.display()),
+                ),
+                Encoding::Json,
+            ),
             SinkKind::Stdout => (Target::Stdout(std::io::stdout()), Encoding::Json),
             SinkKind::Discard => (Target::Discard, Encoding::Json),
             SinkKind::File { path, format } => {
@@ -210,12 +251,24 @@ impl SinkWriter {
                         )
                     })?;
                 }
-                let file = File::create(path).map_err(|e| {
-                    EngineError::io(
-                        format!("sink {}: cannot create {}", sink.name, path.display()),
-                        e,
-                    )
-                })?;
+                let target = match transactional {
+                    Some(restored) => Target::Txn(
+                        TxnFile::open(&sink.name, path, restored)?,
+                        path.display().to_string(),
+                    ),
+                    None => {
+                        let file = File::create(path).map_err(|e| {
+                            EngineError::io(
+                                format!("sink {}: cannot create {}", sink.name, path.display()),
+                                e,
+                            )
+                        })?;
+                        Target::File(
+                            BufWriter::with_capacity(1 << 16, file),
+                            path.display().to_string(),
+                        )
+                    }
+                };
                 let encoding = match format {
                     SinkFormat::Json => Encoding::Json,
                     SinkFormat::Protobuf(spec) => {
@@ -238,13 +291,7 @@ impl SinkWriter {
                         Encoding::Protobuf(fields)
                     }
                 };
-                (
-                    Target::File(
-                        BufWriter::with_capacity(1 << 16, file),
-                        path.display().to_string(),
-                    ),
-                    encoding,
-                )
+                (target, encoding)
             }
         };
         Ok(SinkWriter {
@@ -260,26 +307,33 @@ impl SinkWriter {
     fn destination(&self) -> &str {
         match &self.target {
             Target::Stdout(_) => "standard output",
-            Target::File(_, path) => path,
+            Target::File(_, path) | Target::Txn(_, path) | Target::Log(_, path) => path,
             Target::Discard => "nothing",
         }
     }
 
-    /// Writes a batch.
+    /// Writes a batch (outside checkpoints).
     pub fn write(&mut self, batch: &RecordBatch) -> Result<(), EngineError> {
+        self.write_epoch(0, batch)
+    }
+
+    /// Writes a batch belonging to the epoch closed by barrier `epoch`.
+    pub fn write_epoch(&mut self, epoch: u64, batch: &RecordBatch) -> Result<(), EngineError> {
         self.records += batch.num_rows() as u64;
         if matches!(self.target, Target::Discard) || batch.num_rows() == 0 {
             return Ok(());
         }
         self.buf.clear();
         match &self.encoding {
-            Encoding::Json => encode_json_rows(batch, &self.columns, &mut self.buf),
+            Encoding::Json => encode_json_rows_with_id(batch, &self.columns, &mut self.buf),
             Encoding::Protobuf(fields) => encode_proto_rows(batch, fields, &mut self.buf)
                 .map_err(|e| EngineError::build(&self.name, e))?,
         }
         let r = match &mut self.target {
             Target::Stdout(s) => s.lock().write_all(&self.buf),
             Target::File(f, _) => f.write_all(&self.buf),
+            Target::Txn(t, _) => t.write(epoch, &self.buf),
+            Target::Log(l, _) => return l.write(batch, &self.buf),
             Target::Discard => Ok(()),
         };
         r.map_err(|e| {
@@ -290,12 +344,52 @@ impl SinkWriter {
         })
     }
 
+    /// At a barrier: makes epoch `id` durable where the sink is
+    /// transactional; returns the sink's part of the checkpoint.
+    pub fn prepare(&mut self, id: u64) -> Result<Vec<u8>, EngineError> {
+        let r = match &mut self.target {
+            Target::Txn(t, _) => t.prepare(id).map(|p| p.encode()),
+            Target::Log(l, _) => return l.prepare(),
+            Target::Stdout(s) => s.flush().map(|_| Vec::new()),
+            Target::File(f, _) => f.flush().map(|_| Vec::new()),
+            Target::Discard => Ok(Vec::new()),
+        };
+        r.map_err(|e| {
+            EngineError::io(
+                format!(
+                    "sink {}: cannot stage output for {}",
+                    self.name,
+                    self.destination()
+                ),
+                e,
+            )
+        })
+    }
+
+    /// The checkpoint covering epoch `id` is durable: make it visible.
+    pub fn commit(&mut self, id: u64) -> Result<(), EngineError> {
+        if let Target::Txn(t, _) = &mut self.target {
+            t.commit(id).map_err(|e| {
+                EngineError::io(
+                    format!(
+                        "sink {}: cannot commit output to {}",
+                        self.name,
+                        t.path().display()
+                    ),
+                    e,
+                )
+            })?;
+        }
+        Ok(())
+    }
+
     /// Flushes and returns the number of records written.
     pub fn finish(mut self) -> Result<u64, EngineError> {
         let r = match &mut self.target {
             Target::Stdout(s) => s.flush(),
             Target::File(f, _) => f.flush().and_then(|_| f.get_ref().sync_data()),
-            Target::Discard => Ok(()),
+            Target::Txn(..) | Target::Discard => Ok(()),
+            Target::Log(l, _) => return l.prepare().map(|_| self.records),
         };
         r.map_err(|e| {
             EngineError::io(

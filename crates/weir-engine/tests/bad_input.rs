@@ -28,6 +28,7 @@ fn run_pipeline(toml: &str, input: &[u8], shards: usize, id_column: &str) -> Out
         RunOptions {
             shards: Some(shards),
             input: Input::Bytes(Arc::new(input.to_vec())),
+            ..Default::default()
         },
     )
     .unwrap_or_else(|e| panic!("run with {shards} shards failed: {e}"));

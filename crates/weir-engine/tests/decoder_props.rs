@@ -34,6 +34,7 @@ fn run_pipeline(toml: &str, input: Vec<u8>, shards: usize) -> Outcome {
         RunOptions {
             shards: Some(shards),
             input: Input::Bytes(Arc::new(input)),
+            ..Default::default()
         },
     )
     .unwrap_or_else(|e| panic!("run with {shards} shards failed: {e}"));

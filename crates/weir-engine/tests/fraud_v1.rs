@@ -81,6 +81,7 @@ fn check(name: &str, input: Vec<u8>, shards: &[usize]) {
             RunOptions {
                 shards: Some(n),
                 input: Input::Bytes(input.clone()),
+                ..Default::default()
             },
         )
         .expect("run");
@@ -123,6 +124,7 @@ fn small_batches_give_the_same_alerts() {
         RunOptions {
             shards: Some(2),
             input: Input::Bytes(Arc::new(fraud_v1::encode_json(EVENTS))),
+            ..Default::default()
         },
     )
     .expect("run");
@@ -146,6 +148,7 @@ fn file_source_reads_the_same_events() {
         RunOptions {
             shards: Some(2),
             input: Input::Configured,
+            ..Default::default()
         },
     )
     .expect("run");
@@ -178,6 +181,7 @@ fn protobuf_schema_from_a_descriptor_set() {
         RunOptions {
             shards: Some(2),
             input: Input::Bytes(Arc::new(fraud_v1::encode_protobuf(EVENTS))),
+            ..Default::default()
         },
     )
     .expect("run");
@@ -217,12 +221,14 @@ fn log_source_reads_events_appended_to_the_durable_log() {
         dir: log_dir,
         stream: "transactions".into(),
         partitions: 1,
+        follow: false,
     };
     let summary = run(
         &p,
         RunOptions {
             shards: Some(2),
             input: Input::Configured,
+            ..Default::default()
         },
     )
     .expect("run");

@@ -104,6 +104,7 @@ fn routes_feed_protobuf_json_and_discard_sinks() {
             RunOptions {
                 shards: Some(shards),
                 input: Input::Bytes(Arc::new(input.as_bytes().to_vec())),
+                ..Default::default()
             },
         )
         .expect("run");

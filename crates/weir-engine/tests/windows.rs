@@ -33,6 +33,7 @@ fn run_pipeline(toml: &str, input: &str, shards: usize) -> Outcome {
         RunOptions {
             shards: Some(shards),
             input: Input::Bytes(Arc::new(input.as_bytes().to_vec())),
+            ..Default::default()
         },
     )
     .unwrap_or_else(|e| panic!("run with {shards} shards failed: {e}"));

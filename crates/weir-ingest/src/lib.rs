@@ -35,8 +35,8 @@
 //! * `400` — the query string is not understood (`partial` must be `true`,
 //!   `false`, `1` or `0`), as `{"error":...}`.
 //! * `429` — a lag bound is configured and the consumer lag reported for
-//!   the stream exceeds it; carries `Retry-After: 1`. Nothing is read or
-//!   appended.
+//!   the stream (by the [`LagFn`], usually [`committed_consumer_lag`])
+//!   exceeds it; carries `Retry-After: 1`. Nothing is read or appended.
 //! * `413` — the body is larger than the configured maximum (default
 //!   8 MiB), by its `Content-Length` or while it is read; also when the
 //!   batch exceeds the log's [`MAX_BATCH_BYTES`](weir_log::MAX_BATCH_BYTES).
@@ -61,31 +61,62 @@
 //! Other methods on the path get `405`, other paths `404`, both without a
 //! body.
 //!
+//! # Consumer lag
+//!
+//! With [`IngestConfig::max_lag`] set, every request asks the [`LagFn`] for
+//! the stream's lag first. [`committed_consumer_lag`] is the real one: the
+//! records the slowest consumer that committed its position in the log
+//! ([`Stream::commit_consumer`], done by pipelines in other processes) has
+//! yet to read. If the positions cannot be read (a damaged file), the lag
+//! counts as 0 and a warning is logged: a broken bookkeeping file must not
+//! turn into refusing every producer, and the next commit replaces it.
+//!
+//! # TLS
+//!
+//! With [`IngestConfig::tls`] set the server speaks HTTPS only (rustls,
+//! TLS 1.2 and 1.3, `ring` provider, ALPN `http/1.1`); a plain HTTP request
+//! on the port fails its handshake and gets no HTTP answer. The
+//! certificate chain and key are read from PEM files at start; a missing,
+//! unreadable or invalid file, or a key that does not fit the certificate,
+//! is an [`IngestError::Tls`] naming the file. Handshakes run off the
+//! accept loop, at most [`TLS_HANDSHAKE_TIMEOUT`] each. A changed
+//! certificate is picked up on restart.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), weir_ingest::IngestError> {
 //! use std::sync::Arc;
-//! use weir_ingest::{serve, IngestConfig, LagFn};
+//! use weir_ingest::{bind, committed_consumer_lag, IngestConfig, TlsConfig};
 //! use weir_log::{Log, StreamConfig};
 //!
 //! let log = Arc::new(Log::open("data/log")?);
-//! let mut config = IngestConfig::new("127.0.0.1:8080".parse().unwrap());
+//! let mut config = IngestConfig::new("127.0.0.1:8443".parse().unwrap());
 //! config.streams.push(("clicks".into(), StreamConfig::default()));
-//! let lag: LagFn = Arc::new(|_stream: &str| 0);
+//! config.max_lag = Some(1_000_000);
+//! config.tls = Some(TlsConfig {
+//!     cert: "tls/cert.pem".into(),
+//!     key: "tls/key.pem".into(),
+//! });
+//! let server = bind(config, log, committed_consumer_lag()).await?;
+//! println!("listening on https://{}", server.local_addr());
 //! let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-//! serve(config, log, lag, async {
-//!     let _ = stopped.await; // drop or send on `_stop` to shut down
-//! })
-//! .await
+//! server
+//!     .serve(async {
+//!         let _ = stopped.await; // drop or send on `_stop` to shut down
+//!     })
+//!     .await
 //! # }
 //! ```
 #![deny(missing_docs)]
 
 pub mod records;
+mod tls;
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
@@ -102,9 +133,60 @@ use records::{Format, RecordError};
 pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 
 /// Reports the consumer lag of a stream, in records. Called once per
-/// request when [`IngestConfig::max_lag`] is set; it should be cheap and
-/// must not block.
-pub type LagFn = Arc<dyn Fn(&str) -> u64 + Send + Sync>;
+/// request when [`IngestConfig::max_lag`] is set, on the async worker
+/// thread; it should be cheap and must not block for long.
+pub type LagFn = Arc<dyn Fn(&Stream) -> u64 + Send + Sync>;
+
+/// The most one TLS handshake may take before its connection is dropped.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often a failure to read a stream's consumer positions is logged.
+const LAG_WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// A [`LagFn`] reporting the lag of the slowest consumer that committed its
+/// position in the stream ([`Stream::consumer_lag`]); 0 while no consumer
+/// has committed.
+///
+/// The positions are read from the log's files on every call (a few
+/// microseconds), so commits from other processes count at once. When they
+/// cannot be read (a damaged file, an I/O error) the lag counts as 0 and a
+/// `tracing` warning is logged, at most once per 10 seconds per stream:
+/// failing open keeps producers running while the bookkeeping is repaired
+/// (the consumer's next commit replaces the file), whereas failing closed
+/// would refuse every request for a fault the producers cannot fix.
+pub fn committed_consumer_lag() -> LagFn {
+    let warned: Mutex<HashMap<String, Instant>> = Mutex::new(HashMap::new());
+    Arc::new(move |stream: &Stream| match stream.consumer_lag() {
+        Ok(lag) => lag,
+        Err(e) => {
+            let mut warned = warned.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            let due = warned
+                .get(stream.name())
+                .is_none_or(|last| now.duration_since(*last) >= LAG_WARN_EVERY);
+            if due {
+                warned.insert(stream.name().to_string(), now);
+                tracing::warn!(
+                    stream = stream.name(),
+                    error = %e,
+                    "cannot read consumer positions; not enforcing the lag bound until they can be read"
+                );
+            }
+            0
+        }
+    })
+}
+
+/// Certificate and key files (PEM) for serving HTTPS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// The certificate chain: one or more `CERTIFICATE` blocks, the
+    /// server's own certificate first.
+    pub cert: PathBuf,
+    /// The private key: a `PRIVATE KEY` (PKCS#8), `RSA PRIVATE KEY` or
+    /// `EC PRIVATE KEY` block.
+    pub key: PathBuf,
+}
 
 /// What the ingest server serves and how.
 #[derive(Debug, Clone)]
@@ -121,11 +203,13 @@ pub struct IngestConfig {
     /// The streams that accept events, opened (and created) in the log with
     /// these configurations. Any other stream name gets `404`.
     pub streams: Vec<(String, StreamConfig)>,
+    /// When set, [`serve`] speaks HTTPS only, with this certificate and key.
+    pub tls: Option<TlsConfig>,
 }
 
 impl IngestConfig {
     /// A configuration listening on `listen` with the defaults: 8 MiB
-    /// bodies, no token, no lag bound, no streams.
+    /// bodies, no token, no lag bound, no streams, plain HTTP.
     pub fn new(listen: SocketAddr) -> IngestConfig {
         IngestConfig {
             listen,
@@ -133,6 +217,7 @@ impl IngestConfig {
             bearer_token: None,
             max_lag: None,
             streams: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -158,6 +243,16 @@ pub enum IngestError {
     /// The server failed while running.
     #[error("serve: {0}")]
     Serve(#[source] std::io::Error),
+    /// A TLS certificate or key file cannot be used.
+    #[error("TLS {what} {}: {reason}", path.display())]
+    Tls {
+        /// `"certificate file"` or `"key file"`.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 /// The shared state of the handlers: the open streams and the limits.
@@ -213,20 +308,35 @@ pub fn router(state: Arc<IngestState>) -> Router {
         .with_state(state)
 }
 
-/// Opens the configured streams, listens on `config.listen` and serves
-/// until `shutdown` completes; then stops accepting connections and waits
-/// for requests in flight (their appends finish and are answered).
+/// [`bind`] then [`IngestServer::serve`]: opens the configured streams,
+/// listens on `config.listen` and serves until `shutdown` completes; then
+/// stops accepting connections and waits for requests in flight (their
+/// appends finish and are answered).
 pub async fn serve(
     config: IngestConfig,
     log: Arc<Log>,
     lag: LagFn,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), IngestError> {
-    let state = {
+    bind(config, log, lag).await?.serve(shutdown).await
+}
+
+/// Loads the TLS certificate and key if configured, opens the configured
+/// streams and binds `config.listen`, without serving yet: the address is
+/// known (port 0 picks a free one) before the first request.
+pub async fn bind(
+    config: IngestConfig,
+    log: Arc<Log>,
+    lag: LagFn,
+) -> Result<IngestServer, IngestError> {
+    let (state, tls) = {
         let config = config.clone();
-        tokio::task::spawn_blocking(move || IngestState::new(&config, &log, lag))
-            .await
-            .map_err(|e| IngestError::Serve(std::io::Error::other(e)))??
+        tokio::task::spawn_blocking(move || {
+            let tls = config.tls.as_ref().map(tls::load).transpose()?;
+            Ok::<_, IngestError>((IngestState::new(&config, &log, lag)?, tls))
+        })
+        .await
+        .map_err(|e| IngestError::Serve(std::io::Error::other(e)))??
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -235,11 +345,70 @@ pub async fn serve(
             source,
         })?;
     let addr = listener.local_addr().unwrap_or(config.listen);
-    tracing::info!(%addr, streams = config.streams.len(), "weir ingest listening");
-    axum::serve(listener, router(Arc::new(state)))
-        .with_graceful_shutdown(shutdown)
-        .await
+    Ok(IngestServer {
+        state: Arc::new(state),
+        listener,
+        tls,
+        addr,
+    })
+}
+
+/// A bound ingest server, made by [`bind`], that serves once
+/// [`serve`](IngestServer::serve) is awaited.
+pub struct IngestServer {
+    state: Arc<IngestState>,
+    listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    addr: SocketAddr,
+}
+
+impl std::fmt::Debug for IngestServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IngestServer")
+            .field("addr", &self.addr)
+            .field("tls", &self.tls.is_some())
+            .field("state", &self.state)
+            .finish()
+    }
+}
+
+impl IngestServer {
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Whether it speaks HTTPS (else plain HTTP).
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Serves until `shutdown` completes; then stops accepting connections
+    /// and waits for requests in flight (their appends finish and are
+    /// answered).
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), IngestError> {
+        let addr = self.addr;
+        let streams = self.state.streams.len();
+        let app = router(self.state);
+        match self.tls {
+            None => {
+                tracing::info!(%addr, streams, "weir ingest listening (http)");
+                axum::serve(self.listener, app)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+            Some(acceptor) => {
+                tracing::info!(%addr, streams, "weir ingest listening (https)");
+                axum::serve(tls::TlsListener::new(self.listener, acceptor), app)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+        }
         .map_err(IngestError::Serve)
+    }
 }
 
 #[derive(Serialize)]
@@ -298,7 +467,7 @@ async fn ingest(
         Err(message) => return error(StatusCode::BAD_REQUEST, &message),
     };
     if let Some(max) = state.max_lag {
-        let lag = (state.lag)(&name);
+        let lag = (state.lag)(&stream);
         if lag > max {
             let mut r = error(
                 StatusCode::TOO_MANY_REQUESTS,

@@ -10,7 +10,7 @@ use std::net::TcpStream;
 
 use tokio::net::TcpListener;
 use weir_ingest::{router, serve, IngestConfig, IngestState, LagFn};
-use weir_log::{FsyncPolicy, Log, StreamConfig};
+use weir_log::{FsyncPolicy, Log, Stream, StreamConfig};
 
 /// A response as read off the wire.
 #[derive(Debug)]
@@ -195,7 +195,7 @@ async fn start_with(edit: impl FnOnce(&mut IngestConfig), lag: LagFn) -> Server 
 }
 
 async fn start() -> Server {
-    start_with(|_| {}, Arc::new(|_: &str| 0)).await
+    start_with(|_| {}, Arc::new(|_: &Stream| 0)).await
 }
 
 const EVENTS: &str = "/v1/streams/clicks/events";
@@ -430,7 +430,7 @@ async fn empty_body_accepts_nothing() {
 
 #[tokio::test]
 async fn oversized_body_is_413() {
-    let s = start_with(|c| c.max_body_bytes = 1024, Arc::new(|_: &str| 0)).await;
+    let s = start_with(|c| c.max_body_bytes = 1024, Arc::new(|_: &Stream| 0)).await;
     let line = b"{\"pad\":\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"}\n";
     let big: Vec<u8> = line.iter().copied().cycle().take(line.len() * 20).collect();
     assert!(big.len() > 1024);
@@ -472,8 +472,8 @@ async fn oversized_body_is_413() {
 async fn lag_above_the_bound_is_429() {
     let lag = Arc::new(AtomicU64::new(500));
     let l2 = lag.clone();
-    let lag_fn: LagFn = Arc::new(move |stream: &str| {
-        if stream == "clicks" {
+    let lag_fn: LagFn = Arc::new(move |stream: &Stream| {
+        if stream.name() == "clicks" {
             l2.load(Ordering::SeqCst)
         } else {
             0
@@ -502,7 +502,7 @@ async fn lag_above_the_bound_is_429() {
 async fn bearer_token_is_required_when_configured() {
     let s = start_with(
         |c| c.bearer_token = Some("s3cret".into()),
-        Arc::new(|_: &str| 0),
+        Arc::new(|_: &Stream| 0),
     )
     .await;
     let expected = r#"{"error":"missing or invalid bearer token"}"#;
@@ -633,9 +633,14 @@ async fn serve_binds_and_shuts_down() {
     let mut config = IngestConfig::new(addr);
     config.streams.push(("clicks".into(), stream_config()));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve(config, log.clone(), Arc::new(|_: &str| 0), async {
-        let _ = stopped.await;
-    }));
+    let server = tokio::spawn(serve(
+        config,
+        log.clone(),
+        Arc::new(|_: &Stream| 0),
+        async {
+            let _ = stopped.await;
+        },
+    ));
     let mut reply = None;
     for _ in 0..100 {
         if tokio::net::TcpStream::connect(addr).await.is_ok() {
@@ -668,6 +673,6 @@ async fn duplicate_streams_are_refused() {
     let mut config = IngestConfig::new("127.0.0.1:0".parse().unwrap());
     config.streams.push(("a".into(), stream_config()));
     config.streams.push(("a".into(), stream_config()));
-    let err = IngestState::new(&config, &log, Arc::new(|_: &str| 0)).unwrap_err();
+    let err = IngestState::new(&config, &log, Arc::new(|_: &Stream| 0)).unwrap_err();
     assert_eq!(err.to_string(), "stream \"a\" is configured twice");
 }

@@ -24,6 +24,11 @@
 //!   (under `Always`; under the other policies, what reached the disk).
 //! * **Retention** drops whole sealed segments, oldest first, by total size
 //!   and by age, when [`Partition::enforce_retention`] is called.
+//! * **Consumer positions**: a consumer records the next offset it will
+//!   read in each partition with [`Stream::commit_consumer`] (atomically,
+//!   durably, one CRC-checked file per consumer, visible to other
+//!   processes); [`Stream::consumer_lag`] tells how far the slowest one is
+//!   behind.
 //! * **Errors** never leave a partition inconsistent: a failed write (a full
 //!   disk, say) is cut back to the last whole frame, so a later append works
 //!   once the cause is gone. A failed fsync marks the partition failed
@@ -33,8 +38,10 @@
 //! A directory must be opened by one [`Log`] in one process at a time.
 #![deny(missing_docs)]
 
+pub mod consumers;
 pub mod format;
 mod partition;
+mod tail;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -44,6 +51,7 @@ use std::time::{Duration, SystemTime};
 
 pub use format::MAX_BATCH_BYTES;
 pub use partition::Partition;
+pub use tail::{commit_consumer_position, TailReader};
 
 /// When appended data is forced to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,6 +156,23 @@ pub enum LogError {
         /// What is wrong.
         reason: String,
     },
+    /// A consumer name, or the offsets committed for it, are not acceptable.
+    #[error("invalid consumer {consumer:?}: {reason}")]
+    InvalidConsumer {
+        /// The consumer.
+        consumer: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A consumer's committed-offsets file failed validation (torn, damaged
+    /// or not written by this crate); its contents are not used.
+    #[error("corrupt consumer offsets file {}: {reason}", path.display())]
+    CorruptConsumer {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong with it.
+        reason: &'static str,
+    },
     /// The partition stopped accepting appends after an error that may have
     /// lost acknowledged-looking data (a failed fsync, or a failed write that
     /// could not be cut back). Reopen the log to recover.
@@ -245,6 +270,7 @@ impl Log {
 #[derive(Debug)]
 pub struct Stream {
     name: String,
+    dir: PathBuf,
     config: StreamConfig,
     partitions: Arc<[Partition]>,
     flusher: Option<Flusher>,
@@ -289,6 +315,7 @@ impl Stream {
         };
         Ok(Stream {
             name: name.to_string(),
+            dir,
             config,
             partitions,
             flusher,
@@ -329,6 +356,72 @@ impl Stream {
     /// Fsyncs everything appended so far to every partition.
     pub fn flush(&self) -> Result<()> {
         self.partitions.iter().try_for_each(Partition::flush)
+    }
+
+    /// Records that `consumer` will next read offset `next_offsets[p]` of
+    /// each partition `p` (everything before it is consumed).
+    ///
+    /// `next_offsets` must have one entry per partition. Consumer names
+    /// are 1 to 200 characters from `A-Z a-z 0-9 . _ -`, not starting with
+    /// `.`. The commit replaces the consumer's previous one atomically and is
+    /// fsynced before this returns, whatever the stream's [`FsyncPolicy`];
+    /// other processes with the stream open see it on their next read. The
+    /// offsets are not checked against the partitions' ends.
+    pub fn commit_consumer(&self, consumer: &str, next_offsets: &[u64]) -> Result<()> {
+        consumers::check_name(consumer)?;
+        if next_offsets.len() != self.partitions.len() {
+            return Err(LogError::InvalidConsumer {
+                consumer: consumer.to_string(),
+                reason: format!(
+                    "{} offsets committed, but stream {:?} has {} partitions",
+                    next_offsets.len(),
+                    self.name,
+                    self.partitions.len()
+                ),
+            });
+        }
+        consumers::commit(&self.dir, consumer, next_offsets)
+    }
+
+    /// Every consumer that has committed, with its committed next offsets
+    /// (one per partition, as committed), sorted by name. Read from disk on
+    /// every call, so commits made by other processes are included. A
+    /// damaged file is an error ([`LogError::CorruptConsumer`]).
+    pub fn consumer_offsets(&self) -> Result<Vec<(String, Vec<u64>)>> {
+        consumers::read_all(&self.dir)
+    }
+
+    /// Forgets `consumer`'s committed offsets (it no longer counts towards
+    /// [`consumer_lag`](Self::consumer_lag)); whether it had any.
+    pub fn remove_consumer(&self, consumer: &str) -> Result<bool> {
+        consumers::check_name(consumer)?;
+        consumers::remove(&self.dir, consumer)
+    }
+
+    /// How far the slowest committed consumer is behind, in records: the
+    /// largest, over consumers, of the sum over partitions of
+    /// `next_offset - committed` (0 where the commit is at or past the
+    /// end). A partition missing from a commit (the stream has grown since)
+    /// counts as committed at 0. Returns 0 when no consumer has committed.
+    ///
+    /// Reads the consumers' files (see [`consumer_offsets`](Self::consumer_offsets)):
+    /// a few microseconds for a few consumers.
+    pub fn consumer_lag(&self) -> Result<u64> {
+        Ok(self
+            .consumer_offsets()?
+            .iter()
+            .map(|(_, committed)| {
+                self.partitions
+                    .iter()
+                    .enumerate()
+                    .map(|(p, part)| {
+                        let c = committed.get(p).copied().unwrap_or(0);
+                        part.next_offset().saturating_sub(c)
+                    })
+                    .fold(0u64, u64::saturating_add)
+            })
+            .max()
+            .unwrap_or(0))
     }
 }
 

@@ -99,18 +99,18 @@ impl Segment {
 }
 
 /// Why a scan of a segment stopped early.
-struct Stop {
-    position: u64,
-    reason: &'static str,
+pub(crate) struct Stop {
+    pub(crate) position: u64,
+    pub(crate) reason: &'static str,
 }
 
 /// Result of scanning frames in one segment.
-struct Scan {
+pub(crate) struct Scan {
     /// Position after the last good frame.
-    pos: u64,
+    pub(crate) pos: u64,
     /// Offset after the last good frame.
-    next: u64,
-    stop: Option<Stop>,
+    pub(crate) next: u64,
+    pub(crate) stop: Option<Stop>,
 }
 
 /// Positional reads in large chunks.
@@ -150,7 +150,7 @@ impl<'a> ChunkReader<'a> {
 /// Scans frames from `pos` (a frame start holding offset `next`) up to byte
 /// `limit`, or until `visit` returns false. Every frame is fully verified
 /// before `visit` sees it.
-fn scan(
+pub(crate) fn scan(
     file: &File,
     path: &Path,
     mut pos: u64,

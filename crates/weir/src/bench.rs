@@ -158,6 +158,7 @@ fn throughput(args: &BenchArgs, pipeline: &Pipeline, alerts_path: &Path) -> anyh
         RunOptions {
             shards: args.shards,
             input: Input::Bytes(data),
+            ..Default::default()
         },
     )?;
     crate::print_summary(pipeline, &summary);
@@ -256,6 +257,7 @@ fn latency(
         RunOptions {
             shards: args.shards,
             input: Input::Stream(rx),
+            ..Default::default()
         },
     )?;
     let sent = feeder

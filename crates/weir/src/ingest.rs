@@ -4,6 +4,11 @@
 //! the stream with a `log` source. The bearer token comes from a file or
 //! the `WEIR_INGEST_TOKEN` environment variable, never from the command
 //! line (where `ps` would show it), and is never printed.
+//!
+//! `--max-lag N` refuses requests (`429`, `Retry-After`) to a stream whose
+//! slowest committed consumer is more than N records behind; pipelines
+//! commit their position after each checkpoint. `--tls-cert` and
+//! `--tls-key` (PEM files, both or neither) switch the server to HTTPS only.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -39,6 +44,18 @@ pub struct IngestArgs {
     /// WEIR_INGEST_TOKEN, else no token).
     #[arg(long)]
     token_file: Option<PathBuf>,
+    /// Answer 429 (with Retry-After) while the slowest consumer that
+    /// committed its position in a stream is more than this many records
+    /// behind (default: no bound).
+    #[arg(long, value_name = "RECORDS")]
+    max_lag: Option<u64>,
+    /// Certificate chain (PEM) for HTTPS; needs --tls-key. With both, the
+    /// server speaks HTTPS only.
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM: PKCS#8, RSA or EC) for HTTPS; needs --tls-cert.
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 /// Runs the server until the process is stopped.
@@ -66,6 +83,13 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
     let mut config = weir_ingest::IngestConfig::new(args.listen);
     config.max_body_bytes = args.max_body_bytes;
     config.bearer_token = token;
+    config.max_lag = args.max_lag;
+    config.tls = match (args.tls_cert, args.tls_key) {
+        (Some(cert), Some(key)) => Some(weir_ingest::TlsConfig { cert, key }),
+        (None, None) => None,
+        // clap enforces both or neither; keep the message if it ever does not.
+        _ => bail!("--tls-cert and --tls-key go together: give both or neither"),
+    };
     config.streams = args
         .streams
         .iter()
@@ -84,14 +108,24 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    eprintln!(
-        "weir ingest listening on http://{} (streams: {}; log: {})",
-        args.listen,
-        args.streams.join(", "),
-        args.log_dir.display()
-    );
-    let lag: weir_ingest::LagFn = Arc::new(|_| 0);
-    runtime
-        .block_on(weir_ingest::serve(config, log, lag, std::future::pending()))
-        .context("ingest server failed")
+    runtime.block_on(async {
+        // The lag is only asked for when --max-lag is set.
+        let lag = weir_ingest::committed_consumer_lag();
+        let server = weir_ingest::bind(config, log, lag)
+            .await
+            .context("cannot start the ingest server")?;
+        eprintln!(
+            "weir ingest listening on {}://{} (streams: {}; log: {}; max lag: {})",
+            if server.is_tls() { "https" } else { "http" },
+            server.local_addr(),
+            args.streams.join(", "),
+            args.log_dir.display(),
+            args.max_lag
+                .map_or_else(|| "none".to_string(), |n| format!("{n} records")),
+        );
+        server
+            .serve(std::future::pending())
+            .await
+            .context("ingest server failed")
+    })
 }

@@ -2,6 +2,7 @@
 
 mod baseline;
 mod bench;
+mod chaos;
 mod dlq;
 mod ingest;
 
@@ -36,6 +37,11 @@ enum Command {
         /// Number of shards (default: the file's setting, else one per core).
         #[arg(long)]
         shards: Option<usize>,
+        /// Stop at the end of what the source holds now, even where the
+        /// pipeline says `follow = true`; a final checkpoint commits
+        /// everything.
+        #[arg(long)]
+        drain: bool,
     },
     /// Check a pipeline file without running it.
     Validate {
@@ -47,6 +53,10 @@ enum Command {
     /// Inspect and replay dead letters kept in a log stream.
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
+    /// Crash test: feed a reference workload through HTTP ingest, the log,
+    /// a checkpointed pipeline and a transactional file sink while killing
+    /// the pipeline process with SIGKILL; check the output is exact.
+    Chaos(chaos::ChaosArgs),
     /// Accept events over HTTP into the durable log until interrupted.
     Ingest(ingest::IngestArgs),
     /// Write a reference workload's input events to standard output.
@@ -71,6 +81,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match dispatch(cli.command) {
         Ok(code) => code,
@@ -84,12 +95,25 @@ fn main() -> ExitCode {
 fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Validate { pipeline } => Ok(validate(&pipeline)),
-        Command::Run { pipeline, shards } => {
+        Command::Run {
+            pipeline,
+            shards,
+            drain,
+        } => {
             let p = weir_config::load(&pipeline)?;
             let summary = weir_engine::run(
                 &p,
                 RunOptions {
                     shards,
+                    drain,
+                    on_first_record: Some(weir_engine::FirstRecord(std::sync::Arc::new(
+                        |restored| match restored {
+                            Some(id) => eprintln!(
+                                "weir run: first record processed (restored checkpoint {id})"
+                            ),
+                            None => eprintln!("weir run: first record processed (no checkpoint)"),
+                        },
+                    ))),
                     ..Default::default()
                 },
             )
@@ -100,6 +124,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Bench(args) => bench::run(args).map(|_| ExitCode::SUCCESS),
         Command::Dlq(command) => dlq::run(command).map(|_| ExitCode::SUCCESS),
         Command::Ingest(args) => ingest::run(args).map(|_| ExitCode::SUCCESS),
+        Command::Chaos(args) => chaos::run(args),
         Command::Generate {
             workload,
             events,
@@ -160,5 +185,27 @@ pub(crate) fn print_summary(p: &weir_config::Pipeline, s: &RunSummary) {
             "  throughput {:.0} records/s",
             s.source_records as f64 / secs
         );
+    }
+    if p.checkpoint.is_some() {
+        let c = &s.checkpoints;
+        for (id, reason) in &c.skipped {
+            eprintln!("  checkpoint {id} skipped: {reason}");
+        }
+        match c.restored {
+            Some(id) => eprintln!("  restored from checkpoint {id}"),
+            None => eprintln!("  started without a checkpoint"),
+        }
+        if let Some(last) = &c.last {
+            let age = last.completed_at.elapsed().unwrap_or_default();
+            eprintln!(
+                "  checkpoints {} completed; last {} took {:.1} ms, {} bytes, age {:.1} s; longest {:.1} ms",
+                c.completed,
+                last.id,
+                last.duration.as_secs_f64() * 1e3,
+                last.size_bytes,
+                age.as_secs_f64(),
+                c.max_duration.as_secs_f64() * 1e3
+            );
+        }
     }
 }

@@ -310,7 +310,8 @@ input = "doubled"
     );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        "{\"id\":1,\"note\":\"a\\\"b\",\"twice\":2}\n{\"id\":2,\"note\":null,\"twice\":4}\n"
+        // `_id` is the record's position in the source (line 0, 1).
+        "{\"id\":1,\"note\":\"a\\\"b\",\"twice\":2,\"_id\":0}\n{\"id\":2,\"note\":null,\"twice\":4,\"_id\":1}\n"
     );
     let dead = std::fs::read_to_string(dir.path().join("dead_letter.jsonl")).expect("dead letters");
     assert!(dead.contains("\"position\":2"), "{dead}");
@@ -540,7 +541,7 @@ stream = "dead-letters"
     );
     assert_eq!(
         std::fs::read_to_string(dir.path().join("out-retry.jsonl")).expect("out"),
-        "{\"id\":2,\"note\":null}\n{\"id\":4,\"note\":null}\n"
+        "{\"id\":2,\"note\":null,\"_id\":0}\n{\"id\":4,\"note\":null,\"_id\":1}\n"
     );
 }
 

@@ -190,6 +190,110 @@ pub enum Acc {
 }
 
 impl Acc {
+    /// Writes the running state (not the function: that comes from the
+    /// pipeline on restore).
+    pub fn save(&self, w: &mut crate::state::StateWriter<'_>) {
+        match self {
+            Acc::Count(n) => w.i64(*n),
+            Acc::SumInt { sum, seen } => {
+                w.u8(sum.is_some() as u8 | (*seen as u8) << 1);
+                w.i64(sum.unwrap_or(0));
+            }
+            Acc::SumFloat { sum, seen } => {
+                w.u8(*seen as u8);
+                w.f64(*sum);
+            }
+            Acc::ExtInt { value, .. } => {
+                w.u8(value.is_some() as u8);
+                w.i64(value.unwrap_or(0));
+            }
+            Acc::ExtFloat { value, .. } => {
+                w.u8(value.is_some() as u8);
+                w.f64(value.unwrap_or(0.0));
+            }
+            Acc::Moments {
+                n, sum, mean, m2, ..
+            } => {
+                w.i64(*n);
+                w.f64(*sum);
+                w.f64(*mean);
+                w.f64(*m2);
+            }
+            Acc::Distinct(Distinct::Exact(v)) => {
+                w.u8(0);
+                w.u64(v.len() as u64);
+                for h in v {
+                    w.i64(*h as i64);
+                }
+            }
+            Acc::Distinct(Distinct::Sketch(regs)) => {
+                w.u8(1);
+                w.bytes(regs);
+            }
+        }
+    }
+
+    /// Reads back what [`Acc::save`] wrote into an accumulator of the same
+    /// function.
+    pub fn load(
+        &mut self,
+        r: &mut crate::state::StateReader<'_>,
+    ) -> Result<(), crate::state::Damaged> {
+        use crate::state::Damaged;
+        match self {
+            Acc::Count(n) => *n = r.i64()?,
+            Acc::SumInt { sum, seen } => {
+                let flags = r.u8()?;
+                let v = r.i64()?;
+                *sum = (flags & 1 != 0).then_some(v);
+                *seen = flags & 2 != 0;
+            }
+            Acc::SumFloat { sum, seen } => {
+                *seen = r.u8()? != 0;
+                *sum = r.f64()?;
+            }
+            Acc::ExtInt { value, .. } => {
+                let some = r.u8()? != 0;
+                let v = r.i64()?;
+                *value = some.then_some(v);
+            }
+            Acc::ExtFloat { value, .. } => {
+                let some = r.u8()? != 0;
+                let v = r.f64()?;
+                *value = some.then_some(v);
+            }
+            Acc::Moments {
+                n, sum, mean, m2, ..
+            } => {
+                *n = r.i64()?;
+                *sum = r.f64()?;
+                *mean = r.f64()?;
+                *m2 = r.f64()?;
+            }
+            Acc::Distinct(d) => {
+                *d = match r.u8()? {
+                    0 => {
+                        let n = r.count(8)?;
+                        let mut v = Vec::with_capacity(n);
+                        for _ in 0..n {
+                            v.push(r.i64()? as u64);
+                        }
+                        Distinct::Exact(v)
+                    }
+                    1 => {
+                        let regs = r.bytes()?;
+                        if regs.len() != 1 << HLL_BITS {
+                            return Err(Damaged);
+                        }
+                        Distinct::Sketch(regs.into())
+                    }
+                    _ => return Err(Damaged),
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// A fresh accumulator for `agg` reading `kind` values.
     pub fn new(agg: &Aggregate, kind: InputKind) -> Acc {
         match agg.function {

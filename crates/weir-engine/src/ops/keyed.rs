@@ -243,6 +243,28 @@ impl<V> KeyedMap<V> {
         }
     }
 
+    /// Every key with its state (order unspecified).
+    pub fn iter(&self) -> impl Iterator<Item = (Key, &V)> {
+        self.null
+            .iter()
+            .map(|v| (Key::Null, v))
+            .chain(self.ints.iter().map(|(k, v)| (Key::Int(*k), v)))
+            .chain(self.strs.iter().map(|(k, v)| (Key::Str(k.clone()), v)))
+    }
+
+    /// Sets an owned key's state.
+    pub fn insert(&mut self, key: Key, value: V) {
+        match key {
+            Key::Null => self.null = Some(value),
+            Key::Int(v) => {
+                self.ints.insert(v, value);
+            }
+            Key::Str(s) => {
+                self.strs.insert(s, value);
+            }
+        }
+    }
+
     /// Number of keys with state.
     pub fn len(&self) -> usize {
         self.ints.len() + self.strs.len() + self.null.is_some() as usize

@@ -53,6 +53,15 @@ pub trait Operator: Send {
     fn end_of_input(&mut self, _ctx: &mut Ctx<'_>, _out: &mut Outputs) -> Result<(), EngineError> {
         Ok(())
     }
+
+    /// Writes the operator's keyed state at a checkpoint barrier, one byte
+    /// string per key group. Stateless operators write nothing.
+    fn snapshot(&self, _key_groups: u32, _parts: &mut crate::state::GroupParts) {}
+
+    /// Adds the state of one key group, as [`Operator::snapshot`] wrote it.
+    fn restore(&mut self, _group: &[u8]) -> Result<(), crate::state::Damaged> {
+        Ok(())
+    }
 }
 
 /// Watermark for a record: the largest event time seen before it, minus

@@ -27,6 +27,7 @@ use super::keyed::{Key, KeyColumn, KeyedMap};
 use super::stateless::keep;
 use super::{watermark, Ctx, Operator, Outputs};
 use crate::dead_letter::Rejected;
+use crate::state::{group_of, Damaged, GroupParts, StateReader, StateWriter};
 use crate::EngineError;
 
 /// Column indices and value kinds the window reads from its input.
@@ -305,6 +306,37 @@ impl Operator for SlidingWindow {
         Ok(())
     }
 
+    fn snapshot(&self, key_groups: u32, parts: &mut GroupParts) {
+        // Per key: the key, then its retained events' words.
+        for (key, st) in self.state.iter() {
+            let buf = parts.entry(group_of(&key, key_groups)).or_default();
+            let mut w = StateWriter(buf);
+            w.key(&key);
+            w.u64(st.words.len() as u64);
+            for &x in &st.words {
+                w.i64(x as i64);
+            }
+        }
+    }
+
+    fn restore(&mut self, group: &[u8]) -> Result<(), Damaged> {
+        let stride = 2 + self.accs.len();
+        let mut r = StateReader::new(group);
+        while !r.done() {
+            let key = r.key()?;
+            let n = r.count(8)?;
+            if n % stride != 0 {
+                return Err(Damaged);
+            }
+            let mut words = VecDeque::with_capacity(n);
+            for _ in 0..n {
+                words.push_back(r.i64()? as u64);
+            }
+            self.state.insert(key, SlidingState { words });
+        }
+        Ok(())
+    }
+
     fn end_of_batch(&mut self, ctx: &mut Ctx<'_>, _out: &mut Outputs) -> Result<(), EngineError> {
         self.batches_since_sweep += 1;
         if self.batches_since_sweep >= 256 {
@@ -406,7 +438,7 @@ impl FixedWindows {
             }
             keys.push(key.clone());
             starts.push(start);
-            positions.push(w.last_position);
+            positions.push(window_id(w.last_position, start));
             if self.config.late == LatePolicy::Update && until != i64::MAX {
                 w.fired = true;
                 self.retained
@@ -452,6 +484,15 @@ impl FixedWindows {
         out.push((0, batch));
         Ok(())
     }
+}
+
+/// The position column of a window result: the last source position in
+/// the window mixed with the window's start, top bit set. Deterministic on
+/// replay (it depends on the window's contents, not on when it fired) and
+/// distinct for the overlapping windows of hopping steps, so it serves as
+/// the result's output id.
+fn window_id(last_position: u64, start: i64) -> u64 {
+    (1 << 63) | (crate::hash::mix64(last_position ^ crate::hash::mix64(start as u64)) >> 1)
 }
 
 fn key_array(keys: &[Key], dt: &DataType) -> ArrayRef {
@@ -571,5 +612,57 @@ impl Operator for FixedWindows {
 
     fn end_of_input(&mut self, _ctx: &mut Ctx<'_>, out: &mut Outputs) -> Result<(), EngineError> {
         self.fire(i64::MAX, out)
+    }
+
+    fn snapshot(&self, key_groups: u32, parts: &mut GroupParts) {
+        // Per key: the key, then its windows (start, fired, last position,
+        // accumulators). Pending and retained sets follow from them.
+        for (key, windows) in self.state.iter() {
+            let buf = parts.entry(group_of(&key, key_groups)).or_default();
+            let mut w = StateWriter(buf);
+            w.key(&key);
+            w.u64(windows.len() as u64);
+            for win in windows {
+                w.i64(win.start);
+                w.u8(win.fired as u8);
+                w.u64(win.last_position);
+                for a in &win.accs {
+                    a.save(&mut w);
+                }
+            }
+        }
+    }
+
+    fn restore(&mut self, group: &[u8]) -> Result<(), Damaged> {
+        let size = self.config.size_ms;
+        let mut r = StateReader::new(group);
+        while !r.done() {
+            let key = r.key()?;
+            let n = r.count(10)?;
+            let mut windows = Vec::with_capacity(n);
+            for _ in 0..n {
+                let start = r.i64()?;
+                let fired = r.u8()? != 0;
+                let last_position = r.u64()?;
+                let mut accs = self.accs_template.clone();
+                for a in &mut accs {
+                    a.load(&mut r)?;
+                }
+                if fired {
+                    self.retained
+                        .insert((start + size + size, key.clone(), start));
+                } else {
+                    self.pending.insert((start + size, key.clone(), start));
+                }
+                windows.push(FixedWindow {
+                    start,
+                    accs,
+                    last_position,
+                    fired,
+                });
+            }
+            self.state.insert(key, windows);
+        }
+        Ok(())
     }
 }

@@ -1,0 +1,301 @@
+//! Aligned checkpoints: what a barrier collects and where it goes.
+//!
+//! The source thread injects a barrier into its sequence of micro-batches
+//! and tells the coordinator where the source stood ([`CoordMsg::Begin`]).
+//! Barriers travel the same channels as data, in the same order: a worker
+//! forwards it to every shard and sink; a shard, which reads its inputs in
+//! batch order, meets it exactly between the batches before and after it —
+//! aligned without buffering — and sends its keyed state, per key group
+//! ([`CoordMsg::Shard`]); a sink, once the barrier came from every
+//! producer, stages what came before it ([`CoordMsg::Sink`]). With every
+//! part in, the coordinator writes the checkpoint to the store (atomic:
+//! temporary file, fsync, rename, manifest) and tells the sinks to commit.
+//! One checkpoint is in flight at a time.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::{Receiver, Sender};
+use weir_checkpoint::{Checkpoint, CheckpointStore};
+
+use crate::state::{StateReader, StateWriter};
+use crate::EngineError;
+
+/// Where the source stood at a barrier.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) enum SourcePosition {
+    /// Nothing read yet.
+    #[default]
+    Start,
+    /// Records consumed from a byte source (file, stdin, memory).
+    Records(u64),
+    /// Next offset per partition of a log stream.
+    Offsets(Vec<u64>),
+}
+
+impl SourcePosition {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut w = StateWriter(&mut out);
+        match self {
+            SourcePosition::Start => w.u8(0),
+            SourcePosition::Records(n) => {
+                w.u8(1);
+                w.u64(*n);
+            }
+            SourcePosition::Offsets(v) => {
+                w.u8(2);
+                w.u64(v.len() as u64);
+                for o in v {
+                    w.u64(*o);
+                }
+            }
+        }
+        out
+    }
+
+    fn decode(data: &[u8]) -> Option<SourcePosition> {
+        let mut r = StateReader::new(data);
+        let p = match r.u8().ok()? {
+            0 => SourcePosition::Start,
+            1 => SourcePosition::Records(r.u64().ok()?),
+            2 => {
+                let n = r.count(1).ok()?;
+                let mut v = Vec::with_capacity(n);
+                for _ in 0..n {
+                    v.push(r.u64().ok()?);
+                }
+                SourcePosition::Offsets(v)
+            }
+            _ => return None,
+        };
+        r.done().then_some(p)
+    }
+}
+
+/// What a run starts from.
+#[derive(Debug, Default)]
+pub(crate) struct Restore {
+    /// Id of the restored checkpoint, 0 for none.
+    pub id: u64,
+    pub source: SourcePosition,
+    /// Largest event time before the checkpoint (`i64::MIN` for none).
+    pub max_time: i64,
+    /// Step name → key group → state.
+    pub state: HashMap<String, BTreeMap<u32, Vec<u8>>>,
+    /// Sink name → its part.
+    pub sinks: HashMap<String, Vec<u8>>,
+    /// Newer checkpoints that did not verify: (id, reason).
+    pub skipped: Vec<(u64, String)>,
+}
+
+const SOURCE_PART: &str = "source";
+const WATERMARK_PART: &str = "watermark";
+const STATE_PREFIX: &str = "state/";
+const SINK_PREFIX: &str = "sink/";
+
+fn damaged(id: u64, what: &str) -> EngineError {
+    EngineError::Checkpoint(format!(
+        "checkpoint {id}: its {what} cannot be read although its checksum holds (written by an incompatible weir version?)"
+    ))
+}
+
+/// Reads the newest valid checkpoint for this pipeline version.
+pub(crate) fn restore(store: &CheckpointStore, fingerprint: &str) -> Result<Restore, EngineError> {
+    let Some(restored) = store
+        .latest_valid(fingerprint)
+        .map_err(|e| EngineError::Checkpoint(e.to_string()))?
+    else {
+        return Ok(Restore {
+            max_time: i64::MIN,
+            ..Default::default()
+        });
+    };
+    for (id, reason) in &restored.skipped {
+        tracing::warn!(checkpoint = id, %reason, "skipping a damaged checkpoint; restoring an older one");
+    }
+    let cp = restored.checkpoint;
+    let id = cp.id;
+    let mut r = Restore {
+        id,
+        max_time: i64::MIN,
+        skipped: restored.skipped,
+        ..Default::default()
+    };
+    for (name, data) in cp.parts {
+        if name == SOURCE_PART {
+            r.source =
+                SourcePosition::decode(&data).ok_or_else(|| damaged(id, "source position"))?;
+        } else if name == WATERMARK_PART {
+            let mut rd = StateReader::new(&data);
+            r.max_time = rd.i64().map_err(|_| damaged(id, "watermark"))?;
+        } else if let Some(rest) = name.strip_prefix(STATE_PREFIX) {
+            let (step, group) = rest
+                .rsplit_once('/')
+                .and_then(|(s, g)| Some((s, g.parse::<u32>().ok()?)))
+                .ok_or_else(|| damaged(id, &format!("part {name:?}")))?;
+            r.state
+                .entry(step.to_string())
+                .or_default()
+                .insert(group, data);
+        } else if let Some(sink) = name.strip_prefix(SINK_PREFIX) {
+            r.sinks.insert(sink.to_string(), data);
+        }
+    }
+    Ok(r)
+}
+
+/// Messages to the coordinator.
+pub(crate) enum CoordMsg {
+    /// The source injected barrier `id` at this position.
+    Begin {
+        id: u64,
+        source: SourcePosition,
+        at: Instant,
+    },
+    /// A shard's keyed state at barrier `id`: (step, key group, bytes).
+    Shard {
+        id: u64,
+        state: Vec<(String, u32, Vec<u8>)>,
+        max_time: i64,
+    },
+    /// A sink staged everything before barrier `id`.
+    Sink { id: u64, sink: usize, part: Vec<u8> },
+}
+
+/// One completed checkpoint, for the run's report.
+#[derive(Debug, Clone)]
+pub struct CheckpointStat {
+    /// Checkpoint id.
+    pub id: u64,
+    /// From barrier injection to the checkpoint being durable.
+    pub duration: Duration,
+    /// Size of the checkpoint file.
+    pub size_bytes: u64,
+    /// When it completed.
+    pub completed_at: SystemTime,
+}
+
+/// What checkpointing did in a run.
+#[derive(Debug, Clone, Default)]
+pub struct CheckpointReport {
+    /// The checkpoint the run started from.
+    pub restored: Option<u64>,
+    /// Newer checkpoints skipped because they did not verify: (id, reason).
+    pub skipped: Vec<(u64, String)>,
+    /// Checkpoints completed by this run.
+    pub completed: u64,
+    /// Longest checkpoint duration in this run.
+    pub max_duration: Duration,
+    /// The last completed checkpoint.
+    pub last: Option<CheckpointStat>,
+}
+
+#[derive(Default)]
+struct Pending {
+    begin: Option<(SourcePosition, Instant)>,
+    shards: usize,
+    max_time: Option<i64>,
+    state: Vec<(String, u32, Vec<u8>)>,
+    sinks: BTreeMap<usize, Vec<u8>>,
+}
+
+/// Called with the source position of each completed checkpoint (log
+/// sources publish it as their consumer position).
+pub(crate) type OnComplete = Box<dyn FnMut(&SourcePosition) + Send>;
+
+pub(crate) struct Coordinator {
+    pub store: CheckpointStore,
+    pub fingerprint: String,
+    pub shards: usize,
+    pub sinks: Vec<String>,
+    pub commits: Vec<Sender<u64>>,
+    /// Last completed checkpoint id, read by the source before injecting.
+    pub completed: Arc<AtomicU64>,
+    pub on_complete: Option<OnComplete>,
+}
+
+impl Coordinator {
+    pub(crate) fn run(
+        mut self,
+        rx: Receiver<CoordMsg>,
+        mut report: CheckpointReport,
+    ) -> Result<CheckpointReport, EngineError> {
+        let mut pending: BTreeMap<u64, Pending> = BTreeMap::new();
+        for msg in rx {
+            let id = match msg {
+                CoordMsg::Begin { id, source, at } => {
+                    pending.entry(id).or_default().begin = Some((source, at));
+                    id
+                }
+                CoordMsg::Shard {
+                    id,
+                    state,
+                    max_time,
+                } => {
+                    let p = pending.entry(id).or_default();
+                    p.shards += 1;
+                    p.max_time = Some(p.max_time.unwrap_or(i64::MIN).max(max_time));
+                    p.state.extend(state);
+                    id
+                }
+                CoordMsg::Sink { id, sink, part } => {
+                    pending.entry(id).or_default().sinks.insert(sink, part);
+                    id
+                }
+            };
+            let ready = pending.get(&id).is_some_and(|p| {
+                p.begin.is_some() && p.shards == self.shards && p.sinks.len() == self.sinks.len()
+            });
+            if !ready {
+                continue;
+            }
+            // unwrap: checked just above.
+            let p = pending.remove(&id).expect("pending checkpoint");
+            let (source, at) = p.begin.expect("checked begin");
+            let mut cp = Checkpoint::new(id, self.fingerprint.clone())
+                .with_part(SOURCE_PART, source.encode());
+            if let Some(t) = p.max_time {
+                cp = cp.with_part(WATERMARK_PART, t.to_le_bytes().to_vec());
+            }
+            for (step, group, data) in p.state {
+                cp.parts
+                    .insert(format!("{STATE_PREFIX}{step}/{group}"), data);
+            }
+            for (sink, part) in p.sinks {
+                cp.parts
+                    .insert(format!("{SINK_PREFIX}{}", self.sinks[sink]), part);
+            }
+            let info = self
+                .store
+                .write(&cp)
+                .map_err(|e| EngineError::Checkpoint(e.to_string()))?;
+            for tx in &self.commits {
+                // A sink that stopped reports its own error.
+                let _ = tx.send(id);
+            }
+            self.completed.store(id, Ordering::Release);
+            if let Some(f) = &mut self.on_complete {
+                f(&source);
+            }
+            let duration = at.elapsed();
+            tracing::info!(
+                checkpoint = id,
+                duration_ms = duration.as_secs_f64() * 1e3,
+                size_bytes = info.size_bytes,
+                "checkpoint complete"
+            );
+            report.completed += 1;
+            report.max_duration = report.max_duration.max(duration);
+            report.last = Some(CheckpointStat {
+                id,
+                duration,
+                size_bytes: info.size_bytes,
+                completed_at: SystemTime::now(),
+            });
+        }
+        Ok(report)
+    }
+}

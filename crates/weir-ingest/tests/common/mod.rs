@@ -1,0 +1,139 @@
+//! A minimal HTTP/1.1 client over any async stream (plain TCP or TLS), for
+//! the TLS and consumer-lag tests.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
+use tokio_rustls::TlsConnector;
+use weir_log::{FsyncPolicy, StreamConfig};
+
+pub const EVENTS: &str = "/v1/streams/clicks/events";
+
+pub fn stream_config() -> StreamConfig {
+    StreamConfig {
+        fsync: FsyncPolicy::Always,
+        ..StreamConfig::default()
+    }
+}
+
+/// A response as read off the wire.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// The raw bytes of a `POST` of `body` as JSON lines (`Connection: close`).
+pub fn ndjson_post(path: &str, body: &[u8]) -> Vec<u8> {
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+         Content-Type: application/x-ndjson\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(body);
+    req
+}
+
+/// Writes `request` and reads until the server closes. Returns the raw
+/// bytes; a reset or a TLS stream closed without `close_notify` ends the
+/// read like a clean close.
+pub async fn exchange_raw(
+    mut conn: impl AsyncRead + AsyncWrite + Unpin,
+    request: &[u8],
+) -> Vec<u8> {
+    let _ = conn.write_all(request).await;
+    let _ = conn.flush().await;
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match tokio::time::timeout(std::time::Duration::from_secs(30), conn.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => raw.extend_from_slice(&buf[..n]),
+            Err(_) => panic!("no answer within 30 s"),
+        }
+    }
+    raw
+}
+
+/// Parses a whole response with a `Content-Length` body.
+pub fn parse(raw: &[u8]) -> Reply {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP response in {:?}", String::from_utf8_lossy(raw)));
+    let head = std::str::from_utf8(&raw[..split]).unwrap();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: Vec<(String, String)> = lines
+        .map(|l| {
+            let (k, v) = l.split_once(':').unwrap();
+            (k.trim().to_string(), v.trim().to_string())
+        })
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    if let Some((_, len)) = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+    {
+        body.truncate(len.parse().unwrap());
+    }
+    Reply {
+        status,
+        headers,
+        body: String::from_utf8(body).unwrap(),
+    }
+}
+
+/// One request over plain TCP.
+pub async fn http(addr: std::net::SocketAddr, request: &[u8]) -> Reply {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    parse(&exchange_raw(tcp, request).await)
+}
+
+/// A TLS client that trusts exactly `ca` and uses the ring provider.
+pub fn tls_connector(ca: &CertificateDer<'static>) -> TlsConnector {
+    let mut roots = RootCertStore::empty();
+    roots.add(ca.clone()).unwrap();
+    let config =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    TlsConnector::from(Arc::new(config))
+}
+
+/// One request over TLS to `localhost` at `addr`.
+pub async fn https(
+    connector: &TlsConnector,
+    addr: std::net::SocketAddr,
+    request: &[u8],
+) -> Result<Reply, std::io::Error> {
+    let tcp = TcpStream::connect(addr).await?;
+    let name = ServerName::try_from("localhost").unwrap();
+    let tls = connector.connect(name, tcp).await?;
+    Ok(parse(&exchange_raw(tls, request).await))
+}
