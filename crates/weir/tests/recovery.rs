@@ -357,3 +357,72 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+fn stream_records(dir: &Path, stream: &str) -> Vec<Vec<u8>> {
+    let mut reader = weir_log::TailReader::new(dir, stream, 0);
+    let mut from = reader.first_offset().expect("first");
+    let mut out = Vec::new();
+    loop {
+        let got = reader.read(from, 4096).expect("read");
+        let Some(&(last, _)) = got.last() else {
+            return out;
+        };
+        from = last + 1;
+        out.extend(got.into_iter().map(|(_, r)| r));
+    }
+}
+
+#[test]
+fn killed_pipeline_with_a_log_sink_appends_each_alert_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pipeline = fraud_pipeline(2).replace(
+        "type = \"file\"\ninput = \"over_threshold\"\npath = \"out/alerts.jsonl\"",
+        "type = \"log\"\ninput = \"over_threshold\"\npath = \"outlog\"\nstream = \"alerts\"",
+    );
+    assert!(pipeline.contains("stream = \"alerts\""));
+    std::fs::write(dir.path().join("pipeline.toml"), pipeline).expect("write");
+    append(dir.path(), &events(0, 30_000));
+    let out_log = dir.path().join("outlog");
+    for round in 0..2 {
+        let mut run = spawn(&["run", "pipeline.toml"], dir.path());
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let before = stream_records(&out_log, "alerts").len();
+        while stream_records(&out_log, "alerts").len() < before + 50 {
+            assert!(run.try_wait().expect("poll").is_none(), "exited early");
+            assert!(Instant::now() < deadline, "no output in time");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        run.kill().expect("SIGKILL");
+        run.wait().expect("reaped");
+        if round == 0 {
+            append(dir.path(), &events(30_000, 60_000));
+        }
+    }
+    let out = weir(&["run", "pipeline.toml", "--drain"], dir.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let reference = weir_workloads::fraud_v1::alerts(60_000);
+    let mut got: Vec<(u64, u64, u64)> = stream_records(&out_log, "alerts")
+        .iter()
+        .map(|r| {
+            let v: serde_json::Value = serde_json::from_slice(r).expect("JSON record");
+            let txn = v["txn_id"].as_u64().expect("txn_id");
+            assert_eq!(v["_id"].as_u64(), Some(txn));
+            let score = v["score"].as_f64().expect("score").to_bits();
+            (txn, v["card_id"].as_u64().expect("card_id"), score)
+        })
+        .collect();
+    got.sort_unstable();
+    let before = got.len();
+    got.dedup_by_key(|g| g.0);
+    assert_eq!(before, got.len(), "an alert was appended twice");
+    let want: Vec<(u64, u64, u64)> = reference
+        .iter()
+        .map(|&(t, c, s)| (t, c, s.to_bits()))
+        .collect();
+    assert_eq!(got, want);
+}
