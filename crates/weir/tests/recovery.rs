@@ -18,14 +18,39 @@ fn weir(args: &[&str], dir: &Path) -> Output {
         .expect("weir runs")
 }
 
-fn spawn(args: &[&str], dir: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(args)
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("weir starts")
+/// A running `weir`, killed (SIGKILL) when dropped — also when a test
+/// fails, so a following pipeline never outlives its test.
+struct Running(Child);
+
+impl Running {
+    fn kill(&mut self) -> std::io::Result<()> {
+        self.0.kill()
+    }
+    fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        self.0.wait()
+    }
+    fn try_wait(&mut self) -> std::io::Result<Option<std::process::ExitStatus>> {
+        self.0.try_wait()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(args: &[&str], dir: &Path) -> Running {
+    Running(
+        Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("weir starts"),
+    )
 }
 
 fn repo() -> PathBuf {
@@ -151,7 +176,7 @@ fn lines(path: &Path) -> Vec<String> {
 }
 
 /// Waits until `path` holds at least `n` lines (committed output).
-fn wait_for_lines(path: &Path, n: usize, child: &mut Child) {
+fn wait_for_lines(path: &Path, n: usize, child: &mut Running) {
     let deadline = Instant::now() + Duration::from_secs(120);
     while lines(path).len() < n {
         assert!(
