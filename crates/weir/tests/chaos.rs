@@ -1,0 +1,78 @@
+//! The kill -9 crash test: `weir chaos fraud-v1` feeds events through HTTP
+//! ingest, the log, a checkpointed pipeline and a transactional file sink
+//! while killing the pipeline process with SIGKILL five times; the sink must
+//! end with exactly the reference alerts and nothing acknowledged is lost.
+
+use std::collections::HashMap;
+use std::process::Command;
+
+const EVENTS: u64 = 30_000;
+const KILLS: u64 = 5;
+
+#[cfg(unix)]
+#[test]
+fn pipeline_killed_five_times_loses_and_duplicates_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let work = dir.path().join("chaos");
+    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args([
+            "chaos",
+            "fraud-v1",
+            "--events",
+            &EVENTS.to_string(),
+            "--kills",
+            &KILLS.to_string(),
+            "--deadline-s",
+            "300",
+            "--dir",
+        ])
+        .arg(&work)
+        .output()
+        .expect("run weir chaos");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let context = format!("stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(out.status.success(), "weir chaos failed\n{context}");
+
+    let last = stdout
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_default();
+    assert!(
+        last.starts_with("chaos fraud-v1 "),
+        "unexpected last line {last:?}\n{context}"
+    );
+    let fields: HashMap<&str, &str> = last
+        .split_whitespace()
+        .filter_map(|f| f.split_once('='))
+        .collect();
+    let num = |k: &str| -> u64 {
+        fields
+            .get(k)
+            .unwrap_or_else(|| panic!("no {k}= in {last:?}"))
+            .parse()
+            .unwrap_or_else(|_| panic!("{k}= is not a number in {last:?}"))
+    };
+    let reference = weir_workloads::fraud_v1::score(EVENTS);
+    assert_eq!(num("events"), EVENTS, "{context}");
+    assert_eq!(num("kills"), KILLS, "{context}");
+    assert_eq!(num("lost"), 0, "{context}");
+    assert_eq!(num("duplicated"), 0, "{context}");
+    assert_eq!(num("alerts"), reference.alerts, "{context}");
+    assert_eq!(num("checksum"), reference.checksum, "{context}");
+    assert!(
+        num("recovery_max_ms") >= num("recovery_p50_ms"),
+        "{context}"
+    );
+    assert_eq!(
+        stdout
+            .lines()
+            .filter(|l| l.starts_with("kill ") && l.contains(": recovered in "))
+            .count() as u64,
+        KILLS,
+        "{context}"
+    );
+    // The work directory is removed after a successful run.
+    assert!(!work.exists(), "{context}");
+}
