@@ -244,6 +244,17 @@ fn killed_fraud_pipeline_recovers_exactly() {
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("restored from checkpoint"), "{stderr}");
 
+    // The pipeline published its position for ingest's lag bound.
+    let log = weir_log::Log::open(dir.path().join("log")).expect("log");
+    let stream = log
+        .stream("transactions", weir_log::StreamConfig::default())
+        .expect("stream");
+    assert_eq!(
+        stream.consumer_offsets().expect("consumers"),
+        vec![("fraud-v1".to_string(), vec![60_000])]
+    );
+    assert_eq!(stream.consumer_lag().expect("lag"), 0);
+
     // Exactly the reference alerts, each once, with its id.
     let reference = weir_workloads::fraud_v1::alerts(60_000);
     let mut got: Vec<(u64, String)> = lines(&alerts)
