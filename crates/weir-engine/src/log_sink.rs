@@ -2,12 +2,14 @@
 //! idempotent under checkpoints.
 //!
 //! Records are appended as they arrive (no staging), one JSON record per
-//! output record, ending with its `_id`. The sink's part of a checkpoint is
-//! the stream's next offset at the barrier. On restart the sink reads the
-//! records appended after that offset — those a crashed run wrote past its
-//! last checkpoint — and remembers their ids; the replay produces the same
-//! records with the same ids, and those are not appended again. Without a
-//! checkpoint the whole stream is read. Memory grows with the records
+//! output record, ending with its `_id`. The sink's part of checkpoint `n`
+//! is the offset from which the stream may hold records a replay from `n`
+//! produces again: the first offset appended for a later epoch (records of
+//! epoch `n + 1` from a producer whose barrier came early are appended
+//! before the others' barriers arrive), else the next offset. On restart
+//! the sink reads the records from there on and remembers their ids; the
+//! replay produces the same records with the same ids, and those are not
+//! appended again. Without a checkpoint the whole stream is read. Memory grows with the records
 //! written after the restored checkpoint, one `u64` each.
 
 use std::collections::HashSet;
@@ -25,6 +27,9 @@ pub struct LogSink {
     /// Ids already in the stream past the restored checkpoint.
     written: HashSet<u64>,
     refs: Vec<(usize, usize)>,
+    /// First offset appended for each epoch not yet covered by a
+    /// checkpoint.
+    epoch_start: std::collections::BTreeMap<u64, u64>,
 }
 
 fn fail(sink: &str) -> impl Fn(weir_log::LogError) -> EngineError + '_ {
@@ -87,12 +92,18 @@ impl LogSink {
             name: sink.to_string(),
             written,
             refs: Vec::new(),
+            epoch_start: std::collections::BTreeMap::new(),
         })
     }
 
-    /// Appends the JSON lines in `encoded` (one per row of `batch`), less
-    /// those already in the stream.
-    pub fn write(&mut self, batch: &RecordBatch, encoded: &[u8]) -> Result<(), EngineError> {
+    /// Appends the JSON lines in `encoded` (one per row of `batch`, of the
+    /// epoch closed by barrier `epoch`), less those already in the stream.
+    pub fn write(
+        &mut self,
+        epoch: u64,
+        batch: &RecordBatch,
+        encoded: &[u8],
+    ) -> Result<(), EngineError> {
         let ids = batch
             .column_by_name(weir_config::POSITION_COLUMN)
             .and_then(|a| a.as_any().downcast_ref::<UInt64Array>());
@@ -110,18 +121,33 @@ impl LogSink {
             return Ok(());
         }
         let records: Vec<&[u8]> = self.refs.iter().map(|&(s, e)| &encoded[s..e]).collect();
-        self.stream
+        let offsets = self
+            .stream
             .partition(0)
             .append(&records)
             .map_err(fail(&self.name))?;
+        self.epoch_start.entry(epoch).or_insert(offsets.start);
         Ok(())
     }
 
-    /// The sink's part of a checkpoint: the stream's next offset.
-    pub fn prepare(&self) -> Result<Vec<u8>, EngineError> {
+    /// Makes what was appended durable (at the end of a run).
+    pub fn flush(&self) -> Result<(), EngineError> {
+        self.stream.flush().map_err(fail(&self.name))
+    }
+
+    /// The sink's part of checkpoint `id`: where records a replay from it
+    /// may produce again begin.
+    pub fn prepare(&mut self, id: u64) -> Result<Vec<u8>, EngineError> {
         self.stream.flush().map_err(fail(&self.name))?;
+        self.epoch_start.retain(|&epoch, _| epoch > id);
+        let from = self
+            .epoch_start
+            .values()
+            .copied()
+            .min()
+            .unwrap_or_else(|| self.stream.partition(0).next_offset());
         let mut out = Vec::new();
-        StateWriter(&mut out).u64(self.stream.partition(0).next_offset());
+        StateWriter(&mut out).u64(from);
         Ok(out)
     }
 }

@@ -333,7 +333,7 @@ impl SinkWriter {
             Target::Stdout(s) => s.lock().write_all(&self.buf),
             Target::File(f, _) => f.write_all(&self.buf),
             Target::Txn(t, _) => t.write(epoch, &self.buf),
-            Target::Log(l, _) => return l.write(batch, &self.buf),
+            Target::Log(l, _) => return l.write(epoch, batch, &self.buf),
             Target::Discard => Ok(()),
         };
         r.map_err(|e| {
@@ -349,7 +349,7 @@ impl SinkWriter {
     pub fn prepare(&mut self, id: u64) -> Result<Vec<u8>, EngineError> {
         let r = match &mut self.target {
             Target::Txn(t, _) => t.prepare(id).map(|p| p.encode()),
-            Target::Log(l, _) => return l.prepare(),
+            Target::Log(l, _) => return l.prepare(id),
             Target::Stdout(s) => s.flush().map(|_| Vec::new()),
             Target::File(f, _) => f.flush().map(|_| Vec::new()),
             Target::Discard => Ok(Vec::new()),
@@ -389,7 +389,7 @@ impl SinkWriter {
             Target::Stdout(s) => s.flush(),
             Target::File(f, _) => f.flush().and_then(|_| f.get_ref().sync_data()),
             Target::Txn(..) | Target::Discard => Ok(()),
-            Target::Log(l, _) => return l.prepare().map(|_| self.records),
+            Target::Log(l, _) => return l.flush().map(|_| self.records),
         };
         r.map_err(|e| {
             EngineError::io(

@@ -2,6 +2,9 @@
 //! step, its 0-based position in the source, a reason and its exact bytes,
 //! and every good record still reaches the sink.
 
+mod common;
+use common::without_id;
+
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -36,7 +39,8 @@ fn run_pipeline(toml: &str, input: &[u8], shards: usize, id_column: &str) -> Out
     let mut rows: Vec<Value> = text
         .lines()
         .map(|l| {
-            serde_json::from_str(l).unwrap_or_else(|e| panic!("sink line {l:?} is not JSON: {e}"))
+            serde_json::from_str(&without_id(l))
+                .unwrap_or_else(|e| panic!("sink line {l:?} is not JSON: {e}"))
         })
         .collect();
     rows.sort_by_key(|r| r[id_column].as_u64());

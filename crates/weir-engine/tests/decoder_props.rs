@@ -8,6 +8,9 @@
 //!     keys) encoded by serde_json (or by hand for protobuf) come out of
 //!     the sink with exactly those values.
 
+mod common;
+use common::without_id;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -39,7 +42,7 @@ fn run_pipeline(toml: &str, input: Vec<u8>, shards: usize) -> Outcome {
     )
     .unwrap_or_else(|e| panic!("run with {shards} shards failed: {e}"));
     let text = std::fs::read_to_string(dir.path().join("out.jsonl")).expect("sink file");
-    let lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let lines: Vec<String> = text.lines().map(without_id).collect();
     let dead_text =
         std::fs::read_to_string(dir.path().join("dead_letter.jsonl")).expect("dead-letter file");
     let mut dead: Vec<Value> = dead_text

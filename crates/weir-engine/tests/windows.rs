@@ -5,6 +5,9 @@
 //! per micro-batch as well as one batch for everything) and checks that the
 //! results are identical and equal to values worked out by hand.
 
+mod common;
+use common::without_id;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -39,7 +42,7 @@ fn run_pipeline(toml: &str, input: &str, shards: usize) -> Outcome {
     .unwrap_or_else(|e| panic!("run with {shards} shards failed: {e}"));
     assert_eq!(summary.shards, shards);
     let text = std::fs::read_to_string(dir.path().join("out.jsonl")).expect("sink file");
-    let raw_lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let raw_lines: Vec<String> = text.lines().map(without_id).collect();
     let mut lines = raw_lines.clone();
     lines.sort();
     let dead_text =
