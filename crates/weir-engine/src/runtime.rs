@@ -499,16 +499,10 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, Engin
         drop(dlq_tx);
         drop(coord);
 
-        let barriers = checkpointing.then(|| Barriers {
+        // `checkpointing` holds exactly when the pipeline has the setting.
+        let barriers = pipeline.checkpoint.as_ref().map(|c| Barriers {
             coord: coord_tx.clone(),
-            // unwrap-free: checkpointing implies the setting exists.
-            interval: Duration::from_millis(
-                pipeline
-                    .checkpoint
-                    .as_ref()
-                    .map(|c| c.interval_ms)
-                    .unwrap_or(1000),
-            ),
+            interval: Duration::from_millis(c.interval_ms),
             next_due: Instant::now(),
             next_id,
             completed: completed.clone(),
