@@ -10,6 +10,7 @@
 
 #![deny(missing_docs)]
 
+mod connectors;
 mod duration;
 mod error;
 mod spec;
@@ -20,6 +21,10 @@ use std::sync::Arc;
 
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
+pub use connectors::{
+    Credentials, KafkaDelivery, KafkaSink, KafkaSource, MqttSink, MqttSource, NatsSink, NatsSource,
+    PostgresSink, Secret,
+};
 pub use duration::parse_duration_ms;
 pub use error::{ConfigError, Problem};
 pub use weir_expr::CompiledExpr;
@@ -191,6 +196,23 @@ pub enum SourceKind {
         /// itself) instead of stopping at the end present at start.
         follow: bool,
     },
+    /// A NATS JetStream stream, through a durable pull consumer.
+    Nats(NatsSource),
+    /// MQTT topics, made durable in a log stream before acknowledgement.
+    Mqtt(MqttSource),
+    /// Every partition of a Kafka topic.
+    Kafka(KafkaSource),
+}
+
+impl SourceKind {
+    /// Whether this source reads an external broker (and so, like a
+    /// following log, never ends unless drained).
+    pub fn is_connector(&self) -> bool {
+        matches!(
+            self,
+            SourceKind::Nats(_) | SourceKind::Mqtt(_) | SourceKind::Kafka(_)
+        )
+    }
 }
 
 impl Source {
@@ -199,7 +221,10 @@ impl Source {
     /// length-delimited.
     pub fn record_framing(&self) -> Framing {
         match self.kind {
-            SourceKind::Log { .. } => Framing::LengthDelimited,
+            SourceKind::Log { .. }
+            | SourceKind::Nats(_)
+            | SourceKind::Mqtt(_)
+            | SourceKind::Kafka(_) => Framing::LengthDelimited,
             _ => self.framing,
         }
     }
@@ -441,6 +466,14 @@ pub enum SinkKind {
     },
     /// Counted and dropped.
     Discard,
+    /// Published to NATS JetStream, deduplicated by `Nats-Msg-Id`.
+    Nats(NatsSink),
+    /// Published to an MQTT broker.
+    Mqtt(MqttSink),
+    /// Produced to a Kafka topic.
+    Kafka(KafkaSink),
+    /// Upserted into a PostgreSQL table.
+    Postgres(PostgresSink),
 }
 
 /// Record encodings for file sinks.

@@ -19,13 +19,19 @@ use crate::spec::*;
 use crate::*;
 
 /// Collects problems with their locations.
-struct Checker<'a> {
+pub(crate) struct Checker<'a> {
     lines: LineIndex<'a>,
     problems: Vec<Problem>,
 }
 
 impl<'a> Checker<'a> {
-    fn at(&mut self, path: String, span: &Range<usize>, key: &str, message: impl Into<String>) {
+    pub(crate) fn at(
+        &mut self,
+        path: String,
+        span: &Range<usize>,
+        key: &str,
+        message: impl Into<String>,
+    ) {
         let line = Some(self.lines.key_line(span, key));
         self.problems.push(Problem {
             path,
@@ -36,7 +42,7 @@ impl<'a> Checker<'a> {
 
     /// Deserializes a component table, reporting serde's words (unknown
     /// field, wrong type, missing field) at the offending key.
-    fn typed<T: DeserializeOwned>(
+    pub(crate) fn typed<T: DeserializeOwned>(
         &mut self,
         path: &str,
         table: &Spanned<toml::Table>,
@@ -93,7 +99,7 @@ fn type_of(table: &toml::Table) -> Option<&str> {
     table.get("type").and_then(|v| v.as_str())
 }
 
-fn resolve(base_dir: &Path, p: &str) -> std::path::PathBuf {
+pub(crate) fn resolve(base_dir: &Path, p: &str) -> std::path::PathBuf {
     let path = Path::new(p);
     if path.is_absolute() {
         path.to_path_buf()
@@ -122,6 +128,35 @@ struct Pending {
     name: String,
     input: Port,
     spec: PendingKind,
+}
+
+/// A sink as written: one of the built-in kinds or a connector.
+enum AnySinkSpec {
+    Plain(Box<SinkSpec>),
+    Connector(Box<crate::connectors::ConnectorSinkSpec>),
+}
+
+impl AnySinkSpec {
+    fn name(&self) -> &String {
+        match self {
+            AnySinkSpec::Plain(s) => &s.name,
+            AnySinkSpec::Connector(s) => &s.name,
+        }
+    }
+
+    fn input(&self) -> &str {
+        match self {
+            AnySinkSpec::Plain(s) => &s.input,
+            AnySinkSpec::Connector(s) => &s.input,
+        }
+    }
+
+    fn columns(&self) -> &Option<Vec<String>> {
+        match self {
+            AnySinkSpec::Plain(s) => &s.columns,
+            AnySinkSpec::Connector(s) => &s.columns,
+        }
+    }
 }
 
 enum PendingKind {
@@ -172,8 +207,23 @@ pub(crate) fn validate(text: &str, base_dir: &Path) -> Result<Pipeline, Vec<Prob
         });
     }
     if let Some(table) = file.sources.first() {
-        if let Some(spec) = c.typed::<SourceSpec>("sources[0]", table) {
-            source = check_source(&mut c, table, spec, base_dir);
+        match type_of(table.get_ref()) {
+            Some(kind) if crate::connectors::SOURCE_TYPES.contains(&kind) => {
+                source = crate::connectors::check_source(&mut c, table, kind, base_dir, &file.name)
+                    .map(|(name, kind)| Source {
+                        name,
+                        kind,
+                        framing: Framing::LengthDelimited,
+                    });
+                if let Some(s) = &source {
+                    check_source_name(&mut c, table, &s.name);
+                }
+            }
+            _ => {
+                if let Some(spec) = c.typed::<SourceSpec>("sources[0]", table) {
+                    source = check_source(&mut c, table, spec, base_dir);
+                }
+            }
         }
     }
 
@@ -244,8 +294,18 @@ pub(crate) fn validate(text: &str, base_dir: &Path) -> Result<Pipeline, Vec<Prob
 
     let mut sink_specs = Vec::new();
     for (i, table) in file.sinks.iter().enumerate() {
-        if let Some(spec) = c.typed::<SinkSpec>(&format!("sinks[{i}]"), table) {
-            sink_specs.push((i, table.span(), spec));
+        let path = format!("sinks[{i}]");
+        match type_of(table.get_ref()) {
+            Some(kind) if crate::connectors::SINK_TYPES.contains(&kind) => {
+                if let Some(spec) = c.typed::<crate::connectors::ConnectorSinkSpec>(&path, table) {
+                    sink_specs.push((i, table.span(), AnySinkSpec::Connector(Box::new(spec))));
+                }
+            }
+            _ => {
+                if let Some(spec) = c.typed::<SinkSpec>(&path, table) {
+                    sink_specs.push((i, table.span(), AnySinkSpec::Plain(Box::new(spec))));
+                }
+            }
         }
     }
     if file.sinks.is_empty() {
@@ -299,12 +359,12 @@ pub(crate) fn validate(text: &str, base_dir: &Path) -> Result<Pipeline, Vec<Prob
     }
     for (i, span, s) in &sink_specs {
         let here = format!("sinks[{i}].name");
-        if let Some(first) = seen.insert(s.name.clone(), here.clone()) {
+        if let Some(first) = seen.insert(s.name().clone(), here.clone()) {
             c.at(
                 here,
                 span,
                 "name",
-                format!("name {:?} is already used by {first}", s.name),
+                format!("name {:?} is already used by {first}", s.name()),
             );
         }
     }
@@ -494,7 +554,7 @@ pub(crate) fn validate(text: &str, base_dir: &Path) -> Result<Pipeline, Vec<Prob
     let mut sinks = Vec::new();
     for (i, span, s) in sink_specs {
         let path = format!("sinks[{i}]");
-        let port = parse_port(&s.input);
+        let port = parse_port(s.input());
         let Some(info) = ports.get(&port.node) else {
             if failed.contains(&port.node) || pending.iter().any(|p| p.name == port.node) {
                 // The step itself was reported.
@@ -523,7 +583,7 @@ pub(crate) fn validate(text: &str, base_dir: &Path) -> Result<Pipeline, Vec<Prob
                 continue;
             }
         }
-        if let Some(sink) = check_sink(&mut c, &path, &span, s, port, info, base_dir) {
+        if let Some(sink) = check_sink(&mut c, &path, &span, s, port, info, base_dir, &file.name) {
             sinks.push(sink);
         }
     }
@@ -739,7 +799,7 @@ fn check_source(
                 "sources[0].type".into(),
                 &span,
                 "type",
-                format!("unknown source type {other:?} (expected file, stdin, memory or log)"),
+                format!("unknown source type {other:?} (expected file, stdin, memory, log, nats, mqtt or kafka)"),
             );
             return None;
         }
@@ -755,19 +815,23 @@ fn check_source(
         );
         return None;
     }
-    if crate::is_hidden(&s.name) || s.name.contains('.') {
-        c.at(
-            "sources[0].name".into(),
-            &span,
-            "name",
-            "names may not start with \"__\" or contain \".\"",
-        );
-    }
+    check_source_name(c, table, &s.name);
     Some(Source {
         name: s.name,
         kind,
         framing,
     })
+}
+
+fn check_source_name(c: &mut Checker<'_>, table: &Spanned<toml::Table>, name: &str) {
+    if crate::is_hidden(name) || name.contains('.') {
+        c.at(
+            "sources[0].name".into(),
+            &table.span(),
+            "name",
+            "names may not start with \"__\" or contain \".\"",
+        );
+    }
 }
 
 fn check_decode(
@@ -1529,17 +1593,19 @@ fn parse_aggregate(
     Ok((function, Some(arg.to_string()), out))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn check_sink(
     c: &mut Checker<'_>,
     path: &str,
     span: &Range<usize>,
-    s: SinkSpec,
+    s: AnySinkSpec,
     input: Port,
     up: &PortInfo,
     base_dir: &Path,
+    pipeline: &str,
 ) -> Option<Sink> {
     let schema = up.schema.clone();
-    let columns: Vec<String> = match &s.columns {
+    let columns: Vec<String> = match s.columns() {
         Some(cols) => {
             let mut ok = true;
             for (i, name) in cols.iter().enumerate() {
@@ -1564,6 +1630,26 @@ fn check_sink(
             .map(|f| f.name().clone())
             .filter(|n| !crate::is_hidden(n))
             .collect(),
+    };
+    let s = match s {
+        AnySinkSpec::Plain(s) => *s,
+        AnySinkSpec::Connector(s) => {
+            use crate::connectors::ConnectorSinkKind as K;
+            let name = s.name.clone();
+            let kind = match crate::connectors::check_sink(c, path, span, *s, base_dir, pipeline)? {
+                K::Nats(k) => SinkKind::Nats(k),
+                K::Mqtt(k) => SinkKind::Mqtt(k),
+                K::Kafka(k) => SinkKind::Kafka(k),
+                K::Postgres(k) => SinkKind::Postgres(k),
+            };
+            return Some(Sink {
+                name,
+                input,
+                kind,
+                columns,
+                input_schema: schema,
+            });
+        }
     };
     let format = match (s.format.as_deref(), &s.proto, &s.message) {
         (None | Some("json"), None, None) => SinkFormat::Json,
@@ -1657,7 +1743,7 @@ fn check_sink(
                 format!("{path}.type"),
                 span,
                 "type",
-                format!("unknown sink type {other:?} (expected stdout, file, log or discard)"),
+                format!("unknown sink type {other:?} (expected stdout, file, log, discard, nats, mqtt, kafka or postgres)"),
             );
             return None;
         }

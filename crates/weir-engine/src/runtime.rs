@@ -19,6 +19,7 @@ use arrow_array::RecordBatch;
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use hdrhistogram::Histogram;
 use weir_config::{Pipeline, SourceKind, StepKind, WindowKind};
+use weir_connect::SourceConnector;
 
 use crate::checkpointing::{
     self, CheckpointReport, CoordMsg, Coordinator, Restore, SourcePosition,
@@ -239,7 +240,20 @@ fn graph(p: &Pipeline) -> Result<Graph, EngineError> {
 /// For a log source: after each checkpoint, publish the checkpointed
 /// offsets as the pipeline's consumer position, which ingest's lag bound
 /// reads. A failure is logged; it costs only the lag signal.
-fn consumer_commit(p: &Pipeline) -> Option<checkpointing::OnComplete> {
+fn consumer_commit(
+    p: &Pipeline,
+    connector: Option<&mut Box<dyn SourceConnector>>,
+) -> Option<checkpointing::OnComplete> {
+    if let Some(c) = connector {
+        // An external source acknowledges to its broker only what a
+        // durable checkpoint covers.
+        let mut ack = c.on_checkpoint();
+        return Some(Box::new(move |position: &SourcePosition| {
+            if let SourcePosition::Offsets(next) = position {
+                ack(next);
+            }
+        }));
+    }
     let SourceKind::Log { dir, stream, .. } = &p.source.kind else {
         return None;
     };
@@ -341,6 +355,13 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, Engin
         tracing::info!(checkpoint = restore.id, "restored checkpoint");
     }
 
+    // An external source connects before any thread starts, so a broker
+    // that cannot be reached is reported at once.
+    let mut connector = match &options.input {
+        Input::Configured => open_source_connector(pipeline, &restore, options.drain)?,
+        _ => None,
+    };
+
     // Sinks and dead letters.
     let producers = workers + if has_keyed { shards } else { 0 };
     let mut sink_txs = Vec::new();
@@ -356,7 +377,7 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, Engin
         let log_part = store.as_ref().map(|_| part);
         let transactional = match &store {
             None => None,
-            Some(_) if matches!(s.kind, weir_config::SinkKind::Log { .. }) => None,
+            Some(_) if !matches!(s.kind, weir_config::SinkKind::File { .. }) => None,
             Some(_) => Some(match restore.sinks.get(&s.name) {
                 Some(part) if !part.is_empty() => {
                     Some(EpochPlace::decode(part).ok_or_else(|| {
@@ -395,7 +416,7 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, Engin
         sinks: pipeline.sinks.iter().map(|s| s.name.clone()).collect(),
         commits: commit_txs,
         completed: completed.clone(),
-        on_complete: consumer_commit(pipeline),
+        on_complete: consumer_commit(pipeline, connector.as_mut()),
     });
     let checkpointing = coordinator.is_some();
     let coord = checkpointing.then(|| coord_tx.clone());
@@ -508,15 +529,25 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, Engin
             completed: completed.clone(),
         });
         drop(coord_tx);
-        let source_result = read_source(
-            pipeline,
-            options.input,
-            options.drain,
-            chunk_txs,
-            barriers,
-            &restore,
-            &counters,
-        );
+        let source_result = match connector.take() {
+            Some(c) => read_connector(
+                c,
+                &pipeline.source.name,
+                chunk_txs,
+                pipeline,
+                barriers,
+                &counters,
+            ),
+            None => read_source(
+                pipeline,
+                options.input,
+                options.drain,
+                chunk_txs,
+                barriers,
+                &restore,
+                &counters,
+            ),
+        };
         let mut first_error = source_result.err();
         let mut keep = |r: std::thread::Result<Result<(), EngineError>>, what: &str| match r {
             Ok(Ok(())) => {}
@@ -1255,12 +1286,135 @@ fn read_source(
             SourceKind::Memory => {
                 return Err(EngineError::build(&p.source.name, "a memory source needs its input supplied by the embedding program (weir bench, tests or the Rust API)"));
             }
+            SourceKind::Nats(_) | SourceKind::Mqtt(_) | SourceKind::Kafka(_) => {
+                // Opened in `run` and read by `read_connector`.
+                return Err(EngineError::build(
+                    &p.source.name,
+                    "a connector source is read through its connector",
+                ));
+            }
         },
     }
     counters.source.store(cutter.sent, Ordering::Relaxed);
     let position = SourcePosition::Records(cutter.position);
     cutter.final_barrier(position);
     Ok(())
+}
+
+/// Opens the pipeline's external source, if it has one, at the restored
+/// checkpoint's place.
+fn open_source_connector(
+    p: &Pipeline,
+    restore: &Restore,
+    drain: bool,
+) -> Result<Option<Box<dyn SourceConnector>>, EngineError> {
+    let start = match &restore.source {
+        SourcePosition::Offsets(v) => Some(v.as_slice()),
+        _ => None,
+    };
+    let name = p.source.name.as_str();
+    let opened = match &p.source.kind {
+        SourceKind::Nats(c) => weir_nats::open_source(name, c, start, drain),
+        SourceKind::Mqtt(c) => weir_mqtt::open_source(name, c, start, drain),
+        SourceKind::Kafka(c) => weir_kafka::open_source(name, c, start, drain),
+        _ => return Ok(None),
+    };
+    let connector = opened.map_err(|e| EngineError::Worker(format!("source {name}: {e}")))?;
+    if let Some(start) = start {
+        if start.len() != connector.partitions() as usize {
+            return Err(EngineError::Checkpoint(format!(
+                "source {name}: the checkpoint has positions for {} partitions, the source has {}",
+                start.len(),
+                connector.partitions()
+            )));
+        }
+    }
+    Ok(Some(connector))
+}
+
+/// Reads an external source until it ends (drained) or the workers stop.
+/// Records are cut into chunks of consecutive offsets within a partition
+/// (a chunk's positions are consecutive); barriers go between polls, at
+/// the place the connector reports.
+fn read_connector(
+    mut conn: Box<dyn SourceConnector>,
+    source: &str,
+    txs: Vec<Sender<Work>>,
+    p: &Pipeline,
+    barriers: Option<Barriers>,
+    counters: &Counters,
+) -> Result<(), EngineError> {
+    let mut cutter = Cutter {
+        txs,
+        seq: 0,
+        position: 0,
+        skip: 0,
+        sent: 0,
+        framing: weir_config::Framing::LengthDelimited,
+        batch_rows: p.settings.batch_rows,
+        barriers,
+        count_position: false,
+    };
+    // Wake up for barriers while nothing arrives.
+    let wait = cutter
+        .barriers
+        .as_ref()
+        .map_or(Duration::from_millis(100), |b| {
+            b.interval.min(Duration::from_millis(100))
+        });
+    let mut received = weir_connect::Received::default();
+    let mut buf: Vec<u8> = Vec::new();
+    let fail = |e: weir_connect::ConnectError| EngineError::Worker(format!("source {source}: {e}"));
+    loop {
+        received.clear();
+        let polled = conn
+            .poll(&mut received, cutter.batch_rows, wait)
+            .map_err(fail)?;
+        // Runs of consecutive offsets in one partition become one chunk.
+        let mut run: Option<(u32, u64, u64)> = None; // partition, first, next
+        buf.clear();
+        for (r, payload) in received.iter() {
+            let continues =
+                matches!(run, Some((p, _, next)) if p == r.partition && next == r.offset);
+            if !continues {
+                if let Some((p, first, _)) = run.take() {
+                    if !send_run(&mut cutter, &mut buf, p, first) {
+                        return Ok(());
+                    }
+                }
+                run = Some((r.partition, r.offset, r.offset));
+            }
+            if let Some(run) = &mut run {
+                run.2 = r.offset + 1;
+            }
+            crate::frame::put_varint(&mut buf, payload.len() as u64);
+            buf.extend_from_slice(payload);
+        }
+        if let Some((p, first, _)) = run {
+            if !send_run(&mut cutter, &mut buf, p, first) {
+                return Ok(());
+            }
+        }
+        counters.source.store(cutter.sent, Ordering::Relaxed);
+        if polled == weir_connect::Polled::End {
+            break;
+        }
+        if cutter.txs.is_empty() {
+            return Ok(());
+        }
+        cutter.maybe_barrier(Some(SourcePosition::Offsets(conn.position())));
+    }
+    counters.source.store(cutter.sent, Ordering::Relaxed);
+    cutter.final_barrier(SourcePosition::Offsets(conn.position()));
+    Ok(())
+}
+
+/// Sends one run of consecutive records of a partition, framed in `buf`;
+/// false when the workers are gone.
+fn send_run(cutter: &mut Cutter, buf: &mut Vec<u8>, partition: u32, first: u64) -> bool {
+    cutter.position = ((partition as u64) << OFFSET_BITS) | first;
+
+    cutter.cut(Arc::new(std::mem::take(buf)), true, None)
 }
 
 /// What to read from a log stream.

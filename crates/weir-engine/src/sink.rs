@@ -19,6 +19,7 @@ use arrow_array::{
 };
 use arrow_schema::DataType;
 use weir_config::{Sink, SinkFormat, SinkKind};
+use weir_connect::{ConnectError, Output, SinkConnector};
 
 use crate::frame::put_varint;
 use crate::log_sink::LogSink;
@@ -130,15 +131,21 @@ impl Col<'_> {
 
 /// Encodes the named columns of every row of `batch` as JSON lines.
 pub fn encode_json_rows(batch: &RecordBatch, columns: &[String], out: &mut Vec<u8>) {
-    encode_json(batch, columns, false, out)
+    encode_json(batch, columns, false, out, None)
 }
 
 /// Like [`encode_json_rows`], with the output id as a last field `_id`.
 pub fn encode_json_rows_with_id(batch: &RecordBatch, columns: &[String], out: &mut Vec<u8>) {
-    encode_json(batch, columns, true, out)
+    encode_json(batch, columns, true, out, None)
 }
 
-fn encode_json(batch: &RecordBatch, columns: &[String], with_id: bool, out: &mut Vec<u8>) {
+fn encode_json(
+    batch: &RecordBatch,
+    columns: &[String],
+    with_id: bool,
+    out: &mut Vec<u8>,
+    mut ends: Option<&mut Vec<usize>>,
+) {
     let ids = with_id
         .then(|| batch.column_by_name(weir_config::POSITION_COLUMN))
         .flatten()
@@ -169,7 +176,11 @@ fn encode_json(batch: &RecordBatch, columns: &[String], with_id: bool, out: &mut
             out.extend_from_slice(b"\"_id\":");
             write_int(out, ids.value(row));
         }
-        out.extend_from_slice(b"}\n");
+        out.push(b'}');
+        if let Some(ends) = ends.as_deref_mut() {
+            ends.push(out.len());
+        }
+        out.push(b'\n');
     }
 }
 
@@ -202,6 +213,7 @@ enum Encoding {
 }
 
 enum Target {
+    Connector(Box<dyn SinkConnector>, String),
     Stdout(std::io::Stdout),
     File(BufWriter<File>, String),
     Txn(TxnFile, String),
@@ -216,6 +228,8 @@ pub struct SinkWriter {
     encoding: Encoding,
     target: Target,
     buf: Vec<u8>,
+    /// Where each JSON row ends in `buf`, for connectors.
+    ends: Vec<usize>,
     records: u64,
 }
 
@@ -228,7 +242,39 @@ impl SinkWriter {
         transactional: Option<Option<EpochPlace>>,
         log_part: Option<Option<&[u8]>>,
     ) -> Result<Self, EngineError> {
+        let checkpointing = log_part.is_some();
+        let restored = log_part.flatten();
+        let connector = |c: Result<Box<dyn SinkConnector>, ConnectError>, dest: String| {
+            c.map(|c| (Target::Connector(c, dest), Encoding::Json))
+                .map_err(|e| EngineError::Worker(format!("sink {}: {e}", sink.name)))
+        };
         let (target, encoding) = match &sink.kind {
+            SinkKind::Nats(c) => connector(
+                weir_nats::open_sink(&sink.name, c, checkpointing, restored),
+                format!("NATS subject {} at {}", c.subject, c.servers.join(",")),
+            )?,
+            SinkKind::Mqtt(c) => connector(
+                weir_mqtt::open_sink(&sink.name, c, checkpointing, restored),
+                format!("MQTT topic {} at {}:{}", c.topic, c.host, c.port),
+            )?,
+            SinkKind::Kafka(c) => connector(
+                weir_kafka::open_sink(&sink.name, c, checkpointing, restored),
+                format!("Kafka topic {} at {}", c.topic, c.brokers),
+            )?,
+            SinkKind::Postgres(c) => connector(
+                weir_postgres::open_sink(
+                    &sink.name,
+                    c,
+                    &sink.columns,
+                    &sink.input_schema,
+                    checkpointing,
+                    restored,
+                ),
+                format!(
+                    "PostgreSQL table {} at {}:{}/{}",
+                    c.table, c.host, c.port, c.database
+                ),
+            )?,
             SinkKind::Log { dir, stream } => (
                 Target::Log(
                     LogSink::open(&sink.name, dir, stream, log_part)?,
@@ -300,6 +346,7 @@ impl SinkWriter {
             encoding,
             target,
             buf: Vec::new(),
+            ends: Vec::new(),
             records: 0,
         })
     }
@@ -307,7 +354,10 @@ impl SinkWriter {
     fn destination(&self) -> &str {
         match &self.target {
             Target::Stdout(_) => "standard output",
-            Target::File(_, path) | Target::Txn(_, path) | Target::Log(_, path) => path,
+            Target::File(_, path)
+            | Target::Txn(_, path)
+            | Target::Log(_, path)
+            | Target::Connector(_, path) => path,
             Target::Discard => "nothing",
         }
     }
@@ -324,6 +374,32 @@ impl SinkWriter {
             return Ok(());
         }
         self.buf.clear();
+        if let Target::Connector(c, _) = &mut self.target {
+            let ids = batch
+                .column_by_name(weir_config::POSITION_COLUMN)
+                .and_then(|a| a.as_any().downcast_ref::<UInt64Array>())
+                .ok_or_else(|| {
+                    EngineError::Worker(format!("sink {}: output without ids", self.name))
+                })?;
+            self.ends.clear();
+            encode_json(
+                batch,
+                &self.columns,
+                true,
+                &mut self.buf,
+                Some(&mut self.ends),
+            );
+            let out = Output {
+                batch,
+                columns: &self.columns,
+                ids: ids.values(),
+                json: &self.buf,
+                ends: &self.ends,
+            };
+            return c
+                .write(epoch, &out)
+                .map_err(|e| EngineError::Worker(format!("sink {}: {e}", self.name)));
+        }
         match &self.encoding {
             Encoding::Json => encode_json_rows_with_id(batch, &self.columns, &mut self.buf),
             Encoding::Protobuf(fields) => encode_proto_rows(batch, fields, &mut self.buf)
@@ -334,7 +410,8 @@ impl SinkWriter {
             Target::File(f, _) => f.write_all(&self.buf),
             Target::Txn(t, _) => t.write(epoch, &self.buf),
             Target::Log(l, _) => return l.write(epoch, batch, &self.buf),
-            Target::Discard => Ok(()),
+            // Connectors returned above.
+            Target::Discard | Target::Connector(..) => Ok(()),
         };
         r.map_err(|e| {
             EngineError::io(
@@ -348,6 +425,11 @@ impl SinkWriter {
     /// transactional; returns the sink's part of the checkpoint.
     pub fn prepare(&mut self, id: u64) -> Result<Vec<u8>, EngineError> {
         let r = match &mut self.target {
+            Target::Connector(c, _) => {
+                return c
+                    .prepare(id)
+                    .map_err(|e| EngineError::Worker(format!("sink {}: {e}", self.name)))
+            }
             Target::Txn(t, _) => t.prepare(id).map(|p| p.encode()),
             Target::Log(l, _) => return l.prepare(id),
             Target::Stdout(s) => s.flush().map(|_| Vec::new()),
@@ -368,6 +450,11 @@ impl SinkWriter {
 
     /// The checkpoint covering epoch `id` is durable: make it visible.
     pub fn commit(&mut self, id: u64) -> Result<(), EngineError> {
+        if let Target::Connector(c, _) = &mut self.target {
+            return c
+                .commit(id)
+                .map_err(|e| EngineError::Worker(format!("sink {}: {e}", self.name)));
+        }
         if let Target::Txn(t, _) = &mut self.target {
             t.commit(id).map_err(|e| {
                 EngineError::io(
@@ -390,6 +477,12 @@ impl SinkWriter {
             Target::File(f, _) => f.flush().and_then(|_| f.get_ref().sync_data()),
             Target::Txn(..) | Target::Discard => Ok(()),
             Target::Log(l, _) => return l.flush().map(|_| self.records),
+            Target::Connector(c, _) => {
+                return c
+                    .finish()
+                    .map(|_| self.records)
+                    .map_err(|e| EngineError::Worker(format!("sink {}: {e}", self.name)))
+            }
         };
         r.map_err(|e| {
             EngineError::io(

@@ -31,7 +31,14 @@ impl Rng {
 
     fn float(&mut self) -> f64 {
         match self.next() % 3 {
-            0 => f64::from_bits(self.next() >> 2) * if self.next() % 2 == 0 { 1.0 } else { -1.0 },
+            0 => {
+                f64::from_bits(self.next() >> 2)
+                    * if self.next().is_multiple_of(2) {
+                        1.0
+                    } else {
+                        -1.0
+                    }
+            }
             1 => (self.next() % 1_000_000) as f64 / 7.0 - 50_000.0,
             _ => ((self.next() % 2001) as f64 - 1000.0) * 0.001,
         }
@@ -52,9 +59,9 @@ struct Data {
 
 fn batch(seed: u64) -> Data {
     let mut r = Rng(seed);
-    let nullable_int = |r: &mut Rng| (r.next() % 10 != 0).then(|| r.int());
+    let nullable_int = |r: &mut Rng| (!r.next().is_multiple_of(10)).then(|| r.int());
     let x: Vec<Option<i64>> = (0..ROWS).map(|_| nullable_int(&mut r)).collect();
-    let nullable_float = |r: &mut Rng| (r.next() % 10 != 0).then(|| r.float());
+    let nullable_float = |r: &mut Rng| (!r.next().is_multiple_of(10)).then(|| r.float());
     let a: Vec<Option<f64>> = (0..ROWS).map(|_| nullable_float(&mut r)).collect();
     let s: Vec<Option<f64>> = (0..ROWS).map(|_| nullable_float(&mut r)).collect();
     let c: Vec<Option<f64>> = (0..ROWS)

@@ -63,7 +63,7 @@ fn fraud_v1_features(n: u64) -> (Vec<u64>, Vec<f64>) {
     for i in 0..n {
         let r: [u64; 5] = std::array::from_fn(|_| rng.next());
         let mut amount = (r[2] % 100_000) as i64;
-        if r[3] % 100 == 0 {
+        if r[3].is_multiple_of(100) {
             amount *= 20;
         }
         let card = r[0] % 10_000;

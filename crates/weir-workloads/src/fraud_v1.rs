@@ -87,7 +87,7 @@ impl Generator {
         let r3 = self.next_u64();
         let r4 = self.next_u64();
         let mut amount_cents = (r2 % 100_000) as i64;
-        if r3 % 100 == 0 {
+        if r3.is_multiple_of(100) {
             amount_cents *= 20;
         }
         Transaction {

@@ -33,7 +33,12 @@ fn fraud_pipeline_text() -> String {
 
 #[test]
 fn examples_validate() {
-    for name in ["pipeline.toml", "pipeline-protobuf.toml"] {
+    for name in [
+        "pipeline.toml",
+        "pipeline-protobuf.toml",
+        "pipeline-nats.toml",
+        "pipeline-mqtt.toml",
+    ] {
         let out = weir(&["validate", &format!("examples/fraud/{name}")], &repo());
         assert!(
             out.status.success(),
