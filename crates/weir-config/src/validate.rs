@@ -664,12 +664,13 @@ fn check_checkpoint(
         if !matches!(
             source.kind,
             SourceKind::File { .. } | SourceKind::Log { .. }
-        ) {
+        ) && !source.kind.is_connector()
+        {
             c.at(
                 "checkpoint".into(),
                 &span,
                 "dir",
-                "checkpoints need a source that can be replayed from a position (file or log)",
+                "checkpoints need a source that can be replayed from a position (file, log, nats, mqtt or kafka)",
             );
             return None;
         }

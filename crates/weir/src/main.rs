@@ -38,8 +38,9 @@ enum Command {
         #[arg(long)]
         shards: Option<usize>,
         /// Stop at the end of what the source holds now, even where the
-        /// pipeline says `follow = true`; a final checkpoint commits
-        /// everything.
+        /// pipeline says `follow = true` or reads a broker (NATS, Kafka:
+        /// once caught up; MQTT: once quiet for a second); a final
+        /// checkpoint commits everything.
         #[arg(long)]
         drain: bool,
     },

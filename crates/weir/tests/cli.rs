@@ -614,3 +614,72 @@ fn unwritable_and_full_outputs_are_clear_errors() {
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// A broker or database that cannot be reached stops `weir run` at once
+/// with the address and the client's words; no credentials are printed.
+#[test]
+fn unreachable_connectors_are_named() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Nothing listens on a port just released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port");
+    std::fs::write(dir.path().join("secret"), "hunter2-secret\n").expect("secret file");
+    let base = fraud_pipeline_text();
+    let file_source = "type = \"file\"\npath = \"transactions.jsonl\"\nframing = \"lines\"";
+    let file_sink = "type = \"file\"\ninput = \"over_threshold\"\npath = \"out/alerts.jsonl\"";
+    let cases = [
+        (
+            "nats",
+            base.replace(
+                file_source,
+                &format!("type = \"nats\"\nurl = \"nats://127.0.0.1:{port}\"\nstream = \"TRANSACTIONS\"\nuser = \"weir\"\npassword_file = \"secret\""),
+            ),
+        ),
+        (
+            "mqtt",
+            base.replace(
+                file_source,
+                &format!("type = \"mqtt\"\nurl = \"mqtt://127.0.0.1:{port}\"\ntopics = [\"t\"]\nbuffer = \"buffer\""),
+            ),
+        ),
+        (
+            "postgres",
+            base.replace(
+                file_sink,
+                &format!("type = \"postgres\"\ninput = \"over_threshold\"\nurl = \"postgres://weir@127.0.0.1:{port}/test\"\ntable = \"alerts\"\npassword_file = \"secret\""),
+            ),
+        ),
+    ];
+    std::fs::write(dir.path().join("transactions.jsonl"), "").expect("empty input");
+    for (what, text) in cases {
+        assert_ne!(
+            text, base,
+            "{what}: the example's source or sink was replaced"
+        );
+        let path = dir.path().join(format!("{what}.toml"));
+        std::fs::write(&path, &text).expect("pipeline file");
+        let started = std::time::Instant::now();
+        let out = weir(&["run", path.to_str().expect("utf-8 path")], dir.path());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{what}: run succeeded");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "{what}: took {:?}",
+            started.elapsed()
+        );
+        assert!(
+            stderr.contains(&format!("127.0.0.1:{port}")),
+            "{what}: address not named: {stderr}"
+        );
+        assert!(
+            stderr.to_lowercase().contains("refused"),
+            "{what}: the client's words are missing: {stderr}"
+        );
+        assert!(
+            !stderr.contains("hunter2"),
+            "{what}: secret printed: {stderr}"
+        );
+    }
+}
