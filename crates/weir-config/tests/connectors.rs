@@ -111,9 +111,10 @@ properties = { "linger.ms" = 5, "enable.idempotence" = true }"#,
     assert_eq!(k.transactional_id, "conn-test-alerts");
     assert_eq!(
         k.properties,
+        // In the file's order.
         vec![
-            ("enable.idempotence".to_string(), "true".to_string()),
-            ("linger.ms".to_string(), "5".to_string())
+            ("linger.ms".to_string(), "5".to_string()),
+            ("enable.idempotence".to_string(), "true".to_string())
         ]
     );
     assert_eq!(p.sinks[0].columns, vec!["id", "v"]);
