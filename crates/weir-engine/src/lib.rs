@@ -25,4 +25,6 @@ pub mod txn_file;
 
 pub use checkpointing::{CheckpointReport, CheckpointStat};
 pub use error::EngineError;
-pub use runtime::{run, Arrival, FirstRecord, Input, RunOptions, RunSummary, StepCount};
+pub use runtime::{
+    run, Arrival, ConnectorReport, FirstRecord, Input, RunOptions, RunSummary, StepCount,
+};

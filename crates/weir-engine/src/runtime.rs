@@ -115,6 +115,20 @@ pub struct RunSummary {
     pub latency_us: Option<Histogram<u64>>,
     /// Checkpoints restored and taken (empty without `[checkpoint]`).
     pub checkpoints: CheckpointReport,
+    /// The source and sinks that are connectors, with their state at the
+    /// end of the run.
+    pub connectors: Vec<ConnectorReport>,
+}
+
+/// A connector's state and reconnections over a run.
+#[derive(Debug, Clone)]
+pub struct ConnectorReport {
+    /// The source's or sink's name.
+    pub name: String,
+    /// Its state when the run ended.
+    pub state: weir_connect::ConnectionState,
+    /// Reconnections during the run.
+    pub reconnects: u64,
 }
 
 /// A micro-batch of whole records.
@@ -361,6 +375,10 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, Engin
         Input::Configured => open_source_connector(pipeline, &restore, options.drain)?,
         _ => None,
     };
+    let mut statuses: Vec<(String, Arc<weir_connect::ConnectorStatus>)> = connector
+        .iter()
+        .map(|c| (pipeline.source.name.clone(), c.status()))
+        .collect();
 
     // Sinks and dead letters.
     let producers = workers + if has_keyed { shards } else { 0 };
@@ -390,7 +408,11 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, Engin
                 _ => None,
             }),
         };
-        writers.push(SinkWriter::open(s, transactional, log_part)?);
+        let writer = SinkWriter::open(s, transactional, log_part)?;
+        if let Some(status) = writer.connector_status() {
+            statuses.push((s.name.clone(), status));
+        }
+        writers.push(writer);
     }
     let dead_letter = match &pipeline.dead_letter.log {
         Some((dir, stream)) => DeadLetterWriter::log(dir, stream)?,
@@ -637,6 +659,14 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, Engin
             elapsed: started.elapsed(),
             latency_us: latency,
             checkpoints,
+            connectors: statuses
+                .iter()
+                .map(|(name, status)| ConnectorReport {
+                    name: name.clone(),
+                    state: status.state(),
+                    reconnects: status.reconnects(),
+                })
+                .collect(),
         })
     })?;
     Ok(result)

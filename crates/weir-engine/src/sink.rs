@@ -351,6 +351,14 @@ impl SinkWriter {
         })
     }
 
+    /// The connection state, for a sink that is a connector.
+    pub fn connector_status(&self) -> Option<Arc<weir_connect::ConnectorStatus>> {
+        match &self.target {
+            Target::Connector(c, _) => Some(c.status()),
+            _ => None,
+        }
+    }
+
     fn destination(&self) -> &str {
         match &self.target {
             Target::Stdout(_) => "standard output",

@@ -174,7 +174,12 @@ fn check(mut collected: Vec<Vec<u8>>, dedup: bool, what: &str) {
     assert_eq!(unique_ids.len(), ids.len(), "{what}: one record per id");
 }
 
-fn run_through(port: u16, mut between: impl FnMut(u64), dedup: bool, what: &str) {
+fn run_through(
+    port: u16,
+    mut between: impl FnMut(u64),
+    dedup: bool,
+    what: &str,
+) -> weir_engine::RunSummary {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -229,12 +234,16 @@ fn run_through(port: u16, mut between: impl FnMut(u64), dedup: bool, what: &str)
         collector.count() >= expected
     });
     check(collector.finish(), dedup, what);
+    summary
 }
 
 #[test]
 #[ignore = "integration: needs Mosquitto on 127.0.0.1:1883"]
 fn fraud_alerts_through_mqtt_are_exact() {
-    run_through(1883, |_| {}, false, "mqtt");
+    let summary = run_through(1883, |_| {}, false, "mqtt");
+    for c in &summary.connectors {
+        assert_eq!(c.reconnects, 0, "{c:?}");
+    }
 }
 
 #[test]
@@ -261,7 +270,7 @@ fn stopping_the_broker_mid_run_changes_nothing() {
         dir.path().to_path_buf(),
     );
     let mut stopped = false;
-    run_through(
+    let summary = run_through(
         port,
         |sent| {
             if !stopped && sent >= EVENTS / 2 {
@@ -278,4 +287,14 @@ fn stopping_the_broker_mid_run_changes_nothing() {
         "mqtt with a broker restart",
     );
     assert!(stopped);
+    // Both connectors lost the broker and came back, and say so.
+    let names: Vec<&str> = summary.connectors.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["transactions", "alerts"]);
+    for c in &summary.connectors {
+        assert!(
+            c.reconnects >= 1,
+            "{} did not report its reconnection: {c:?}",
+            c.name
+        );
+    }
 }

@@ -250,5 +250,15 @@ fn killing_the_broker_mid_run_changes_nothing() {
     let summary = running.join().expect("pipeline thread");
     assert_eq!(summary.source_records, EVENTS);
     check_output(&s, "run with a broker kill");
+    // Both connectors lost the broker and came back, and say so.
+    let names: Vec<&str> = summary.connectors.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["transactions", "alerts"]);
+    for c in &summary.connectors {
+        assert!(
+            c.reconnects >= 1,
+            "{} did not report its reconnection: {c:?}",
+            c.name
+        );
+    }
     assert!(Path::new(&broker.dir).exists());
 }

@@ -181,6 +181,14 @@ pub(crate) fn print_summary(p: &weir_config::Pipeline, s: &RunSummary) {
         s.dead_letters,
         p.dead_letter.path.display()
     );
+    for c in &s.connectors {
+        eprintln!(
+            "  connector {}: {}, {} reconnection(s)",
+            c.name,
+            c.state.as_str(),
+            c.reconnects
+        );
+    }
     if secs > 0.0 {
         eprintln!(
             "  throughput {:.0} records/s",
