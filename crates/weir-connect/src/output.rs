@@ -13,9 +13,10 @@ pub struct Output<'a> {
     pub columns: &'a [String],
     /// Each row's output id: the same on every replay.
     pub ids: &'a [u64],
-    /// Each row as a JSON object with its `_id`, one per line.
+    /// Each row as a JSON object with its `_id`, one per line (empty for
+    /// a PostgreSQL sink, which binds the typed columns).
     pub json: &'a [u8],
-    /// Where each row's line ends (at its `\n`) in `json`.
+    /// Where each row's line ends (at its `\n`) in `json` (empty with it).
     pub ends: &'a [usize],
 }
 

@@ -213,7 +213,9 @@ enum Encoding {
 }
 
 enum Target {
-    Connector(Box<dyn SinkConnector>, String),
+    /// A connector, its destination, and whether it uses JSON rows (a
+    /// database sink binds typed columns and gets none).
+    Connector(Box<dyn SinkConnector>, String, bool),
     Stdout(std::io::Stdout),
     File(BufWriter<File>, String),
     Txn(TxnFile, String),
@@ -245,7 +247,8 @@ impl SinkWriter {
         let checkpointing = log_part.is_some();
         let restored = log_part.flatten();
         let connector = |c: Result<Box<dyn SinkConnector>, ConnectError>, dest: String| {
-            c.map(|c| (Target::Connector(c, dest), Encoding::Json))
+            let json = !matches!(sink.kind, SinkKind::Postgres(_));
+            c.map(|c| (Target::Connector(c, dest, json), Encoding::Json))
                 .map_err(|e| EngineError::Worker(format!("sink {}: {e}", sink.name)))
         };
         let (target, encoding) = match &sink.kind {
@@ -354,7 +357,7 @@ impl SinkWriter {
     /// The connection state, for a sink that is a connector.
     pub fn connector_status(&self) -> Option<Arc<weir_connect::ConnectorStatus>> {
         match &self.target {
-            Target::Connector(c, _) => Some(c.status()),
+            Target::Connector(c, ..) => Some(c.status()),
             _ => None,
         }
     }
@@ -365,7 +368,7 @@ impl SinkWriter {
             Target::File(_, path)
             | Target::Txn(_, path)
             | Target::Log(_, path)
-            | Target::Connector(_, path) => path,
+            | Target::Connector(_, path, _) => path,
             Target::Discard => "nothing",
         }
     }
@@ -382,7 +385,7 @@ impl SinkWriter {
             return Ok(());
         }
         self.buf.clear();
-        if let Target::Connector(c, _) = &mut self.target {
+        if let Target::Connector(c, _, json) = &mut self.target {
             let ids = batch
                 .column_by_name(weir_config::POSITION_COLUMN)
                 .and_then(|a| a.as_any().downcast_ref::<UInt64Array>())
@@ -390,13 +393,15 @@ impl SinkWriter {
                     EngineError::Worker(format!("sink {}: output without ids", self.name))
                 })?;
             self.ends.clear();
-            encode_json(
-                batch,
-                &self.columns,
-                true,
-                &mut self.buf,
-                Some(&mut self.ends),
-            );
+            if *json {
+                encode_json(
+                    batch,
+                    &self.columns,
+                    true,
+                    &mut self.buf,
+                    Some(&mut self.ends),
+                );
+            }
             let out = Output {
                 batch,
                 columns: &self.columns,
@@ -433,7 +438,7 @@ impl SinkWriter {
     /// transactional; returns the sink's part of the checkpoint.
     pub fn prepare(&mut self, id: u64) -> Result<Vec<u8>, EngineError> {
         let r = match &mut self.target {
-            Target::Connector(c, _) => {
+            Target::Connector(c, ..) => {
                 return c
                     .prepare(id)
                     .map_err(|e| EngineError::Worker(format!("sink {}: {e}", self.name)))
@@ -458,7 +463,7 @@ impl SinkWriter {
 
     /// The checkpoint covering epoch `id` is durable: make it visible.
     pub fn commit(&mut self, id: u64) -> Result<(), EngineError> {
-        if let Target::Connector(c, _) = &mut self.target {
+        if let Target::Connector(c, ..) = &mut self.target {
             return c
                 .commit(id)
                 .map_err(|e| EngineError::Worker(format!("sink {}: {e}", self.name)));
@@ -485,7 +490,7 @@ impl SinkWriter {
             Target::File(f, _) => f.flush().and_then(|_| f.get_ref().sync_data()),
             Target::Txn(..) | Target::Discard => Ok(()),
             Target::Log(l, _) => return l.flush().map(|_| self.records),
-            Target::Connector(c, _) => {
+            Target::Connector(c, ..) => {
                 return c
                     .finish()
                     .map(|_| self.records)
