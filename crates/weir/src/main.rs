@@ -20,12 +20,28 @@ use weir_engine::{RunOptions, RunSummary};
     about = "Real-time AI data pipelines: events in, features over event-time windows, models in-process, decisions out"
 )]
 struct Cli {
-    /// Diagnostics filter, e.g. `info` or `weir_engine=debug` (RUST_LOG
-    /// takes precedence).
+    /// Diagnostics filter: a level, or levels per module such as
+    /// `warn,weir_engine=info,weir_nats=debug` (RUST_LOG takes precedence).
     #[arg(long, global = true, default_value = "warn")]
     log_level: String,
+    /// Diagnostics format: `human` (one readable line per event) or `json`
+    /// (one JSON object per line, for log collectors).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "WEIR_LOG_FORMAT",
+        default_value = "human"
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -75,15 +91,26 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| cli.log_level.clone());
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&filter)
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let (filter, from) = match std::env::var("RUST_LOG") {
+        Ok(f) => (f, "RUST_LOG"),
+        Err(_) => (cli.log_level.clone(), "--log-level"),
+    };
+    let filter = match tracing_subscriber::EnvFilter::try_new(&filter) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {from} {filter:?} is not a valid filter: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Human => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => logs.json().with_current_span(false).init(),
+    }
     match dispatch(cli.command) {
         Ok(code) => code,
         Err(e) => {
