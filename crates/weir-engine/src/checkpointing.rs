@@ -215,6 +215,7 @@ pub(crate) struct Coordinator {
     /// Last completed checkpoint id, read by the source before injecting.
     pub completed: Arc<AtomicU64>,
     pub on_complete: Option<OnComplete>,
+    pub metrics: Option<Arc<crate::telemetry::RunMetrics>>,
 }
 
 impl Coordinator {
@@ -268,10 +269,15 @@ impl Coordinator {
                 cp.parts
                     .insert(format!("{SINK_PREFIX}{}", self.sinks[sink]), part);
             }
-            let info = self
-                .store
-                .write(&cp)
-                .map_err(|e| EngineError::Checkpoint(e.to_string()))?;
+            let info = match self.store.write(&cp) {
+                Ok(info) => info,
+                Err(e) => {
+                    if let Some(m) = &self.metrics {
+                        m.checkpoints_failed.add(1);
+                    }
+                    return Err(EngineError::Checkpoint(e.to_string()));
+                }
+            };
             for tx in &self.commits {
                 // A sink that stopped reports its own error.
                 let _ = tx.send(id);
@@ -281,6 +287,9 @@ impl Coordinator {
                 f(&source);
             }
             let duration = at.elapsed();
+            if let Some(m) = &self.metrics {
+                m.checkpoint(duration, info.size_bytes);
+            }
             tracing::info!(
                 checkpoint = id,
                 duration_ms = duration.as_secs_f64() * 1e3,

@@ -21,6 +21,7 @@ pub mod ops;
 mod runtime;
 pub mod sink;
 pub mod state;
+pub mod telemetry;
 pub mod txn_file;
 
 pub use checkpointing::{CheckpointReport, CheckpointStat};

@@ -35,6 +35,7 @@ use crate::ops::window::{FixedWindows, SlidingWindow};
 use crate::ops::{Ctx, Operator, Outputs};
 use crate::sink::SinkWriter;
 use crate::state::GroupParts;
+use crate::telemetry::{RunMetrics, Telemetry};
 use crate::txn_file::EpochPlace;
 use crate::EngineError;
 
@@ -84,6 +85,9 @@ pub struct RunOptions {
     pub drain: bool,
     /// Notified when the first record has been processed.
     pub on_first_record: Option<FirstRecord>,
+    /// Where the run reports metrics, readiness and samples (none: it
+    /// reports nothing).
+    pub telemetry: Option<Telemetry>,
 }
 
 /// Records out of one step.
@@ -139,6 +143,8 @@ struct Chunk {
     start: usize,
     end: usize,
     created: Option<Instant>,
+    /// When the source handed it over.
+    arrived: Instant,
 }
 
 /// What the source deals to a worker: a micro-batch, or a checkpoint
@@ -153,6 +159,7 @@ struct ShardMsg {
     max_time: i64,
     batches: Vec<(usize, RecordBatch)>,
     created: Option<Instant>,
+    arrived: Instant,
     barrier: Option<(u64, bool)>,
 }
 
@@ -161,6 +168,10 @@ enum SinkMsg {
     Data {
         batch: RecordBatch,
         created: Option<Instant>,
+        /// When the records' micro-batch left the source.
+        arrived: Instant,
+        /// Newest event time of the micro-batch (`i64::MIN`: none).
+        max_time: i64,
         producer: usize,
     },
     Barrier {
@@ -286,6 +297,8 @@ struct Counters {
     steps: Vec<AtomicU64>,
     source: AtomicU64,
     first_record: AtomicBool,
+    /// The run's series, for the source thread.
+    metrics: Option<Arc<RunMetrics>>,
 }
 
 /// Runs a pipeline to the end of its input.
@@ -322,10 +335,16 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, Engin
     build_ops(pipeline, &g.unkeyed, shards, &models)?;
     build_ops(pipeline, &g.keyed, shards, &models)?;
 
+    let metrics = options
+        .telemetry
+        .as_ref()
+        .map(|t| RunMetrics::new(t, pipeline, shards, has_keyed));
+
     let counters = Arc::new(Counters {
         steps: pipeline.steps.iter().map(|_| AtomicU64::new(0)).collect(),
         source: AtomicU64::new(0),
         first_record: AtomicBool::new(false),
+        metrics: metrics.clone(),
     });
 
     // Checkpoints: restore the newest valid one before anything opens.
@@ -439,6 +458,7 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, Engin
         commits: commit_txs,
         completed: completed.clone(),
         on_complete: consumer_commit(pipeline, connector.as_mut()),
+        metrics: metrics.clone(),
     });
     let checkpointing = coordinator.is_some();
     let coord = checkpointing.then(|| coord_tx.clone());
@@ -493,13 +513,19 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, Engin
             sink_handles.push(
                 std::thread::Builder::new()
                     .name("weir-sink".into())
-                    .spawn_scoped(scope, move || sink_loop(writer, rx, txn))
+                    .spawn_scoped(scope, {
+                        let metrics = metrics.clone().map(|m| (m, i));
+                        move || sink_loop(writer, rx, txn, metrics)
+                    })
                     .map_err(|e| EngineError::io("cannot start sink thread", e))?,
             );
         }
         let dlq_handle = std::thread::Builder::new()
             .name("weir-dead-letter".into())
-            .spawn_scoped(scope, move || dead_letter_loop(dead_letter, dlq_rx))
+            .spawn_scoped(scope, {
+                let metrics = metrics.clone();
+                move || dead_letter_loop(dead_letter, dlq_rx, metrics)
+            })
             .map_err(|e| EngineError::io("cannot start dead-letter thread", e))?;
 
         let ctx = |producer: usize| WorkerCtx {
@@ -514,6 +540,7 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, Engin
             coord: coord.clone(),
             restore: restore.clone(),
             on_first_record: options.on_first_record.clone(),
+            metrics: metrics.clone(),
         };
         let mut worker_handles = Vec::new();
         for (w, (rx, txs)) in chunk_rxs.into_iter().zip(shard_txs).enumerate() {
@@ -551,6 +578,16 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, Engin
             completed: completed.clone(),
         });
         drop(coord_tx);
+        // State is restored, connections are open, every thread runs.
+        if let Some(m) = &metrics {
+            m.watch_connectors(&pipeline.source.name, &statuses);
+            for (name, status) in &statuses {
+                if name == &pipeline.source.name {
+                    m.health.watch_source(name, status.clone());
+                }
+            }
+            m.health.set_recovered();
+        }
         let source_result = match connector.take() {
             Some(c) => read_connector(
                 c,
@@ -686,6 +723,7 @@ struct WorkerCtx<'p> {
     coord: Option<Sender<CoordMsg>>,
     restore: Arc<Restore>,
     on_first_record: Option<FirstRecord>,
+    metrics: Option<Arc<RunMetrics>>,
 }
 
 impl WorkerCtx<'_> {
@@ -797,6 +835,8 @@ struct Runner<'a, 'p> {
     /// Per shard, batches leaving through `key_by` steps in this micro-batch.
     exchange: Vec<Vec<(usize, RecordBatch)>>,
     created: Option<Instant>,
+    /// When the current micro-batch left the source.
+    arrived: Instant,
     /// Largest event time seen (shards; workers leave it at the minimum).
     max_time: i64,
 }
@@ -813,6 +853,12 @@ impl Runner<'_, '_> {
                 continue;
             }
             self.ctx.counters.steps[from].fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+            if let Some(m) = &self.ctx.metrics {
+                m.step_out[from].add(batch.num_rows() as u64);
+                if m.taps.tapped(from) {
+                    m.taps.offer(from, &batch);
+                }
+            }
             // The graph is shared and immutable: hold it, not a copy of
             // the target list, while delivering.
             let graph = Arc::clone(&self.ctx.graph);
@@ -825,6 +871,8 @@ impl Runner<'_, '_> {
                             .send(SinkMsg::Data {
                                 batch: batch.clone(),
                                 created: self.created,
+                                arrived: self.arrived,
+                                max_time: c.max_time,
                                 producer: self.ctx.producer,
                             })
                             .is_err()
@@ -848,6 +896,9 @@ impl Runner<'_, '_> {
     ) -> Result<(), EngineError> {
         match &mut self.ops[step] {
             Op::Split(p) => {
+                if let Some(m) = &self.ctx.metrics {
+                    m.step_in[step].add(batch.num_rows() as u64);
+                }
                 // Counted when the shard takes the parts over (`deliver`).
                 let parts = p.split(&batch)?;
                 for (s, part) in parts.into_iter().enumerate() {
@@ -859,7 +910,22 @@ impl Runner<'_, '_> {
             }
             Op::Run(op) => {
                 let mut out = Vec::new();
-                op.process(batch, c, &mut out)?;
+                match self.ctx.metrics.as_ref() {
+                    Some(m) => {
+                        let rows = batch.num_rows();
+                        m.step_in[step].add(rows as u64);
+                        match &m.models[step] {
+                            Some((time, size)) => {
+                                let t = Instant::now();
+                                op.process(batch, c, &mut out)?;
+                                time.observe(t.elapsed().as_secs_f64());
+                                size.observe(rows as f64);
+                            }
+                            None => op.process(batch, c, &mut out)?,
+                        }
+                    }
+                    None => op.process(batch, c, &mut out)?,
+                }
                 self.deliver(step, out, c)
             }
             Op::Decode | Op::Absent => Err(EngineError::Worker(format!(
@@ -917,6 +983,7 @@ fn worker_loop(
         ops,
         exchange: (0..ctx.shards).map(|_| Vec::new()).collect(),
         created: None,
+        arrived: Instant::now(),
         max_time: i64::MIN,
     };
     let mut rejected = Vec::new();
@@ -930,6 +997,7 @@ fn worker_loop(
                         max_time: i64::MIN,
                         batches: Vec::new(),
                         created: None,
+                        arrived: Instant::now(),
                         barrier: Some((id, last)),
                     };
                     if tx.send(msg).is_err() {
@@ -945,6 +1013,10 @@ fn worker_loop(
             }
         };
         runner.created = chunk.created;
+        runner.arrived = chunk.arrived;
+        if let Some(m) = &ctx.metrics {
+            m.step_in[g.decode].add(chunk.records as u64);
+        }
         let decoded = decoder.decode(
             &chunk.data[chunk.start..chunk.end],
             chunk.records,
@@ -965,6 +1037,7 @@ fn worker_loop(
                     max_time: decoded.max_event_time,
                     batches,
                     created: chunk.created,
+                    arrived: chunk.arrived,
                     barrier: None,
                 })
                 .is_err()
@@ -1037,6 +1110,7 @@ fn shard_loop(
         ops,
         exchange: Vec::new(),
         created: None,
+        arrived: Instant::now(),
         max_time: ctx.restore.max_time,
     };
     let mut rejected = Vec::new();
@@ -1078,6 +1152,7 @@ fn shard_loop(
         let prior = runner.max_time;
         runner.max_time = runner.max_time.max(msg.max_time);
         runner.created = msg.created;
+        runner.arrived = msg.arrived;
         let mut c = Ctx {
             rejected: &mut rejected,
             prior_max_time: prior,
@@ -1089,6 +1164,17 @@ fn shard_loop(
         runner.hook(&g.keyed, &mut c, false)?;
         if !rejected.is_empty() {
             let _ = ctx.dlq.send(std::mem::take(&mut rejected));
+        }
+        if let Some(m) = &ctx.metrics {
+            let entries = g
+                .keyed
+                .iter()
+                .map(|&i| match &runner.ops[i] {
+                    Op::Run(op) => op.state_entries(),
+                    _ => 0,
+                })
+                .sum();
+            m.shard(shard, entries, runner.max_time);
         }
     }
     if !finished {
@@ -1110,7 +1196,13 @@ fn sink_loop(
     mut writer: SinkWriter,
     rx: Receiver<SinkMsg>,
     txn: Option<SinkTxn>,
+    metrics: Option<(Arc<RunMetrics>, usize)>,
 ) -> Result<(u64, Option<Histogram<u64>>), EngineError> {
+    let observe = |rows: usize, arrived: Instant, max_time: i64| {
+        if let Some((m, i)) = &metrics {
+            m.sink_batch(*i, rows, arrived, max_time);
+        }
+    };
     let mut hist: Option<Histogram<u64>> = None;
     let mut record = |created: Option<Instant>, rows: usize| -> Result<(), EngineError> {
         if let Some(created) = created {
@@ -1128,9 +1220,17 @@ fn sink_loop(
     };
     let Some(txn) = txn else {
         for msg in rx {
-            if let SinkMsg::Data { batch, created, .. } = msg {
+            if let SinkMsg::Data {
+                batch,
+                created,
+                arrived,
+                max_time,
+                ..
+            } = msg
+            {
                 writer.write(&batch)?;
                 record(created, batch.num_rows())?;
+                observe(batch.num_rows(), arrived, max_time);
             }
         }
         return Ok((writer.finish()?, hist));
@@ -1147,9 +1247,10 @@ fn sink_loop(
         let data = if data_open { &rx } else { &never };
         crossbeam_channel::select! {
             recv(data) -> msg => match msg {
-                Ok(SinkMsg::Data { batch, created, producer }) => {
+                Ok(SinkMsg::Data { batch, created, arrived, max_time, producer }) => {
                     writer.write_epoch(epoch[producer], &batch)?;
                     record(created, batch.num_rows())?;
+                    observe(batch.num_rows(), arrived, max_time);
                 }
                 Ok(SinkMsg::Barrier { id, producer, last }) => {
                     epoch[producer] = id + 1;
@@ -1188,8 +1289,12 @@ fn sink_loop(
 fn dead_letter_loop(
     mut writer: DeadLetterWriter,
     rx: Receiver<Vec<Rejected>>,
+    metrics: Option<Arc<RunMetrics>>,
 ) -> Result<u64, EngineError> {
     for batch in rx {
+        if let Some(m) = &metrics {
+            m.dead_letters(&batch);
+        }
         for r in &batch {
             writer.write(r)?;
         }
@@ -1232,6 +1337,7 @@ fn read_source(
         batch_rows: p.settings.batch_rows,
         barriers,
         count_position: true,
+        metrics: counters.metrics.clone(),
     };
     match input {
         Input::Bytes(data) => {
@@ -1384,6 +1490,7 @@ fn read_connector(
         batch_rows: p.settings.batch_rows,
         barriers,
         count_position: false,
+        metrics: counters.metrics.clone(),
     };
     // Wake up for barriers while nothing arrives.
     let wait = cutter
@@ -1494,6 +1601,9 @@ fn read_log(r: LogRead<'_>, cutter: &mut Cutter) -> Result<Vec<u64>, EngineError
             }
         }
     }
+    if let Some(lag) = cutter.metrics.as_ref().and_then(|m| m.source_lag.as_ref()) {
+        lag.publish(&next);
+    }
     let mut end = Vec::with_capacity(readers.len());
     for reader in &mut readers {
         end.push(if r.follow {
@@ -1526,6 +1636,9 @@ fn read_log(r: LogRead<'_>, cutter: &mut Cutter) -> Result<Vec<u64>, EngineError
                 return Ok(next);
             }
             next[p] = last + 1;
+            if let Some(lag) = cutter.metrics.as_ref().and_then(|m| m.source_lag.as_ref()) {
+                lag.publish(&next);
+            }
             cutter.maybe_barrier(Some(SourcePosition::Offsets(next.clone())));
         }
         if !got {
@@ -1593,6 +1706,7 @@ struct Cutter {
     /// Whether the position is a record count (byte sources), so barriers
     /// can be placed between any two batches.
     count_position: bool,
+    metrics: Option<Arc<RunMetrics>>,
 }
 
 impl Cutter {
@@ -1697,9 +1811,14 @@ impl Cutter {
                 start,
                 end: offset,
                 created,
+                arrived: Instant::now(),
             };
             if !self.deal(Work::Chunk(chunk)) {
                 return usize::MAX;
+            }
+            if let Some(m) = &self.metrics {
+                m.source_records.add(records as u64);
+                m.source_batch.observe(records as f64);
             }
             self.position += records as u64;
             self.sent += records as u64;

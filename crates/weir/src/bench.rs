@@ -56,6 +56,14 @@ pub struct BenchArgs {
     /// pipeline's, with "-baseline" added to the file name.
     #[arg(long)]
     baseline: bool,
+    /// Throughput mode: report metrics as `weir run --metrics-address`
+    /// does, with a scrape every second.
+    #[arg(long)]
+    metrics: bool,
+    /// Throughput mode: alternate runs without and with metrics, `N` of
+    /// each, and report the median throughput of both and the cost.
+    #[arg(long, value_name = "N")]
+    metrics_overhead: Option<u32>,
 }
 
 fn example_dir() -> PathBuf {
@@ -107,7 +115,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let alerts_path = alerts_file(&pipeline)?;
     match args.rate {
         None if args.baseline => baseline(&args, &alerts_path),
-        None => throughput(&args, &pipeline, &alerts_path),
+        None => match args.metrics_overhead {
+            Some(rounds) => metrics_overhead(&args, &pipeline, &alerts_path, rounds),
+            None => throughput(&args, &pipeline, &alerts_path),
+        },
         Some(_) if args.baseline => bail!("--baseline runs in throughput mode only (no --rate)"),
         Some(rate) => latency(&args, &pipeline, &alerts_path, rate),
     }
@@ -151,16 +162,91 @@ fn read_alerts(path: &Path) -> anyhow::Result<(u64, u64)> {
     Ok((alerts, checksum))
 }
 
-fn throughput(args: &BenchArgs, pipeline: &Pipeline, alerts_path: &Path) -> anyhow::Result<()> {
-    let data = std::sync::Arc::new(encode(args.format, args.events));
+/// Runs the engine over `data`, with metrics (and a scrape each second)
+/// when asked.
+fn timed_run(
+    args: &BenchArgs,
+    pipeline: &Pipeline,
+    data: std::sync::Arc<Vec<u8>>,
+    metrics: bool,
+) -> anyhow::Result<weir_engine::RunSummary> {
+    let telemetry = metrics.then(|| weir_engine::telemetry::Telemetry::new(pipeline, None));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let scraper = telemetry.clone().map(|t| {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut bytes = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_secs(1));
+                bytes += t.registry.render().len();
+            }
+            bytes
+        })
+    });
     let summary = weir_engine::run(
         pipeline,
         RunOptions {
             shards: args.shards,
             input: Input::Bytes(data),
+            telemetry,
             ..Default::default()
         },
-    )?;
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(s) = scraper {
+        let _ = s.join();
+    }
+    Ok(summary?)
+}
+
+/// `--metrics-overhead N`: alternating runs without and with metrics.
+fn metrics_overhead(
+    args: &BenchArgs,
+    pipeline: &Pipeline,
+    alerts_path: &Path,
+    rounds: u32,
+) -> anyhow::Result<()> {
+    let data = std::sync::Arc::new(encode(args.format, args.events));
+    let mut off = Vec::new();
+    let mut on = Vec::new();
+    let mut outputs = Vec::new();
+    for round in 0..rounds.max(1) {
+        for metrics in [false, true] {
+            let s = timed_run(args, pipeline, data.clone(), metrics)?;
+            let rate = s.source_records as f64 / s.elapsed.as_secs_f64();
+            eprintln!(
+                "round {} metrics={}: {rate:.0} events/s",
+                round + 1,
+                if metrics { "on" } else { "off" }
+            );
+            outputs.push(read_alerts(alerts_path)?);
+            if metrics {
+                on.push(rate)
+            } else {
+                off.push(rate)
+            }
+        }
+    }
+    if outputs.windows(2).any(|w| w[0] != w[1]) {
+        bail!("runs with and without metrics wrote different alerts: {outputs:?}");
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (off, on) = (median(&mut off), median(&mut on));
+    println!(
+        "fraud-v1 events={} rounds={} metrics_off_events_per_sec={off:.0} metrics_on_events_per_sec={on:.0} cost_percent={:.1}",
+        args.events,
+        rounds.max(1),
+        (off - on) / off * 100.0
+    );
+    Ok(())
+}
+
+fn throughput(args: &BenchArgs, pipeline: &Pipeline, alerts_path: &Path) -> anyhow::Result<()> {
+    let data = std::sync::Arc::new(encode(args.format, args.events));
+    let summary = timed_run(args, pipeline, data, args.metrics)?;
     crate::print_summary(pipeline, &summary);
     let (alerts, checksum) = read_alerts(alerts_path)?;
     let seconds = summary.elapsed.as_secs_f64();

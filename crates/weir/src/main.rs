@@ -4,7 +4,12 @@ mod baseline;
 mod bench;
 mod chaos;
 mod dlq;
+mod http_get;
 mod ingest;
+mod observe;
+mod progress;
+mod tap;
+mod top;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -59,6 +64,14 @@ enum Command {
         /// checkpoint commits everything.
         #[arg(long)]
         drain: bool,
+        /// Serve `/metrics` (Prometheus), `/healthz`, `/readyz` and
+        /// `/tap/STEP` on this address, such as `127.0.0.1:9464`.
+        #[arg(long, env = "WEIR_METRICS_ADDRESS", value_name = "ADDRESS")]
+        metrics_address: Option<String>,
+        /// `/readyz` fails while the source's consumer lag (log sources)
+        /// is over this many records.
+        #[arg(long, env = "WEIR_MAX_LAG", value_name = "RECORDS")]
+        max_lag: Option<u64>,
     },
     /// Check a pipeline file without running it.
     Validate {
@@ -87,6 +100,13 @@ enum Command {
         #[arg(long, default_value = "json")]
         format: bench::Format,
     },
+    /// Live view of a running pipeline from its metrics endpoint
+    /// (`weir run --metrics-address`): records, rates, latencies, lag,
+    /// checkpoints, dead letters, connectors.
+    Top(top::TopArgs),
+    /// Print sampled records passing a step of a running pipeline (from
+    /// its `weir run --metrics-address` endpoint) as JSON lines.
+    Tap(tap::TapArgs),
 }
 
 fn main() -> ExitCode {
@@ -127,13 +147,29 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             pipeline,
             shards,
             drain,
+            metrics_address,
+            max_lag,
         } => {
             let p = weir_config::load(&pipeline)?;
+            let telemetry = weir_engine::telemetry::Telemetry::new(&p, max_lag);
+            let _endpoint = match &metrics_address {
+                Some(addr) => {
+                    let endpoint = observe::serve(addr, telemetry.clone())?;
+                    eprintln!(
+                        "weir run: serving http://{}/metrics, /healthz, /readyz, /tap/STEP",
+                        endpoint.addr()
+                    );
+                    Some(endpoint)
+                }
+                None => None,
+            };
+            let progress = progress::start(&telemetry, &p);
             let summary = weir_engine::run(
                 &p,
                 RunOptions {
                     shards,
                     drain,
+                    telemetry: Some(telemetry),
                     on_first_record: Some(weir_engine::FirstRecord(std::sync::Arc::new(
                         |restored| match restored {
                             Some(id) => eprintln!(
@@ -145,7 +181,9 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     ..Default::default()
                 },
             )
-            .with_context(|| format!("pipeline {} failed", p.name))?;
+            .with_context(|| format!("pipeline {} failed", p.name));
+            drop(progress);
+            let summary = summary?;
             print_summary(&p, &summary);
             Ok(ExitCode::SUCCESS)
         }
@@ -161,6 +199,8 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             bench::generate(&workload, events, format)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Top(args) => top::run(args).map(|_| ExitCode::SUCCESS),
+        Command::Tap(args) => tap::run(args).map(|_| ExitCode::SUCCESS),
     }
 }
 

@@ -58,6 +58,11 @@ pub trait Operator: Send {
     /// string per key group. Stateless operators write nothing.
     fn snapshot(&self, _key_groups: u32, _parts: &mut crate::state::GroupParts) {}
 
+    /// Entries of keyed state held (keys, or key and window), for metrics.
+    fn state_entries(&self) -> usize {
+        0
+    }
+
     /// Adds the state of one key group, as [`Operator::snapshot`] wrote it.
     fn restore(&mut self, _group: &[u8]) -> Result<(), crate::state::Damaged> {
         Ok(())

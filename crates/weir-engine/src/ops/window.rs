@@ -188,6 +188,10 @@ impl SlidingWindow {
 }
 
 impl Operator for SlidingWindow {
+    fn state_entries(&self) -> usize {
+        self.state.len()
+    }
+
     fn process(
         &mut self,
         batch: RecordBatch,
@@ -528,6 +532,10 @@ fn key_array(keys: &[Key], dt: &DataType) -> ArrayRef {
 }
 
 impl Operator for FixedWindows {
+    fn state_entries(&self) -> usize {
+        self.pending.len() + self.retained.len()
+    }
+
     fn process(
         &mut self,
         batch: RecordBatch,

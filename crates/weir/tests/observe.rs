@@ -1,0 +1,617 @@
+//! `weir run --metrics-address`: a running fraud pipeline scraped by a
+//! Prometheus text-format parser of its own, its health endpoints through
+//! every readiness state, and `weir top` / `weir tap` as a user runs them.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `weir`, killed when dropped (also when a test fails).
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repository root")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// The fraud example reading a followed log stream, with `extra` TOML
+/// after it; `batch_rows` small batches keep the channels between
+/// threads short.
+fn fraud_pipeline(batch_rows: usize, checkpoint: bool) -> String {
+    let text =
+        std::fs::read_to_string(repo().join("examples/fraud/pipeline.toml")).expect("example");
+    let model = repo().join("examples/fraud/model/fraud_lr.onnx");
+    let text = text
+        .replace(
+            "path = \"model/fraud_lr.onnx\"",
+            &format!("path = {:?}", model.display().to_string()),
+        )
+        .replace(
+            "type = \"file\"\npath = \"transactions.jsonl\"\nframing = \"lines\"",
+            "type = \"log\"\npath = \"log\"\nstream = \"transactions\"\nfollow = true",
+        )
+        .replace(
+            "batch_rows = 4096",
+            &format!("batch_rows = {batch_rows}\nshards = 2"),
+        );
+    assert!(text.contains("follow = true") && text.contains("shards = 2"));
+    if checkpoint {
+        format!("{text}\n[checkpoint]\ndir = \"checkpoints\"\ninterval = \"50ms\"\n")
+    } else {
+        text
+    }
+}
+
+/// Appends fraud-v1 events `from..to` (and any `extra` records) to the
+/// pipeline's source stream.
+fn append(dir: &Path, from: usize, to: usize, extra: &[&[u8]]) {
+    let all = weir_workloads::fraud_v1::encode_json(to as u64);
+    let records: Vec<&[u8]> = all
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .skip(from)
+        .chain(extra.iter().copied())
+        .collect();
+    let log = weir_log::Log::open(dir.join("log")).expect("log");
+    let stream = log
+        .stream("transactions", weir_log::StreamConfig::default())
+        .expect("stream");
+    for chunk in records.chunks(4096) {
+        stream.partition(0).append(chunk).expect("append");
+    }
+    stream.flush().expect("flush");
+}
+
+fn start(dir: &Path, args: &[&str]) -> Running {
+    Running(
+        Command::new(env!("CARGO_BIN_EXE_weir"))
+            .arg("run")
+            .arg("pipeline.toml")
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("weir starts"),
+    )
+}
+
+/// `GET path`: the status and body, or `None` while nothing listens.
+fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    let (head, body) = raw.split_once("\r\n\r\n")?;
+    assert!(
+        !head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "{head}"
+    );
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
+}
+
+/// One scrape, parsed: (metric name, labels) to value. Histograms appear
+/// as their `_count` and `_sum`, each bucket by its `le`.
+type Scrape = HashMap<(String, Vec<(String, String)>), f64>;
+
+fn scrape(port: u16) -> Option<Scrape> {
+    let (status, body) = get(port, "/metrics")?;
+    assert_eq!(status, 200, "{body}");
+    let lines = body.lines().map(|l| Ok(l.to_string()));
+    let parsed = prometheus_parse::Scrape::parse(lines).expect("valid exposition");
+    let mut out = Scrape::new();
+    for s in parsed.samples {
+        let mut labels: Vec<(String, String)> = s
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        labels.sort();
+        match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => {
+                out.insert((s.metric, labels), v);
+            }
+            prometheus_parse::Value::Histogram(buckets) => {
+                for b in buckets {
+                    let mut l = labels.clone();
+                    l.push(("le".into(), b.less_than.to_string()));
+                    l.sort();
+                    out.insert((format!("{}_bucket", s.metric), l), b.count);
+                }
+            }
+            prometheus_parse::Value::Summary(_) => panic!("no summaries expected"),
+        }
+    }
+    Some(out)
+}
+
+/// The value of `name` with exactly these labels (besides `pipeline`).
+fn value(s: &Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut want: Vec<(String, String)> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    if !name.starts_with("process_") {
+        want.push(("pipeline".into(), "fraud-v1".into()));
+    }
+    want.sort();
+    s.get(&(name.to_string(), want)).copied()
+}
+
+/// Scrapes until `done` holds, or fails after `secs` with the last scrape.
+fn scrape_until(port: u16, secs: u64, what: &str, done: impl Fn(&Scrape) -> bool) -> Scrape {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(s) = scrape(port) {
+            if done(&s) {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not within {secs} s; last scrape: {:?}",
+                s.iter()
+                    .filter(|((n, _), _)| n.starts_with("weir_") && !n.ends_with("_bucket"))
+                    .collect::<Vec<_>>()
+            );
+        } else {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: no endpoint within {secs} s"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn alerts(events: u64) -> f64 {
+    weir_workloads::fraud_v1::alerts(events).len() as f64
+}
+
+#[test]
+fn metrics_move_as_events_flow_and_the_cli_reads_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("pipeline.toml"), fraud_pipeline(1024, true)).expect("write");
+    append(dir.path(), 0, 20_000, &[b"{not json"]);
+    let port = free_port();
+    let address = format!("127.0.0.1:{port}");
+    let _run = start(dir.path(), &["--metrics-address", &address]);
+
+    let source = |s: &Scrape| {
+        value(
+            s,
+            "weir_source_records_total",
+            &[("source", "transactions")],
+        )
+    };
+    let sink = |s: &Scrape| value(s, "weir_sink_records_total", &[("sink", "alerts")]);
+    let first = scrape_until(port, 120, "the first 20,001 records", |s| {
+        source(s) == Some(20_001.0) && sink(s) == Some(alerts(20_000))
+    });
+    append(dir.path(), 20_000, 50_000, &[]);
+    let second = scrape_until(port, 120, "the next 30,000 records", |s| {
+        source(s) == Some(50_001.0)
+            && sink(s) == Some(alerts(50_000))
+            && value(
+                s,
+                "weir_log_consumer_lag_records",
+                &[("stream", "transactions")],
+            ) == Some(0.0)
+    });
+
+    // Per step, in and out, exactly.
+    for (s, events) in [(&first, 20_000.0), (&second, 50_000.0)] {
+        let step = |name: &str, dir: &str| {
+            value(
+                s,
+                &format!("weir_step_records_{dir}_total"),
+                &[("step", name)],
+            )
+        };
+        assert_eq!(step("decode", "in"), Some(events + 1.0));
+        assert_eq!(step("decode", "out"), Some(events));
+        assert_eq!(step("score", "in"), Some(events));
+        assert_eq!(step("score", "out"), Some(events));
+        assert_eq!(step("over_threshold", "out"), sink(s));
+        assert_eq!(
+            value(
+                s,
+                "weir_dead_letters_total",
+                &[("step", "decode"), ("reason", "malformed")]
+            ),
+            Some(1.0)
+        );
+    }
+    // Histograms count what flowed.
+    let count = |s: &Scrape, name: &str, labels: &[(&str, &str)]| {
+        value(s, &format!("{name}_count"), labels).unwrap_or(0.0)
+    };
+    let alerts_sink = [("sink", "alerts")];
+    for name in [
+        "weir_ingest_to_sink_seconds",
+        "weir_event_time_to_sink_seconds",
+        "weir_sink_batch_records",
+    ] {
+        let (a, b) = (
+            count(&first, name, &alerts_sink),
+            count(&second, name, &alerts_sink),
+        );
+        assert!(a > 0.0 && b > a, "{name}: {a} then {b}");
+    }
+    // Latency histograms count records; the batch histogram counts batches.
+    assert_eq!(
+        count(&second, "weir_ingest_to_sink_seconds", &alerts_sink),
+        alerts(50_000)
+    );
+    assert_eq!(
+        value(&second, "weir_sink_batch_records_sum", &alerts_sink),
+        Some(alerts(50_000))
+    );
+    assert_eq!(
+        value(
+            &second,
+            "weir_source_batch_records_sum",
+            &[("source", "transactions")]
+        ),
+        Some(50_001.0)
+    );
+    let model = second
+        .keys()
+        .find(|(n, _)| n == "weir_model_inference_seconds_count")
+        .expect("model inference series")
+        .1
+        .clone();
+    let model: Vec<(&str, &str)> = model
+        .iter()
+        .filter(|(k, _)| k != "pipeline")
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert!(model.contains(&("model", "fraud_lr")) && model.contains(&("step", "score")));
+    assert_eq!(
+        value(&second, "weir_model_batch_records_sum", &model),
+        Some(50_000.0)
+    );
+    assert!(
+        count(&second, "weir_model_inference_seconds", &model)
+            > count(&first, "weir_model_inference_seconds", &model)
+    );
+    // State, watermarks, checkpoints, the log, the process.
+    let entries = |s: &Scrape| {
+        (0..2)
+            .map(|i| value(s, "weir_window_state_entries", &[("shard", &i.to_string())]))
+            .sum::<Option<f64>>()
+            .expect("state per shard")
+    };
+    assert!(entries(&first) > 0.0 && entries(&second) > entries(&first));
+    assert!(value(&second, "weir_watermark_lag_seconds", &[("shard", "1")]).expect("lag") > 0.0);
+    let completed = |s: &Scrape| {
+        value(s, "weir_checkpoints_total", &[("outcome", "completed")]).expect("checkpoints")
+    };
+    assert!(completed(&first) >= 1.0 && completed(&second) > completed(&first));
+    assert_eq!(
+        value(&second, "weir_checkpoints_total", &[("outcome", "failed")]),
+        Some(0.0)
+    );
+    assert!(value(&second, "weir_checkpoint_size_bytes", &[]).expect("size") > 0.0);
+    assert!(value(&second, "weir_checkpoint_age_seconds", &[]).expect("age") < 60.0);
+    let log_size = |s: &Scrape| {
+        value(s, "weir_log_size_bytes", &[("stream", "transactions")]).expect("log size")
+    };
+    assert!(log_size(&second) > log_size(&first));
+    assert!(
+        value(&second, "process_cpu_seconds_total", &[]).expect("cpu")
+            > value(&first, "process_cpu_seconds_total", &[]).expect("cpu")
+    );
+    assert!(value(&second, "process_resident_memory_bytes", &[]).expect("rss") > 1e6);
+    assert_eq!(value(&second, "weir_ready", &[]), Some(1.0));
+    assert_eq!(get(port, "/healthz"), Some((200, "ok\n".into())));
+    assert_eq!(get(port, "/readyz"), Some((200, "ready\n".into())));
+
+    // `weir top` shows the same totals.
+    let top = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["top", &address, "--once", "--interval", "200ms"])
+        .output()
+        .expect("weir top");
+    let shown = String::from_utf8_lossy(&top.stdout);
+    assert!(
+        top.status.success(),
+        "{shown}{}",
+        String::from_utf8_lossy(&top.stderr)
+    );
+    for want in ["pipeline fraud-v1", "ready yes", "fraud_lr", "malformed"] {
+        assert!(shown.contains(want), "weir top lacks {want:?}:\n{shown}");
+    }
+    let total = |row: &str| -> Option<String> {
+        let line = shown.lines().find(|l| l.starts_with(row))?;
+        line[row.len()..]
+            .split_whitespace()
+            .next()
+            .map(str::to_string)
+    };
+    assert_eq!(
+        total("source transactions").as_deref(),
+        Some("50,001"),
+        "{shown}"
+    );
+    assert_eq!(
+        total("step score out").as_deref(),
+        Some("50,000"),
+        "{shown}"
+    );
+    let alerts_total = alerts(50_000) as u64;
+    assert_eq!(
+        total("sink alerts").map(|t| t.replace(',', "")),
+        Some(alerts_total.to_string()),
+        "{shown}"
+    );
+
+    // `weir tap` prints records passing a step while they flow.
+    let tap = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["tap", &address, "features", "--limit", "3", "--rate", "100"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("weir tap");
+    std::thread::sleep(Duration::from_millis(300));
+    append(dir.path(), 50_000, 60_000, &[]);
+    let tapped = tap.wait_with_output().expect("tap ends at its limit");
+    assert!(
+        tapped.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tapped.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&tapped.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON record"))
+        .collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    for l in &lines {
+        assert_eq!(l["_step"], "features");
+        let txn = l["txn_id"].as_u64().expect("txn_id");
+        assert!((50_000..60_000).contains(&txn), "{l}");
+        assert!(
+            l["win_count"].as_u64().is_some() && l.get("__pos").is_none(),
+            "{l}"
+        );
+    }
+    let unknown = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["tap", &address, "nope"])
+        .output()
+        .expect("weir tap");
+    assert!(!unknown.status.success());
+    let err = String::from_utf8_lossy(&unknown.stderr);
+    assert!(
+        err.contains("unknown step \"nope\"") && err.contains("features"),
+        "{err}"
+    );
+}
+
+/// `/readyz` through its states in a real run: recovering while the sink
+/// cannot open (a FIFO nobody reads yet), over the lag bound while the
+/// sink is stuck and events keep coming, ready once it drains; `/healthz`
+/// answers all along.
+#[test]
+fn readiness_goes_from_recovering_to_lagging_to_ready() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("out")).expect("out");
+    let fifo = dir.path().join("out/alerts.jsonl");
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success());
+    std::fs::write(dir.path().join("pipeline.toml"), fraud_pipeline(256, false)).expect("write");
+    append(dir.path(), 0, 200_000, &[]);
+    let port = free_port();
+    let _run = start(
+        dir.path(),
+        &[
+            "--metrics-address",
+            &format!("127.0.0.1:{port}"),
+            "--max-lag",
+            "1000",
+        ],
+    );
+
+    // Waits for an answer whose body starts with `want`.
+    let readyz = |want: &str, secs: u64| {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let got = get(port, "/readyz");
+            if let Some((_, body)) = &got {
+                if body.starts_with(want) {
+                    assert_eq!(get(port, "/healthz"), Some((200, "ok\n".into())));
+                    return got.expect("answer");
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "/readyz never said {want:?}: {got:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    // Opening a FIFO for writing waits for a reader: the run is still
+    // opening its sinks.
+    assert_eq!(
+        readyz("not ready: recovering", 60),
+        (503, "not ready: recovering\n".into())
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        get(port, "/readyz"),
+        Some((503, "not ready: recovering\n".into()))
+    );
+    // A reader that reads nothing: the pipe fills, the sink stops, the
+    // source stops behind it and the lag stays far over the bound.
+    let reader = std::fs::File::open(&fifo).expect("open the FIFO");
+    let (status, body) = readyz("not ready: consumer lag", 120);
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.starts_with("not ready: consumer lag ")
+            && body.ends_with(" records is over the bound 1000\n"),
+        "{body}"
+    );
+    assert!(!body.contains("recovering"), "{body}");
+    let metrics = scrape(port).expect("scrape");
+    assert_eq!(value(&metrics, "weir_ready", &[]), Some(0.0));
+    assert!(
+        value(
+            &metrics,
+            "weir_log_consumer_lag_records",
+            &[("stream", "transactions")]
+        )
+        .expect("lag")
+            > 1000.0
+    );
+    // Draining the pipe lets everything through.
+    let drain = std::thread::spawn(move || {
+        let mut reader = reader;
+        let mut sink = Vec::new();
+        let _ = reader.read_to_end(&mut sink);
+    });
+    assert_eq!(readyz("ready", 120), (200, "ready\n".into()));
+    assert_eq!(
+        value(&scrape(port).expect("scrape"), "weir_ready", &[]),
+        Some(1.0)
+    );
+    drop(_run);
+    drain.join().expect("drained");
+}
+
+/// A private mosquitto on `port`, killed (SIGKILL) when dropped.
+struct Mosquitto(Child);
+
+impl Mosquitto {
+    fn start(dir: &Path, port: u16) -> Mosquitto {
+        let conf = dir.join("mosquitto.conf");
+        // `user root`: started as root (as on CI), mosquitto would switch to
+        // its own user; ignored when not root.
+        std::fs::write(
+            &conf,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\nuser root\n"),
+        )
+        .expect("broker config");
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto starts");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "mosquitto did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Mosquitto(child)
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `/readyz` fails while the source's broker is away, and the connector
+/// metrics say so; it recovers with the broker.
+#[test]
+#[ignore = "integration: needs the mosquitto binary"]
+fn readiness_follows_the_source_connection() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker_port = free_port();
+    let text =
+        std::fs::read_to_string(repo().join("examples/fraud/pipeline-mqtt.toml")).expect("example");
+    let model = repo().join("examples/fraud/model/fraud_lr.onnx");
+    let text = text
+        .replace(
+            "mqtt://127.0.0.1:1883",
+            &format!("mqtt://127.0.0.1:{broker_port}"),
+        )
+        .replace(
+            "path = \"model/fraud_lr.onnx\"",
+            &format!("path = {:?}", model.display().to_string()),
+        );
+    assert!(text.contains(&broker_port.to_string()));
+    std::fs::write(dir.path().join("pipeline.toml"), text).expect("write");
+    let mut broker = Some(Mosquitto::start(dir.path(), broker_port));
+    let port = free_port();
+    let _run = start(
+        dir.path(),
+        &["--metrics-address", &format!("127.0.0.1:{port}")],
+    );
+
+    let up = |s: &Scrape| {
+        value(
+            s,
+            "weir_connector_up",
+            &[("connector", "transactions"), ("role", "source")],
+        )
+    };
+    let readyz_is = |want: (u16, &str)| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let got = get(port, "/readyz");
+            if got.as_ref().is_some_and(|(s, b)| (*s, b.as_str()) == want) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "/readyz never answered {want:?}: {got:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    readyz_is((200, "ready\n"));
+    assert_eq!(up(&scrape(port).expect("scrape")), Some(1.0));
+
+    drop(broker.take());
+    readyz_is((503, "not ready: source transactions is reconnecting\n"));
+    let away = scrape(port).expect("scrape");
+    assert_eq!(up(&away), Some(0.0));
+    assert_eq!(value(&away, "weir_ready", &[]), Some(0.0));
+    assert_eq!(get(port, "/healthz"), Some((200, "ok\n".into())));
+
+    broker = Some(Mosquitto::start(dir.path(), broker_port));
+    readyz_is((200, "ready\n"));
+    let back = scrape(port).expect("scrape");
+    assert_eq!(up(&back), Some(1.0));
+    assert!(
+        value(
+            &back,
+            "weir_connector_reconnects_total",
+            &[("connector", "transactions"), ("role", "source")]
+        )
+        .expect("reconnects")
+            >= 1.0
+    );
+    drop(broker);
+}
