@@ -129,9 +129,17 @@ fn scrape(port: u16) -> Option<Scrape> {
     let parsed = prometheus_parse::Scrape::parse(lines).expect("valid exposition");
     let mut out = Scrape::new();
     for s in parsed.samples {
+        // Every weir series names its pipeline; the rest are `process_*`.
+        assert_eq!(
+            s.metric.starts_with("weir_"),
+            s.labels.get("pipeline").is_some(),
+            "{}",
+            s.metric
+        );
         let mut labels: Vec<(String, String)> = s
             .labels
             .iter()
+            .filter(|(k, _)| k.as_str() != "pipeline")
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         labels.sort();
@@ -161,9 +169,6 @@ fn value(s: &Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    if !name.starts_with("process_") {
-        want.push(("pipeline".into(), "fraud-v1".into()));
-    }
     want.sort();
     s.get(&(name.to_string(), want)).copied()
 }
@@ -292,7 +297,6 @@ fn metrics_move_as_events_flow_and_the_cli_reads_them() {
         .clone();
     let model: Vec<(&str, &str)> = model
         .iter()
-        .filter(|(k, _)| k != "pipeline")
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     assert!(model.contains(&("model", "fraud_lr")) && model.contains(&("step", "score")));
