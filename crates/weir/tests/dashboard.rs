@@ -3,12 +3,12 @@
 //! metric it queries is exposed by a running pipeline — a renamed metric
 //! or a typo in a panel fails here instead of showing "No data" at 3 a.m.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use common::{append, fraud_pipeline, free_port, get, repo, start};
 
 /// The metric families of the observability spec (name, type), as
 /// `weir run --metrics-address` serves them. The dashboard may query only
@@ -51,13 +51,6 @@ const SPEC: &[(&str, &str)] = &[
 /// only dashboard metrics allowed to be absent from its `/metrics`.
 /// Starting a broker is out of reach of a self-contained test.
 const ONLY_WITH_CONNECTORS: &[&str] = &["weir_connector_up", "weir_connector_reconnects_total"];
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("repository root")
-}
 
 fn dashboard() -> serde_json::Value {
     let path = repo().join("deploy/grafana/weir-dashboard.json");
@@ -356,125 +349,6 @@ fn dashboard_queries_parse() {
     }
 }
 
-/// A running `weir`, killed (SIGKILL) when dropped — also when the test
-/// fails, so the pipeline never outlives it.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// fraud-v1 events as JSON lines.
-fn events(n: usize) -> Vec<Vec<u8>> {
-    weir_workloads::fraud_v1::encode_json(n as u64)
-        .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(<[u8]>::to_vec)
-        .collect()
-}
-
-fn append(dir: &Path, records: &[Vec<u8>]) {
-    let log = weir_log::Log::open(dir.join("log")).expect("log");
-    let stream = log
-        .stream("transactions", weir_log::StreamConfig::default())
-        .expect("stream");
-    for chunk in records.chunks(1000) {
-        let refs: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
-        stream.partition(0).append(&refs).expect("append");
-    }
-}
-
-/// The fraud example following the log stream (it runs until killed),
-/// checkpointed every 50 ms, with its model path made absolute.
-fn fraud_pipeline() -> String {
-    let text =
-        std::fs::read_to_string(repo().join("examples/fraud/pipeline.toml")).expect("example");
-    let model = repo().join("examples/fraud/model/fraud_lr.onnx");
-    let text = text
-        .replace(
-            "path = \"model/fraud_lr.onnx\"",
-            &format!("path = {:?}", model.display().to_string()),
-        )
-        .replace(
-            "type = \"file\"\npath = \"transactions.jsonl\"\nframing = \"lines\"",
-            "type = \"log\"\npath = \"log\"\nstream = \"transactions\"\nfollow = true",
-        );
-    assert!(text.contains("follow = true") && text.contains("fraud_lr.onnx"));
-    format!("{text}\n[checkpoint]\ndir = \"checkpoints\"\ninterval = \"50ms\"\nkeep = 3\n")
-}
-
-/// `GET /metrics` over plain HTTP/1.1: the body of a 200 answer, or why
-/// there is none.
-fn scrape(port: u16) -> Result<String, String> {
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-        .map_err(|e| format!("connect: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
-    s.set_write_timeout(Some(Duration::from_secs(10))).ok();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .map_err(|e| format!("write: {e}"))?;
-    let mut response = Vec::new();
-    s.read_to_end(&mut response)
-        .map_err(|e| format!("read: {e}"))?;
-    let split = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| {
-            format!(
-                "no end of headers in {:?}",
-                String::from_utf8_lossy(&response)
-            )
-        })?;
-    let head = String::from_utf8_lossy(&response[..split]).to_ascii_lowercase();
-    let mut body = response[split + 4..].to_vec();
-    let status = head.lines().next().unwrap_or_default().to_string();
-    if !status.starts_with("http/1.1 200") && !status.starts_with("http/1.0 200") {
-        return Err(format!("answer {status:?}"));
-    }
-    let header = |name: &str| {
-        head.lines()
-            .filter_map(|l| l.split_once(':'))
-            .find(|(n, _)| n.trim() == name)
-            .map(|(_, v)| v.trim().to_string())
-    };
-    if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
-        body = dechunk(&body)?;
-    } else if let Some(len) = header("content-length").and_then(|v| v.parse::<usize>().ok()) {
-        if body.len() < len {
-            return Err(format!("body of {} bytes, announced {len}", body.len()));
-        }
-        body.truncate(len);
-    }
-    String::from_utf8(body).map_err(|e| format!("body is not UTF-8: {e}"))
-}
-
-/// Decodes a `Transfer-Encoding: chunked` body.
-fn dechunk(mut raw: &[u8]) -> Result<Vec<u8>, String> {
-    let mut body = Vec::new();
-    loop {
-        let eol = raw
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or("chunk size line without CRLF")?;
-        let line = String::from_utf8_lossy(&raw[..eol]);
-        let size = line.split(';').next().unwrap_or_default().trim();
-        let size =
-            usize::from_str_radix(size, 16).map_err(|e| format!("chunk size {size:?}: {e}"))?;
-        raw = &raw[eol + 2..];
-        if size == 0 {
-            return Ok(body);
-        }
-        if raw.len() < size + 2 {
-            return Err("truncated chunk".to_string());
-        }
-        body.extend_from_slice(&raw[..size]);
-        raw = &raw[size + 2..];
-    }
-}
-
 /// The families of an exposition and their types, from its `# TYPE` lines.
 fn exposed_types(exposition: &str) -> BTreeMap<String, String> {
     exposition
@@ -500,34 +374,15 @@ fn missing(names: &BTreeSet<String>, types: &BTreeMap<String, String>) -> Vec<St
 fn every_dashboard_metric_is_exposed() {
     let names = dashboard_metric_names();
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("pipeline.toml"), fraud_pipeline()).expect("write pipeline");
+    std::fs::write(dir.path().join("pipeline.toml"), fraud_pipeline(4096, true))
+        .expect("write pipeline");
     // Events for records to flow through every step to the sink, and one
-    // malformed record among them so a dead letter is counted.
-    let mut input = events(20_000);
-    input.insert(10_000, b"{\"txn_id\": oops}".to_vec());
-    append(dir.path(), &input);
-
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("free port")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let stderr = std::fs::File::create(dir.path().join("weir.stderr")).expect("stderr file");
-    let mut run = Running(
-        Command::new(env!("CARGO_BIN_EXE_weir"))
-            .args([
-                "run",
-                "pipeline.toml",
-                "--shards",
-                "2",
-                "--metrics-address",
-                &format!("127.0.0.1:{port}"),
-            ])
-            .current_dir(dir.path())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("weir starts"),
+    // malformed record after them so a dead letter is counted.
+    append(dir.path(), 0, 20_000, &[b"{\"txn_id\": oops}"]);
+    let port = free_port();
+    let mut run = start(
+        dir.path(),
+        &["--metrics-address", &format!("127.0.0.1:{port}")],
     );
 
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -535,11 +390,12 @@ fn every_dashboard_metric_is_exposed() {
     let mut last_error = String::from("never scraped");
     let mut exited = None;
     loop {
-        match scrape(port) {
-            Ok(body) => {
+        match get(port, "/metrics") {
+            Ok((200, body)) => {
                 types = exposed_types(&body);
                 last_error.clear();
             }
+            Ok((status, body)) => last_error = format!("{status}: {body}"),
             Err(e) => last_error = e,
         }
         let absent = missing(&names, &types);

@@ -3,127 +3,22 @@
 //! every readiness state, and `weir top` / `weir tap` as a user runs them.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A running `weir`, killed when dropped (also when a test fails).
-struct Running(Child);
+mod common;
 
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("repository root")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-/// The fraud example reading a followed log stream, with `extra` TOML
-/// after it; `batch_rows` small batches keep the channels between
-/// threads short.
-fn fraud_pipeline(batch_rows: usize, checkpoint: bool) -> String {
-    let text =
-        std::fs::read_to_string(repo().join("examples/fraud/pipeline.toml")).expect("example");
-    let model = repo().join("examples/fraud/model/fraud_lr.onnx");
-    let text = text
-        .replace(
-            "path = \"model/fraud_lr.onnx\"",
-            &format!("path = {:?}", model.display().to_string()),
-        )
-        .replace(
-            "type = \"file\"\npath = \"transactions.jsonl\"\nframing = \"lines\"",
-            "type = \"log\"\npath = \"log\"\nstream = \"transactions\"\nfollow = true",
-        )
-        .replace(
-            "batch_rows = 4096",
-            &format!("batch_rows = {batch_rows}\nshards = 2"),
-        );
-    assert!(text.contains("follow = true") && text.contains("shards = 2"));
-    if checkpoint {
-        format!("{text}\n[checkpoint]\ndir = \"checkpoints\"\ninterval = \"50ms\"\n")
-    } else {
-        text
-    }
-}
-
-/// Appends fraud-v1 events `from..to` (and any `extra` records) to the
-/// pipeline's source stream.
-fn append(dir: &Path, from: usize, to: usize, extra: &[&[u8]]) {
-    let all = weir_workloads::fraud_v1::encode_json(to as u64);
-    let records: Vec<&[u8]> = all
-        .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .skip(from)
-        .chain(extra.iter().copied())
-        .collect();
-    let log = weir_log::Log::open(dir.join("log")).expect("log");
-    let stream = log
-        .stream("transactions", weir_log::StreamConfig::default())
-        .expect("stream");
-    for chunk in records.chunks(4096) {
-        stream.partition(0).append(chunk).expect("append");
-    }
-    stream.flush().expect("flush");
-}
-
-fn start(dir: &Path, args: &[&str]) -> Running {
-    Running(
-        Command::new(env!("CARGO_BIN_EXE_weir"))
-            .arg("run")
-            .arg("pipeline.toml")
-            .args(args)
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("weir starts"),
-    )
-}
-
-/// `GET path`: the status and body, or `None` while nothing listens.
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).ok()?;
-    let (head, body) = raw.split_once("\r\n\r\n")?;
-    assert!(
-        !head
-            .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked"),
-        "{head}"
-    );
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, body.to_string()))
-}
+use common::{append, fraud_pipeline, free_port, get, repo, start};
 
 /// One scrape, parsed: (metric name, labels) to value. Histograms appear
 /// as their `_count` and `_sum`, each bucket by its `le`.
 type Scrape = HashMap<(String, Vec<(String, String)>), f64>;
 
 fn scrape(port: u16) -> Option<Scrape> {
-    let (status, body) = get(port, "/metrics")?;
+    let (status, body) = get(port, "/metrics").ok()?;
     assert_eq!(status, 200, "{body}");
     let lines = body.lines().map(|l| Ok(l.to_string()));
     let parsed = prometheus_parse::Scrape::parse(lines).expect("valid exposition");
@@ -337,8 +232,8 @@ fn metrics_move_as_events_flow_and_the_cli_reads_them() {
     );
     assert!(value(&second, "process_resident_memory_bytes", &[]).expect("rss") > 1e6);
     assert_eq!(value(&second, "weir_ready", &[]), Some(1.0));
-    assert_eq!(get(port, "/healthz"), Some((200, "ok\n".into())));
-    assert_eq!(get(port, "/readyz"), Some((200, "ready\n".into())));
+    assert_eq!(get(port, "/healthz"), Ok((200, "ok\n".into())));
+    assert_eq!(get(port, "/readyz"), Ok((200, "ready\n".into())));
 
     // `weir top` shows the same totals.
     let top = Command::new(env!("CARGO_BIN_EXE_weir"))
@@ -448,9 +343,9 @@ fn readiness_goes_from_recovering_to_lagging_to_ready() {
         let deadline = Instant::now() + Duration::from_secs(secs);
         loop {
             let got = get(port, "/readyz");
-            if let Some((_, body)) = &got {
+            if let Ok((_, body)) = &got {
                 if body.starts_with(want) {
-                    assert_eq!(get(port, "/healthz"), Some((200, "ok\n".into())));
+                    assert_eq!(get(port, "/healthz"), Ok((200, "ok\n".into())));
                     return got.expect("answer");
                 }
             }
@@ -470,7 +365,7 @@ fn readiness_goes_from_recovering_to_lagging_to_ready() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
         get(port, "/readyz"),
-        Some((503, "not ready: recovering\n".into()))
+        Ok((503, "not ready: recovering\n".into()))
     );
     // A reader that reads nothing: the pipe fills, the sink stops, the
     // source stops behind it and the lag stays far over the bound.
@@ -510,7 +405,7 @@ fn readiness_goes_from_recovering_to_lagging_to_ready() {
 }
 
 /// A private mosquitto on `port`, killed (SIGKILL) when dropped.
-struct Mosquitto(Child);
+struct Mosquitto(std::process::Child);
 
 impl Mosquitto {
     fn start(dir: &Path, port: u16) -> Mosquitto {
@@ -584,7 +479,7 @@ fn readiness_follows_the_source_connection() {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let got = get(port, "/readyz");
-            if got.as_ref().is_some_and(|(s, b)| (*s, b.as_str()) == want) {
+            if got.as_ref().is_ok_and(|(s, b)| (*s, b.as_str()) == want) {
                 return;
             }
             assert!(
@@ -602,7 +497,7 @@ fn readiness_follows_the_source_connection() {
     let away = scrape(port).expect("scrape");
     assert_eq!(up(&away), Some(0.0));
     assert_eq!(value(&away, "weir_ready", &[]), Some(0.0));
-    assert_eq!(get(port, "/healthz"), Some((200, "ok\n".into())));
+    assert_eq!(get(port, "/healthz"), Ok((200, "ok\n".into())));
 
     broker = Some(Mosquitto::start(dir.path(), broker_port));
     readyz_is((200, "ready\n"));

@@ -1,0 +1,174 @@
+//! Helpers of the tests that run `weir run --metrics-address` on the fraud
+//! example and talk to its endpoint.
+
+#![allow(dead_code)] // each test file uses its own subset
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A running process, killed (SIGKILL) when dropped — also when a test
+/// fails, so a following pipeline never outlives its test.
+pub struct Running(pub Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repository root")
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// The fraud example on two shards, following the log stream
+/// `log/transactions` (it runs until killed), with micro-batches of at
+/// most `batch_rows` records and, when asked, checkpoints every 50 ms.
+pub fn fraud_pipeline(batch_rows: usize, checkpoint: bool) -> String {
+    let text =
+        std::fs::read_to_string(repo().join("examples/fraud/pipeline.toml")).expect("example");
+    let model = repo().join("examples/fraud/model/fraud_lr.onnx");
+    let text = text
+        .replace(
+            "path = \"model/fraud_lr.onnx\"",
+            &format!("path = {:?}", model.display().to_string()),
+        )
+        .replace(
+            "type = \"file\"\npath = \"transactions.jsonl\"\nframing = \"lines\"",
+            "type = \"log\"\npath = \"log\"\nstream = \"transactions\"\nfollow = true",
+        )
+        .replace(
+            "batch_rows = 4096",
+            &format!("batch_rows = {batch_rows}\nshards = 2"),
+        );
+    assert!(text.contains("follow = true") && text.contains("shards = 2"));
+    if checkpoint {
+        format!("{text}\n[checkpoint]\ndir = \"checkpoints\"\ninterval = \"50ms\"\n")
+    } else {
+        text
+    }
+}
+
+/// Appends fraud-v1 events `from..to`, then the `extra` records, to the
+/// stream `log/transactions` under `dir`.
+pub fn append(dir: &Path, from: usize, to: usize, extra: &[&[u8]]) {
+    let all = weir_workloads::fraud_v1::encode_json(to as u64);
+    let records: Vec<&[u8]> = all
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .skip(from)
+        .chain(extra.iter().copied())
+        .collect();
+    let log = weir_log::Log::open(dir.join("log")).expect("log");
+    let stream = log
+        .stream("transactions", weir_log::StreamConfig::default())
+        .expect("stream");
+    for chunk in records.chunks(4096) {
+        stream.partition(0).append(chunk).expect("append");
+    }
+    stream.flush().expect("flush");
+}
+
+/// `weir run pipeline.toml ARGS` in `dir`, its standard error into
+/// `dir/weir.stderr`.
+pub fn start(dir: &Path, args: &[&str]) -> Running {
+    let stderr = std::fs::File::create(dir.join("weir.stderr")).expect("stderr file");
+    Running(
+        Command::new(env!("CARGO_BIN_EXE_weir"))
+            .arg("run")
+            .arg("pipeline.toml")
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("weir starts"),
+    )
+}
+
+/// `GET path` over plain HTTP/1.1: the status and body, or why there is
+/// none (nothing listening yet, a cut answer).
+pub fn get(port: u16, path: &str) -> Result<(u16, String), String> {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| format!("write: {e}"))?;
+    let mut response = Vec::new();
+    s.read_to_end(&mut response)
+        .map_err(|e| format!("read: {e}"))?;
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| {
+            format!(
+                "no end of headers in {:?}",
+                String::from_utf8_lossy(&response)
+            )
+        })?;
+    let head = String::from_utf8_lossy(&response[..split]).to_ascii_lowercase();
+    let mut body = response[split + 4..].to_vec();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("no status in {head:?}"))?;
+    let header = |name: &str| {
+        head.lines()
+            .filter_map(|l| l.split_once(':'))
+            .find(|(n, _)| n.trim() == name)
+            .map(|(_, v)| v.trim().to_string())
+    };
+    if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        body = dechunk(&body)?;
+    } else if let Some(len) = header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        if body.len() < len {
+            return Err(format!("body of {} bytes, announced {len}", body.len()));
+        }
+        body.truncate(len);
+    }
+    let body = String::from_utf8(body).map_err(|e| format!("body is not UTF-8: {e}"))?;
+    Ok((status, body))
+}
+
+/// Decodes a `Transfer-Encoding: chunked` body.
+fn dechunk(mut raw: &[u8]) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    loop {
+        let eol = raw
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or("chunk size line without CRLF")?;
+        let line = String::from_utf8_lossy(&raw[..eol]);
+        let size = line.split(';').next().unwrap_or_default().trim();
+        let size =
+            usize::from_str_radix(size, 16).map_err(|e| format!("chunk size {size:?}: {e}"))?;
+        raw = &raw[eol + 2..];
+        if size == 0 {
+            return Ok(body);
+        }
+        if raw.len() < size + 2 {
+            return Err("truncated chunk".to_string());
+        }
+        body.extend_from_slice(&raw[..size]);
+        raw = &raw[size + 2..];
+    }
+}
