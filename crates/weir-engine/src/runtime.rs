@@ -578,7 +578,8 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, Engin
             completed: completed.clone(),
         });
         drop(coord_tx);
-        // State is restored, connections are open, every thread runs.
+        // Connections are open and every thread runs (shards report their
+        // state restored themselves).
         if let Some(m) = &metrics {
             m.watch_connectors(&pipeline.source.name, &statuses);
             for (name, status) in &statuses {
@@ -586,7 +587,7 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, Engin
                     m.health.watch_source(name, status.clone());
                 }
             }
-            m.health.set_recovered();
+            m.recovered_part();
         }
         let source_result = match connector.take() {
             Some(c) => read_connector(
@@ -1104,6 +1105,9 @@ fn shard_loop(
                 })?;
             }
         }
+    }
+    if let Some(m) = &ctx.metrics {
+        m.recovered_part();
     }
     let mut runner = Runner {
         ctx: &ctx,

@@ -376,6 +376,9 @@ pub(crate) struct RunMetrics {
     pub taps: Arc<Taps>,
     pub health: Arc<Health>,
     pub source_lag: Option<Arc<SourceLag>>,
+    /// Parts of recovery still running: each shard's state restore, and
+    /// the opening of sources and sinks.
+    recovering: std::sync::atomic::AtomicUsize,
     registry: Arc<Registry>,
     pipeline: String,
     /// Step name to its dead-letter reason when the reason text does not
@@ -391,6 +394,7 @@ impl RunMetrics {
     pub(crate) fn new(t: &Telemetry, p: &Pipeline, shards: usize, keyed: bool) -> Arc<RunMetrics> {
         let r = &t.registry;
         let name = p.name.as_str();
+        let restoring = shards_restoring(keyed, shards);
         let step_series = |metric: &str, help: &str| -> Vec<Arc<Counter>> {
             p.steps
                 .iter()
@@ -566,6 +570,7 @@ impl RunMetrics {
             taps: t.taps.clone(),
             health: t.health.clone(),
             source_lag,
+            recovering: std::sync::atomic::AtomicUsize::new(restoring + 1),
             registry: r.clone(),
             pipeline: name.to_string(),
             step_reasons,
@@ -628,6 +633,14 @@ impl RunMetrics {
                 );
             }
         });
+    }
+
+    /// One part of recovery is done (a shard restored its state, or the
+    /// run opened everything); the last one makes the run ready.
+    pub(crate) fn recovered_part(&self) {
+        if self.recovering.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.health.set_recovered();
+        }
     }
 
     /// Reports the connectors' states and reconnections at each scrape.
@@ -736,6 +749,14 @@ impl RunMetrics {
             s.watermark_lag
                 .set(((now_unix() * 1e3 - watermark) / 1e3).max(0.0));
         }
+    }
+}
+
+fn shards_restoring(keyed: bool, shards: usize) -> usize {
+    if keyed {
+        shards
+    } else {
+        0
     }
 }
 
