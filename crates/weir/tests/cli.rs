@@ -223,6 +223,45 @@ fn bench_prints_the_reference_line() {
 }
 
 #[test]
+fn bench_compares_runs_without_and_with_metrics() {
+    // A copy of the example, so its alerts file is this test's own.
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("pipeline.toml"), fraud_pipeline_text()).expect("write");
+    let out = weir(
+        &[
+            "bench",
+            "fraud-v1",
+            "--events",
+            "20000",
+            "--metrics-overhead",
+            "2",
+            "--pipeline",
+            "pipeline.toml",
+        ],
+        dir.path(),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // Each round runs both, in alternating order; their alerts must agree.
+    let rounds: Vec<&str> = stderr.lines().filter(|l| l.starts_with("round ")).collect();
+    assert_eq!(rounds.len(), 4, "{stderr}");
+    assert!(
+        rounds[0].contains("metrics=off") && rounds[2].contains("metrics=on"),
+        "{stderr}"
+    );
+    let line = stdout.lines().last().expect("a closing line");
+    assert!(
+        line.starts_with("fraud-v1 events=20000 rounds=2 metrics_off_events_per_sec="),
+        "{line}"
+    );
+    assert!(
+        line.contains(" metrics_on_events_per_sec=") && line.contains(" cost_percent="),
+        "{line}"
+    );
+}
+
+#[test]
 fn unknown_workload_is_an_error() {
     let out = weir(&["bench", "fraud-v9"], &repo());
     assert!(!out.status.success());
