@@ -12,7 +12,7 @@ mod process;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 pub use process::process_metrics;
@@ -79,16 +79,16 @@ pub const LAG_SECONDS_BUCKETS: &[f64] = &[
 pub const BATCH_BUCKETS: &[f64] = &[1.0, 8.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0];
 
 /// A histogram with fixed bucket bounds. Observations of a whole batch
-/// ([`Histogram::observe_n`]) cost one bucket search and three atomic
-/// adds.
+/// ([`Histogram::observe_n`]) cost one bucket search, an atomic add and a
+/// compare-and-swap for the sum.
 #[derive(Debug)]
 pub struct Histogram {
     bounds: &'static [f64],
     /// Per bucket (not cumulative), the last one for `+Inf`.
     counts: Box<[AtomicU64]>,
-    /// Sum of observations, in units of 1e-9 (nanoseconds for seconds),
-    /// so it can be kept in an integer atomic.
-    sum_nanos: AtomicI64,
+    /// Sum of observations, as `f64` bits (lags in seconds summed over
+    /// millions of records outgrow any fixed-point integer).
+    sum_bits: AtomicU64,
 }
 
 impl Histogram {
@@ -96,7 +96,7 @@ impl Histogram {
         Histogram {
             bounds,
             counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
-            sum_nanos: AtomicI64::new(0),
+            sum_bits: AtomicU64::new(0f64.to_bits()),
         }
     }
     /// Records one observation.
@@ -110,8 +110,12 @@ impl Histogram {
         }
         let bucket = self.bounds.partition_point(|&b| b < v);
         self.counts[bucket].fetch_add(n, Ordering::Relaxed);
-        let nanos = (v * 1e9 * n as f64).clamp(i64::MIN as f64, i64::MAX as f64) as i64;
-        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+        let add = v * n as f64;
+        let _ = self
+            .sum_bits
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+                Some((f64::from_bits(bits) + add).to_bits())
+            });
     }
     /// Observations so far.
     pub fn count(&self) -> u64 {
@@ -119,7 +123,7 @@ impl Histogram {
     }
     /// Sum of the observations so far.
     pub fn sum(&self) -> f64 {
-        self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9
+        f64::from_bits(self.sum_bits.load(Ordering::Relaxed))
     }
 }
 
@@ -458,5 +462,16 @@ mod tests {
         assert_eq!(h.counts[1].load(Ordering::Relaxed), 1);
         assert_eq!(h.count(), 2);
         assert_eq!(h.sum(), 3.0);
+    }
+
+    #[test]
+    fn sums_of_large_observations_do_not_wrap() {
+        let h = Histogram::new(LAG_SECONDS_BUCKETS);
+        // Three years of event-time lag, for a million records, 100 times.
+        for _ in 0..100 {
+            h.observe_n(95_000_000.0, 1_000_000);
+        }
+        assert_eq!(h.sum(), 9.5e15);
+        assert_eq!(h.count(), 100_000_000);
     }
 }

@@ -167,6 +167,26 @@ fn metrics_move_as_events_flow_and_the_cli_reads_them() {
         );
         assert!(a > 0.0 && b > a, "{name}: {a} then {b}");
     }
+    // Each record's event-time lag is at least the newest event's.
+    let newest_ms = weir_workloads::fraud_v1::encode_json(50_000)
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_slice(l).expect("event");
+            v["ts"].as_i64().expect("ts")
+        })
+        .max()
+        .expect("events");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    let lag_sum = value(&second, "weir_event_time_to_sink_seconds_sum", &alerts_sink).expect("sum");
+    let mean_lag = lag_sum / count(&second, "weir_event_time_to_sink_seconds", &alerts_sink);
+    assert!(
+        mean_lag >= now - newest_ms as f64 / 1e3 - 60.0 && mean_lag <= now + 1.0,
+        "mean event-time lag {mean_lag} s; newest event {newest_ms} ms"
+    );
     // Latency histograms count records; the batch histogram counts batches.
     assert_eq!(
         count(&second, "weir_ingest_to_sink_seconds", &alerts_sink),
