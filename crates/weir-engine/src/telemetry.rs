@@ -782,6 +782,45 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_tap_samples_at_its_rate_and_stops_when_dropped() {
+        use arrow_array::UInt64Array;
+        use arrow_schema::{DataType, Field, Schema};
+        let taps = Taps::new(vec!["decode".into(), "features".into()]);
+        assert!(taps.subscribe("nope", 5).is_none());
+        assert!(!taps.tapped(1));
+        let rx = taps.subscribe("features", 5).expect("known step");
+        assert!(taps.tapped(1) && !taps.tapped(0));
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("card_id", DataType::UInt64, false),
+            Field::new("__pos", DataType::UInt64, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(UInt64Array::from_iter_values(0..100)),
+                Arc::new(UInt64Array::from_iter_values(1000..1100)),
+            ],
+        )
+        .expect("batch");
+        taps.offer(1, &batch);
+        taps.offer(1, &batch);
+        let got: Vec<String> = rx.try_iter().collect();
+        // Five a second, spread over the batch, hidden columns left out.
+        assert_eq!(
+            got,
+            [0, 20, 40, 60, 80]
+                .iter()
+                .map(|c| format!("{{\"_step\":\"features\",\"card_id\":{c}}}"))
+                .collect::<Vec<_>>()
+        );
+        drop(rx);
+        // The next window notices the subscriber is gone.
+        std::thread::sleep(std::time::Duration::from_millis(1010));
+        taps.offer(1, &batch);
+        assert!(!taps.tapped(1));
+    }
+
+    #[test]
     fn readiness_names_each_reason() {
         let h = Health::new(Some(10));
         assert_eq!(h.readiness(), Err(vec!["recovering".to_string()]));
