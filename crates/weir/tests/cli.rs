@@ -38,6 +38,7 @@ fn examples_validate() {
         "pipeline-protobuf.toml",
         "pipeline-nats.toml",
         "pipeline-mqtt.toml",
+        "pipeline-live.toml",
     ] {
         let out = weir(&["validate", &format!("examples/fraud/{name}")], &repo());
         assert!(
