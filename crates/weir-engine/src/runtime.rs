@@ -911,21 +911,14 @@ impl Runner<'_, '_> {
             }
             Op::Run(op) => {
                 let mut out = Vec::new();
-                match self.ctx.metrics.as_ref() {
-                    Some(m) => {
-                        let rows = batch.num_rows();
-                        m.step_in[step].add(rows as u64);
-                        match &m.models[step] {
-                            Some((time, size)) => {
-                                let t = Instant::now();
-                                op.process(batch, c, &mut out)?;
-                                time.observe(t.elapsed().as_secs_f64());
-                                size.observe(rows as f64);
-                            }
-                            None => op.process(batch, c, &mut out)?,
-                        }
-                    }
-                    None => op.process(batch, c, &mut out)?,
+                let started = self
+                    .ctx
+                    .metrics
+                    .as_ref()
+                    .map(|_| (batch.num_rows(), Instant::now()));
+                op.process(batch, c, &mut out)?;
+                if let (Some(m), Some((rows, at))) = (&self.ctx.metrics, started) {
+                    m.step_processed(step, rows, at);
                 }
                 self.deliver(step, out, c)
             }

@@ -716,6 +716,16 @@ impl RunMetrics {
         }
     }
 
+    /// Counts a batch of `rows` records into step `i`, which took from
+    /// `started` to now (timed for model steps).
+    pub(crate) fn step_processed(&self, i: usize, rows: usize, started: Instant) {
+        self.step_in[i].add(rows as u64);
+        if let Some(Some((time, size))) = self.models.get(i) {
+            time.observe(started.elapsed().as_secs_f64());
+            size.observe(rows as f64);
+        }
+    }
+
     /// Records a completed checkpoint.
     pub(crate) fn checkpoint(&self, duration: std::time::Duration, size_bytes: u64) {
         self.checkpoint_duration.observe(duration.as_secs_f64());
