@@ -272,8 +272,8 @@ impl Coordinator {
             let info = match self.store.write(&cp) {
                 Ok(info) => info,
                 Err(e) => {
-                    if let Some(m) = &self.metrics {
-                        m.checkpoints_failed.add(1);
+                    if let Some(c) = self.metrics.as_ref().and_then(|m| m.checkpoints.as_ref()) {
+                        c.failed.add(1);
                     }
                     return Err(EngineError::Checkpoint(e.to_string()));
                 }

@@ -356,6 +356,16 @@ pub(crate) struct ShardMetrics {
     pub watermark_lag: Arc<Gauge>,
 }
 
+/// The checkpoint series.
+pub(crate) struct CheckpointMetrics {
+    duration: Arc<Histogram>,
+    size: Arc<Gauge>,
+    /// Unix time of the last completion (0: none yet), for the age.
+    completed_at: Arc<Gauge>,
+    completed: Arc<Counter>,
+    pub failed: Arc<Counter>,
+}
+
 /// The series of a run, registered at its start.
 pub(crate) struct RunMetrics {
     pub source_records: Arc<Counter>,
@@ -368,11 +378,8 @@ pub(crate) struct RunMetrics {
     pub shards: Vec<ShardMetrics>,
     /// The decode step's out-of-orderness bound (ms), for watermarks.
     pub watermark_bound_ms: i64,
-    pub checkpoint_duration: Arc<Histogram>,
-    pub checkpoint_size: Arc<Gauge>,
-    pub checkpoint_completed_at: Arc<Gauge>,
-    pub checkpoints_completed: Arc<Counter>,
-    pub checkpoints_failed: Arc<Counter>,
+    /// Registered only for pipelines with checkpoints.
+    pub checkpoints: Option<CheckpointMetrics>,
     pub taps: Arc<Taps>,
     pub health: Arc<Health>,
     pub source_lag: Option<Arc<SourceLag>>,
@@ -553,20 +560,22 @@ impl RunMetrics {
             sinks,
             shards,
             watermark_bound_ms,
-            checkpoint_duration: r.histogram(
-                "weir_checkpoint_duration_seconds",
-                "Time from barrier injection to the checkpoint being durable, in seconds.",
-                pl.clone(),
-                weir_metrics::SECONDS_BUCKETS,
-            ),
-            checkpoint_size: r.gauge(
-                "weir_checkpoint_size_bytes",
-                "Size of the last completed checkpoint, in bytes.",
-                pl.clone(),
-            ),
-            checkpoint_completed_at: Arc::new(Gauge::default()),
-            checkpoints_completed: outcome("completed"),
-            checkpoints_failed: outcome("failed"),
+            checkpoints: p.checkpoint.as_ref().map(|_| CheckpointMetrics {
+                duration: r.histogram(
+                    "weir_checkpoint_duration_seconds",
+                    "Time from barrier injection to the checkpoint being durable, in seconds.",
+                    pl.clone(),
+                    weir_metrics::SECONDS_BUCKETS,
+                ),
+                size: r.gauge(
+                    "weir_checkpoint_size_bytes",
+                    "Size of the last completed checkpoint, in bytes.",
+                    pl.clone(),
+                ),
+                completed_at: Arc::new(Gauge::default()),
+                completed: outcome("completed"),
+                failed: outcome("failed"),
+            }),
             taps: t.taps.clone(),
             health: t.health.clone(),
             source_lag,
@@ -580,20 +589,21 @@ impl RunMetrics {
     }
 
     fn register_collectors(self: &Arc<Self>, p: &Pipeline) {
-        let name = p.name.clone();
-        let completed_at = self.checkpoint_completed_at.clone();
-        let checkpointing = p.checkpoint.is_some();
-        self.registry.collect(move |s| {
-            let at = completed_at.get();
-            if checkpointing && at > 0.0 {
-                s.gauge(
-                    "weir_checkpoint_age_seconds",
-                    "Seconds since the last completed checkpoint.",
-                    labels(&[("pipeline", &name)]),
-                    (now_unix() - at).max(0.0),
-                );
-            }
-        });
+        if let Some(c) = &self.checkpoints {
+            let name = p.name.clone();
+            let completed_at = c.completed_at.clone();
+            self.registry.collect(move |s| {
+                let at = completed_at.get();
+                if at > 0.0 {
+                    s.gauge(
+                        "weir_checkpoint_age_seconds",
+                        "Seconds since the last completed checkpoint.",
+                        labels(&[("pipeline", &name)]),
+                        (now_unix() - at).max(0.0),
+                    );
+                }
+            });
+        }
         // Every log stream the pipeline reads or writes.
         let mut streams: Vec<(PathBuf, String)> = Vec::new();
         if let SourceKind::Log { dir, stream, .. } = &p.source.kind {
@@ -728,10 +738,12 @@ impl RunMetrics {
 
     /// Records a completed checkpoint.
     pub(crate) fn checkpoint(&self, duration: std::time::Duration, size_bytes: u64) {
-        self.checkpoint_duration.observe(duration.as_secs_f64());
-        self.checkpoint_size.set(size_bytes as f64);
-        self.checkpoint_completed_at.set(now_unix());
-        self.checkpoints_completed.add(1);
+        if let Some(c) = &self.checkpoints {
+            c.duration.observe(duration.as_secs_f64());
+            c.size.set(size_bytes as f64);
+            c.completed_at.set(now_unix());
+            c.completed.add(1);
+        }
     }
 
     /// Records a batch written by sink `i`.

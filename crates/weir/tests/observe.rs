@@ -400,6 +400,10 @@ fn readiness_goes_from_recovering_to_lagging_to_ready() {
     assert!(!body.contains("recovering"), "{body}");
     let metrics = scrape(port).expect("scrape");
     assert_eq!(value(&metrics, "weir_ready", &[]), Some(0.0));
+    // No `[checkpoint]`, no checkpoint series.
+    assert!(!metrics
+        .keys()
+        .any(|(n, _)| n.starts_with("weir_checkpoint")));
     assert!(
         value(
             &metrics,
