@@ -1,23 +1,11 @@
 //! The `weir` command as a user meets it: validation errors that name the
 //! field and line, `run` on a file, and the benchmark's closing line.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn weir(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("weir runs")
-}
+use std::process::Command;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("repository root")
-}
+use common::{repo, weir};
 
 /// The fraud example with its model path made absolute, so a copy works
 /// from any directory.

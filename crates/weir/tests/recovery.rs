@@ -5,41 +5,14 @@
 //! checkpoint is reported and the previous one used; a checkpoint from an
 //! incompatible pipeline version is refused without touching anything.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn weir(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("weir runs")
-}
-
-/// A running `weir`, killed (SIGKILL) when dropped — also when a test
-/// fails, so a following pipeline never outlives its test.
-struct Running(Child);
-
-impl Running {
-    fn kill(&mut self) -> std::io::Result<()> {
-        self.0.kill()
-    }
-    fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
-        self.0.wait()
-    }
-    fn try_wait(&mut self) -> std::io::Result<Option<std::process::ExitStatus>> {
-        self.0.try_wait()
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::{append, repo, weir, Running};
 
 fn spawn(args: &[&str], dir: &Path) -> Running {
     Running(
@@ -51,34 +24,6 @@ fn spawn(args: &[&str], dir: &Path) -> Running {
             .spawn()
             .expect("weir starts"),
     )
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("repository root")
-}
-
-/// fraud-v1 events `from..to` as JSON records.
-fn events(from: usize, to: usize) -> Vec<Vec<u8>> {
-    let all = weir_workloads::fraud_v1::encode_json(to as u64);
-    all.split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .skip(from)
-        .map(<[u8]>::to_vec)
-        .collect()
-}
-
-fn append(dir: &Path, records: &[Vec<u8>]) {
-    let log = weir_log::Log::open(dir.join("log")).expect("log");
-    let stream = log
-        .stream("transactions", weir_log::StreamConfig::default())
-        .expect("stream");
-    for chunk in records.chunks(1000) {
-        let refs: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
-        stream.partition(0).append(&refs).expect("append");
-    }
 }
 
 /// The fraud example reading the log stream, checkpointed every 50 ms.
@@ -192,7 +137,7 @@ fn wait_for_lines(path: &Path, n: usize, child: &mut Running) {
 /// directory, and returns its output lines.
 fn uninterrupted(pipeline: &str, events_total: usize, output: &str) -> Vec<String> {
     let dir = tempfile::tempdir().expect("tempdir");
-    append(dir.path(), &events(0, events_total));
+    append(dir.path(), 0, events_total, &[]);
     std::fs::write(dir.path().join("pipeline.toml"), pipeline).expect("write");
     let out = weir(&["run", "pipeline.toml", "--drain"], dir.path());
     assert!(
@@ -222,7 +167,7 @@ fn killed_fraud_pipeline_recovers_exactly() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("pipeline.toml"), fraud_pipeline(2)).expect("write");
     let alerts = dir.path().join("out/alerts.jsonl");
-    append(dir.path(), &events(0, 30_000));
+    append(dir.path(), 0, 30_000, &[]);
 
     // Killed once some output is committed, with more input arriving after.
     let mut run = spawn(&["run", "pipeline.toml"], dir.path());
@@ -230,7 +175,7 @@ fn killed_fraud_pipeline_recovers_exactly() {
     run.kill().expect("SIGKILL");
     run.wait().expect("reaped");
     let committed = lines(&alerts).len();
-    append(dir.path(), &events(30_000, 60_000));
+    append(dir.path(), 30_000, 60_000, &[]);
 
     // Restarted on three shards (state moves by key group), killed again.
     std::fs::write(dir.path().join("pipeline.toml"), fraud_pipeline(3)).expect("write");
@@ -288,14 +233,14 @@ fn killed_window_pipeline_falls_back_past_a_damaged_checkpoint() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("pipeline.toml"), windows_pipeline(2)).expect("write");
     let stats = dir.path().join("out/stats.jsonl");
-    append(dir.path(), &events(0, 20_000));
+    append(dir.path(), 0, 20_000, &[]);
     let mut run = spawn(&["run", "pipeline.toml"], dir.path());
     wait_for_lines(&stats, 100, &mut run);
     // Let a few more checkpoints complete, so there is an older one.
     std::thread::sleep(Duration::from_millis(300));
     run.kill().expect("SIGKILL");
     run.wait().expect("reaped");
-    append(dir.path(), &events(20_000, 40_000));
+    append(dir.path(), 20_000, 40_000, &[]);
 
     // Damage the newest checkpoint file.
     let store = dir.path().join("checkpoints");
@@ -323,7 +268,7 @@ fn killed_window_pipeline_falls_back_past_a_damaged_checkpoint() {
 fn incompatible_checkpoint_is_refused_and_nothing_is_touched() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("pipeline.toml"), windows_pipeline(1)).expect("write");
-    append(dir.path(), &events(0, 5_000));
+    append(dir.path(), 0, 5_000, &[]);
     let out = weir(&["run", "pipeline.toml", "--drain"], dir.path());
     assert!(
         out.status.success(),
@@ -373,7 +318,7 @@ fn unusable_checkpoint_directory_is_a_clear_error() {
     let text =
         windows_pipeline(1).replace("dir = \"checkpoints\"", "dir = \"blocker/checkpoints\"");
     std::fs::write(dir.path().join("pipeline.toml"), text).expect("write");
-    append(dir.path(), &events(0, 100));
+    append(dir.path(), 0, 100, &[]);
     let out = weir(&["run", "pipeline.toml", "--drain"], dir.path());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
@@ -417,7 +362,7 @@ fn killed_pipeline_with_a_log_sink_appends_each_alert_once() {
     );
     assert!(pipeline.contains("stream = \"alerts\""));
     std::fs::write(dir.path().join("pipeline.toml"), pipeline).expect("write");
-    append(dir.path(), &events(0, 30_000));
+    append(dir.path(), 0, 30_000, &[]);
     let out_log = dir.path().join("outlog");
     for round in 0..2 {
         let mut run = spawn(&["run", "pipeline.toml"], dir.path());
@@ -431,7 +376,7 @@ fn killed_pipeline_with_a_log_sink_appends_each_alert_once() {
         run.kill().expect("SIGKILL");
         run.wait().expect("reaped");
         if round == 0 {
-            append(dir.path(), &events(30_000, 60_000));
+            append(dir.path(), 30_000, 60_000, &[]);
         }
     }
     let out = weir(&["run", "pipeline.toml", "--drain"], dir.path());

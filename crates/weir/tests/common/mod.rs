@@ -1,23 +1,45 @@
-//! Helpers of the tests that run `weir run --metrics-address` on the fraud
-//! example and talk to its endpoint.
+//! Helpers of the tests that run the `weir` binary: starting and killing
+//! it, the fraud example on a log stream, appending events, talking to the
+//! endpoint of `weir run --metrics-address`.
 
 #![allow(dead_code)] // each test file uses its own subset
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::Duration;
 
 /// A running process, killed (SIGKILL) when dropped — also when a test
 /// fails, so a following pipeline never outlives its test.
 pub struct Running(pub Child);
 
+impl Running {
+    pub fn kill(&mut self) -> std::io::Result<()> {
+        self.0.kill()
+    }
+    pub fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        self.0.wait()
+    }
+    pub fn try_wait(&mut self) -> std::io::Result<Option<ExitStatus>> {
+        self.0.try_wait()
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// `weir ARGS` in `dir`, to the end.
+pub fn weir(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("weir runs")
 }
 
 pub fn repo() -> PathBuf {
