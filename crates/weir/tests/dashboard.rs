@@ -374,8 +374,11 @@ fn missing(names: &BTreeSet<String>, types: &BTreeMap<String, String>) -> Vec<St
 fn every_dashboard_metric_is_exposed() {
     let names = dashboard_metric_names();
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("pipeline.toml"), fraud_pipeline(4096, true))
-        .expect("write pipeline");
+    std::fs::write(
+        dir.path().join("pipeline.toml"),
+        fraud_pipeline(4096, 2, true),
+    )
+    .expect("write pipeline");
     // Events for records to flow through every step to the sink, and one
     // malformed record after them so a dead letter is counted.
     append(dir.path(), 0, 20_000, &[b"{\"txn_id\": oops}"]);

@@ -100,7 +100,11 @@ fn alerts(events: u64) -> f64 {
 #[test]
 fn metrics_move_as_events_flow_and_the_cli_reads_them() {
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("pipeline.toml"), fraud_pipeline(1024, true)).expect("write");
+    std::fs::write(
+        dir.path().join("pipeline.toml"),
+        fraud_pipeline(1024, 2, true),
+    )
+    .expect("write");
     append(dir.path(), 0, 20_000, &[b"{not json"]);
     let port = free_port();
     let address = format!("127.0.0.1:{port}");
@@ -345,7 +349,11 @@ fn readiness_goes_from_recovering_to_lagging_to_ready() {
     let fifo = dir.path().join("out/alerts.jsonl");
     let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
     assert!(made.success());
-    std::fs::write(dir.path().join("pipeline.toml"), fraud_pipeline(256, false)).expect("write");
+    std::fs::write(
+        dir.path().join("pipeline.toml"),
+        fraud_pipeline(256, 2, false),
+    )
+    .expect("write");
     append(dir.path(), 0, 200_000, &[]);
     let port = free_port();
     let _run = start(

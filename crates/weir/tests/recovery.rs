@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{append, repo, weir, Running};
+use common::{append, weir, Running};
 
 fn spawn(args: &[&str], dir: &Path) -> Running {
     Running(
@@ -28,24 +28,7 @@ fn spawn(args: &[&str], dir: &Path) -> Running {
 
 /// The fraud example reading the log stream, checkpointed every 50 ms.
 fn fraud_pipeline(shards: usize) -> String {
-    let text =
-        std::fs::read_to_string(repo().join("examples/fraud/pipeline.toml")).expect("example");
-    let model = repo().join("examples/fraud/model/fraud_lr.onnx");
-    let text = text
-        .replace(
-            "path = \"model/fraud_lr.onnx\"",
-            &format!("path = {:?}", model.display().to_string()),
-        )
-        .replace(
-            "type = \"file\"\npath = \"transactions.jsonl\"\nframing = \"lines\"",
-            "type = \"log\"\npath = \"log\"\nstream = \"transactions\"\nfollow = true",
-        )
-        .replace(
-            "key_groups = 128",
-            &format!("key_groups = 128\nshards = {shards}"),
-        );
-    assert!(text.contains("follow = true") && text.contains("shards ="));
-    format!("{text}\n[checkpoint]\ndir = \"checkpoints\"\ninterval = \"50ms\"\nkeep = 3\n")
+    common::fraud_pipeline(4096, shards, true)
 }
 
 /// Per-country tumbling windows over the same events: fixed-window state

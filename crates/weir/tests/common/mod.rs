@@ -57,10 +57,10 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// The fraud example on two shards, following the log stream
+/// The fraud example on `shards` shards, following the log stream
 /// `log/transactions` (it runs until killed), with micro-batches of at
 /// most `batch_rows` records and, when asked, checkpoints every 50 ms.
-pub fn fraud_pipeline(batch_rows: usize, checkpoint: bool) -> String {
+pub fn fraud_pipeline(batch_rows: usize, shards: usize, checkpoint: bool) -> String {
     let text =
         std::fs::read_to_string(repo().join("examples/fraud/pipeline.toml")).expect("example");
     let model = repo().join("examples/fraud/model/fraud_lr.onnx");
@@ -75,9 +75,9 @@ pub fn fraud_pipeline(batch_rows: usize, checkpoint: bool) -> String {
         )
         .replace(
             "batch_rows = 4096",
-            &format!("batch_rows = {batch_rows}\nshards = 2"),
+            &format!("batch_rows = {batch_rows}\nshards = {shards}"),
         );
-    assert!(text.contains("follow = true") && text.contains("shards = 2"));
+    assert!(text.contains("follow = true") && text.contains("shards ="));
     if checkpoint {
         format!("{text}\n[checkpoint]\ndir = \"checkpoints\"\ninterval = \"50ms\"\n")
     } else {
