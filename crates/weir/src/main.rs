@@ -124,7 +124,7 @@ fn main() -> ExitCode {
     };
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(|| progress::LogWriter);
     match cli.log_format {
         LogFormat::Human => logs
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

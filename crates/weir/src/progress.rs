@@ -9,6 +9,27 @@ use std::time::{Duration, Instant};
 
 use weir_engine::telemetry::Telemetry;
 
+/// Whether a progress line is on screen: log lines clear it first.
+static SHOWN: AtomicBool = AtomicBool::new(false);
+
+/// Standard error for log lines: clears a progress line before writing,
+/// so a log line never starts in the middle of one (the next tick redraws
+/// it below).
+pub struct LogWriter;
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut err = std::io::stderr().lock();
+        if SHOWN.swap(false, Ordering::Relaxed) {
+            err.write_all(b"\r\x1b[2K")?;
+        }
+        err.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
 /// A running display; dropping it clears the line.
 pub struct Progress {
     stop: Arc<AtomicBool>,
@@ -42,8 +63,11 @@ pub fn start(telemetry: &Telemetry, pipeline: &weir_config::Pipeline) -> Option<
                 let mut err = std::io::stderr().lock();
                 let _ = write!(err, "\r\x1b[2K{line}");
                 let _ = err.flush();
+                SHOWN.store(true, Ordering::Relaxed);
             }
-            let _ = write!(std::io::stderr().lock(), "\r\x1b[2K");
+            let mut err = std::io::stderr().lock();
+            let _ = write!(err, "\r\x1b[2K");
+            SHOWN.store(false, Ordering::Relaxed);
         })
         .ok()?;
     Some(Progress {
