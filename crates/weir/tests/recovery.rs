@@ -225,16 +225,17 @@ fn killed_window_pipeline_falls_back_past_a_damaged_checkpoint() {
     run.wait().expect("reaped");
     append(dir.path(), 20_000, 40_000, &[]);
 
-    // Damage the newest checkpoint file.
-    let store = dir.path().join("checkpoints");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&store)
-        .expect("store")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "ckpt"))
-        .collect();
-    files.sort();
-    assert!(files.len() >= 2, "{files:?}");
-    let newest = files.last().expect("a checkpoint");
+    // Damage the newest committed checkpoint (the kill may also have left
+    // a newer file that the manifest does not list yet).
+    let store =
+        weir_checkpoint::CheckpointStore::open(&dir.path().join("checkpoints"), 3).expect("store");
+    let committed = store.list().expect("committed checkpoints");
+    assert!(committed.len() >= 2, "{committed:?}");
+    let newest = &committed
+        .iter()
+        .max_by_key(|c| c.id)
+        .expect("a checkpoint")
+        .path;
     let mut bytes = std::fs::read(newest).expect("read");
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x40;
