@@ -297,7 +297,7 @@ struct Counters {
     steps: Vec<AtomicU64>,
     source: AtomicU64,
     first_record: AtomicBool,
-    /// The run's series, for the source thread.
+    /// The run's series (none without telemetry).
     metrics: Option<Arc<RunMetrics>>,
 }
 
@@ -540,7 +540,6 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, Engin
             coord: coord.clone(),
             restore: restore.clone(),
             on_first_record: options.on_first_record.clone(),
-            metrics: metrics.clone(),
         };
         let mut worker_handles = Vec::new();
         for (w, (rx, txs)) in chunk_rxs.into_iter().zip(shard_txs).enumerate() {
@@ -724,7 +723,6 @@ struct WorkerCtx<'p> {
     coord: Option<Sender<CoordMsg>>,
     restore: Arc<Restore>,
     on_first_record: Option<FirstRecord>,
-    metrics: Option<Arc<RunMetrics>>,
 }
 
 impl WorkerCtx<'_> {
@@ -854,7 +852,7 @@ impl Runner<'_, '_> {
                 continue;
             }
             self.ctx.counters.steps[from].fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
-            if let Some(m) = &self.ctx.metrics {
+            if let Some(m) = &self.ctx.counters.metrics {
                 m.step_out[from].add(batch.num_rows() as u64);
                 if m.taps.tapped(from) {
                     m.taps.offer(from, &batch);
@@ -897,7 +895,7 @@ impl Runner<'_, '_> {
     ) -> Result<(), EngineError> {
         match &mut self.ops[step] {
             Op::Split(p) => {
-                if let Some(m) = &self.ctx.metrics {
+                if let Some(m) = &self.ctx.counters.metrics {
                     m.step_in[step].add(batch.num_rows() as u64);
                 }
                 // Counted when the shard takes the parts over (`deliver`).
@@ -913,11 +911,12 @@ impl Runner<'_, '_> {
                 let mut out = Vec::new();
                 let started = self
                     .ctx
+                    .counters
                     .metrics
                     .as_ref()
                     .map(|_| (batch.num_rows(), Instant::now()));
                 op.process(batch, c, &mut out)?;
-                if let (Some(m), Some((rows, at))) = (&self.ctx.metrics, started) {
+                if let (Some(m), Some((rows, at))) = (&self.ctx.counters.metrics, started) {
                     m.step_processed(step, rows, at);
                 }
                 self.deliver(step, out, c)
@@ -1008,7 +1007,7 @@ fn worker_loop(
         };
         runner.created = chunk.created;
         runner.arrived = chunk.arrived;
-        if let Some(m) = &ctx.metrics {
+        if let Some(m) = &ctx.counters.metrics {
             m.step_in[g.decode].add(chunk.records as u64);
         }
         let decoded = decoder.decode(
@@ -1099,7 +1098,7 @@ fn shard_loop(
             }
         }
     }
-    if let Some(m) = &ctx.metrics {
+    if let Some(m) = &ctx.counters.metrics {
         m.recovered_part();
     }
     let mut runner = Runner {
@@ -1162,7 +1161,7 @@ fn shard_loop(
         if !rejected.is_empty() {
             let _ = ctx.dlq.send(std::mem::take(&mut rejected));
         }
-        if let Some(m) = &ctx.metrics {
+        if let Some(m) = &ctx.counters.metrics {
             let entries = g
                 .keyed
                 .iter()

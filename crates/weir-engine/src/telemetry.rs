@@ -401,7 +401,8 @@ impl RunMetrics {
     pub(crate) fn new(t: &Telemetry, p: &Pipeline, shards: usize, keyed: bool) -> Arc<RunMetrics> {
         let r = &t.registry;
         let name = p.name.as_str();
-        let restoring = shards_restoring(keyed, shards);
+        // Each shard restores its key groups on its own thread.
+        let restoring = if keyed { shards } else { 0 };
         let step_series = |metric: &str, help: &str| -> Vec<Arc<Counter>> {
             p.steps
                 .iter()
@@ -771,14 +772,6 @@ impl RunMetrics {
             s.watermark_lag
                 .set(((now_unix() * 1e3 - watermark) / 1e3).max(0.0));
         }
-    }
-}
-
-fn shards_restoring(keyed: bool, shards: usize) -> usize {
-    if keyed {
-        shards
-    } else {
-        0
     }
 }
 
