@@ -8,7 +8,7 @@ use std::time::Duration;
 use rumqttc::{ConnectReturnCode, ConnectionError, MqttOptions, QoS};
 use tokio::sync::Notify;
 use weir_config::Credentials;
-use weir_connect::{Backoff, ConnectError};
+use weir_connect::{Backoff, ConnectError, ConnectionState, ConnectorStatus};
 
 /// Keep-alive interval: a half-open connection is noticed within about
 /// one and a half of these.
@@ -115,6 +115,26 @@ pub(crate) async fn pause(backoff: &mut Backoff, stop: &Arc<Notify>) -> bool {
         _ = stop.notified() => false,
         _ = tokio::time::sleep(delay) => true,
     }
+}
+
+/// After a failed poll of a connection that was up once: reports the loss
+/// (a warning when it was connected, a debug line per further failed
+/// attempt) and pauses before the next poll reconnects. False when `stop`
+/// was signalled meanwhile.
+pub(crate) async fn reconnect_after(
+    e: &ConnectionError,
+    address: &str,
+    status: &ConnectorStatus,
+    backoff: &mut Backoff,
+    stop: &Arc<Notify>,
+) -> bool {
+    if status.state() == ConnectionState::Connected {
+        tracing::warn!(address = %address, error = %describe(e), "lost the connection to the MQTT broker; reconnecting");
+        status.set(ConnectionState::Reconnecting);
+    } else {
+        tracing::debug!(address = %address, error = %describe(e), attempt = backoff.attempts(), "MQTT reconnect attempt failed");
+    }
+    pause(backoff, stop).await
 }
 
 #[cfg(test)]

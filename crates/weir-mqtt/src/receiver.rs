@@ -29,7 +29,7 @@ use tokio::sync::Notify;
 use weir_connect::{Backoff, ConnectError, ConnectionState, ConnectorStatus};
 use weir_log::Stream;
 
-use crate::client::{describe, pause};
+use crate::client::{describe, reconnect_after};
 use crate::dedup::{self, DedupWindow, KeyStream};
 
 /// Most publishes made durable together.
@@ -361,13 +361,14 @@ impl Receiver {
         // PUBACKs not yet sent belong to the lost connection.
         self.unsent_acks.clear();
         self.shared.subscribed.store(false, Ordering::SeqCst);
-        if self.status.state() == ConnectionState::Connected {
-            tracing::warn!(address = %self.address, error = %describe(&e), "lost the connection to the MQTT broker; reconnecting");
-            self.status.set(ConnectionState::Reconnecting);
-        } else {
-            tracing::debug!(address = %self.address, error = %describe(&e), attempt = self.backoff.attempts(), "MQTT reconnect attempt failed");
-        }
-        Ok(pause(&mut self.backoff, &self.stop).await)
+        Ok(reconnect_after(
+            &e,
+            &self.address,
+            &self.status,
+            &mut self.backoff,
+            &self.stop,
+        )
+        .await)
     }
 
     /// Best effort on stop: send the PUBACKs of durable publishes and a

@@ -25,7 +25,7 @@ use weir_connect::{
     Backoff, ConnectError, ConnectionState, ConnectorStatus, Output, SinkConnector,
 };
 
-use crate::client::{self, address, describe, pause, OPEN_TIMEOUT};
+use crate::client::{self, address, describe, reconnect_after, OPEN_TIMEOUT};
 
 /// Most QoS 1 publishes awaiting their PUBACK.
 const MAX_IN_FLIGHT: u16 = 256;
@@ -365,13 +365,14 @@ impl Driver {
                 message: describe(&e),
             });
         }
-        if self.status.state() == ConnectionState::Connected {
-            tracing::warn!(address = %self.address, error = %describe(&e), "lost the connection to the MQTT broker; reconnecting");
-            self.status.set(ConnectionState::Reconnecting);
-        } else {
-            tracing::debug!(address = %self.address, error = %describe(&e), attempt = self.backoff.attempts(), "MQTT reconnect attempt failed");
-        }
-        Ok(pause(&mut self.backoff, &self.stop).await)
+        Ok(reconnect_after(
+            &e,
+            &self.address,
+            &self.status,
+            &mut self.backoff,
+            &self.stop,
+        )
+        .await)
     }
 
     async fn disconnect(&mut self) {
