@@ -4,8 +4,8 @@
 //! The embedding program makes a [`Telemetry`] and passes it in
 //! [`RunOptions`](crate::RunOptions); without one the run updates nothing
 //! (the benchmark compares the two). The run registers its series once at
-//! start, so threads hold plain handles and pay one relaxed atomic add per
-//! batch and series: no lookup, lock or allocation on the hot path. Values
+//! start, so threads hold plain handles and pay a relaxed atomic update or
+//! two per batch and series: no lookup, lock or allocation on the hot path. Values
 //! cheaper to read when asked (log sizes, lag, connector states, the
 //! checkpoint's age) come from collectors at scrape time.
 
