@@ -144,6 +144,8 @@ impl Kind {
     }
 }
 
+/// A series' handle (cloning shares it).
+#[derive(Clone)]
 enum Value {
     Counter(Arc<Counter>),
     Gauge(Arc<Gauge>),
@@ -219,25 +221,11 @@ impl Registry {
             help: help.to_string(),
             series: Vec::new(),
         });
-        let found = family
-            .series
-            .iter()
-            .find(|(l, _)| *l == labels)
-            .map(|(_, v)| match v {
-                Value::Counter(c) => Value::Counter(c.clone()),
-                Value::Gauge(g) => Value::Gauge(g.clone()),
-                Value::Histogram(h) => Value::Histogram(h.clone()),
-            });
-        if let Some(v) = found {
-            return v;
+        if let Some((_, v)) = family.series.iter().find(|(l, _)| *l == labels) {
+            return v.clone();
         }
         let v = make();
-        let copy = match &v {
-            Value::Counter(c) => Value::Counter(c.clone()),
-            Value::Gauge(g) => Value::Gauge(g.clone()),
-            Value::Histogram(h) => Value::Histogram(h.clone()),
-        };
-        family.series.push((labels, copy));
+        family.series.push((labels, v.clone()));
         v
     }
 
