@@ -97,17 +97,65 @@ const STATE_PREFIX: &str = "state/";
 const SINK_PREFIX: &str = "sink/";
 
 fn damaged(id: u64, what: &str) -> EngineError {
-    EngineError::Checkpoint(format!(
-        "checkpoint {id}: its {what} cannot be read although its checksum holds (written by an incompatible weir version?)"
-    ))
+    EngineError::Restore {
+        checkpoint: id,
+        problem: format!(
+            "its {what} cannot be read although its checksum holds (written by an incompatible weir version?)"
+        ),
+    }
+}
+
+/// A run's checkpoint store (with `[checkpoint]`), what it restored and
+/// the id its first barrier takes.
+pub(crate) struct Recovery {
+    pub store: Option<CheckpointStore>,
+    pub restore: Restore,
+    pub next_id: u64,
+}
+
+impl Recovery {
+    /// Opens the store and restores the newest valid checkpoint, before
+    /// anything else opens.
+    pub(crate) fn open(p: &weir_config::Pipeline) -> Result<Recovery, EngineError> {
+        let Some(c) = &p.checkpoint else {
+            return Ok(Recovery {
+                store: None,
+                restore: Restore {
+                    max_time: i64::MIN,
+                    ..Default::default()
+                },
+                next_id: 1,
+            });
+        };
+        let store = CheckpointStore::open(&c.dir, c.keep)?;
+        let restore = restore(&store, &p.fingerprint())?;
+        // Barrier ids continue after every id the store lists, including
+        // damaged ones that were skipped.
+        let listed = store.list()?.iter().map(|c| c.id).max().unwrap_or(0);
+        let next_id = listed.max(restore.id) + 1;
+        if restore.id > 0 {
+            tracing::info!(checkpoint = restore.id, "restored checkpoint");
+        }
+        Ok(Recovery {
+            store: Some(store),
+            restore,
+            next_id,
+        })
+    }
+
+    /// The report a run starts with.
+    pub(crate) fn report(&self) -> CheckpointReport {
+        CheckpointReport {
+            restored: (self.restore.id > 0).then_some(self.restore.id),
+            skipped: self.restore.skipped.clone(),
+            ..Default::default()
+        }
+    }
 }
 
 /// Reads the newest valid checkpoint for this pipeline version.
 pub(crate) fn restore(store: &CheckpointStore, fingerprint: &str) -> Result<Restore, EngineError> {
-    let Some(restored) = store
-        .latest_valid(fingerprint)
-        .map_err(|e| EngineError::Checkpoint(e.to_string()))?
-    else {
+    let Some(restored) = store.latest_valid(fingerprint)? else {
         return Ok(Restore {
             max_time: i64::MIN,
             ..Default::default()
@@ -275,7 +323,7 @@ impl Coordinator {
                     if let Some(c) = self.metrics.as_ref().and_then(|m| m.checkpoints.as_ref()) {
                         c.failed.add(1);
                     }
-                    return Err(EngineError::Checkpoint(e.to_string()));
+                    return Err(EngineError::Store(e));
                 }
             };
             for tx in &self.commits {

@@ -94,10 +94,10 @@ impl DeadLetterWriter {
     /// Opens (creating if needed) a stream of the durable log.
     pub fn log(dir: &Path, stream: &str) -> Result<Self, EngineError> {
         let fail = |e: weir_log::LogError| {
-            EngineError::Worker(format!(
-                "dead-letter stream {stream} in {}: {e}",
-                dir.display()
-            ))
+            EngineError::log(
+                format!("dead-letter stream {stream} in {}", dir.display()),
+                e,
+            )
         };
         let log = weir_log::Log::open(dir).map_err(fail)?;
         let stream_handle = log
@@ -118,10 +118,10 @@ impl DeadLetterWriter {
             if !pending.is_empty() {
                 let records: Vec<&[u8]> = pending.iter().map(Vec::as_slice).collect();
                 stream.partition(0).append(&records).map_err(|e| {
-                    EngineError::Worker(format!(
-                        "cannot append to dead-letter stream {}: {e}",
-                        self.path
-                    ))
+                    EngineError::log(
+                        format!("cannot append to dead-letter stream {}", self.path),
+                        e,
+                    )
                 })?;
                 pending.clear();
             }
@@ -133,10 +133,10 @@ impl DeadLetterWriter {
     pub fn write(&mut self, r: &Rejected) -> Result<(), EngineError> {
         self.line.clear();
         self.line.extend_from_slice(b"{\"step\":");
-        crate::sink::json_string(&mut self.line, &r.step);
+        crate::encode::json_string(&mut self.line, &r.step);
         self.line
             .extend_from_slice(format!(",\"position\":{},\"reason\":", r.position).as_bytes());
-        crate::sink::json_string(&mut self.line, &r.reason);
+        crate::encode::json_string(&mut self.line, &r.reason);
         if let Some(record) = &r.record {
             self.line.extend_from_slice(b",\"record\":");
             self.line.extend_from_slice(record.as_bytes());
@@ -150,7 +150,7 @@ impl DeadLetterWriter {
             self.line.push(b'"');
             if let Ok(text) = std::str::from_utf8(&r.bytes) {
                 self.line.extend_from_slice(b",\"text\":");
-                crate::sink::json_string(&mut self.line, text);
+                crate::encode::json_string(&mut self.line, text);
             }
         }
         self.line.push(b'}');

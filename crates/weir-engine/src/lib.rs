@@ -11,8 +11,10 @@
 #![deny(missing_docs)]
 
 mod checkpointing;
+pub mod connectors;
 pub mod dead_letter;
 pub mod decode;
+pub mod encode;
 mod error;
 pub mod frame;
 pub mod hash;
@@ -25,7 +27,7 @@ pub mod telemetry;
 pub mod txn_file;
 
 pub use checkpointing::{CheckpointReport, CheckpointStat};
-pub use error::EngineError;
+pub use error::{EngineError, ErrorClass};
 pub use runtime::{
     run, Arrival, ConnectorReport, FirstRecord, Input, RunOptions, RunSummary, StepCount,
 };

@@ -63,7 +63,7 @@ pub struct LogSink {
 }
 
 fn fail(sink: &str) -> impl Fn(weir_log::LogError) -> EngineError + '_ {
-    move |e| EngineError::Worker(format!("sink {sink}: {e}"))
+    move |e| EngineError::log(format!("sink {sink}"), e)
 }
 
 /// The `_id` at the end of a record this sink wrote.
@@ -114,10 +114,9 @@ impl LogSink {
         if let Some(part) = restored {
             let partition = stream.partition(0);
             let (from, covered) = match part {
-                Some(bytes) => decode_part(bytes).ok_or_else(|| {
-                    EngineError::Checkpoint(format!(
-                        "sink {sink}: its part of the checkpoint cannot be read"
-                    ))
+                Some(bytes) => decode_part(bytes).ok_or_else(|| EngineError::Staged {
+                    sink: sink.to_string(),
+                    problem: "its part of the checkpoint cannot be read".to_string(),
                 })?,
                 None => (partition.first_offset(), Vec::new()),
             };

@@ -118,12 +118,15 @@ impl TxnFile {
                 )))?;
                 let len = from.metadata().map(|m| m.len()).unwrap_or(0);
                 if len != p.len {
-                    return Err(EngineError::Worker(format!(
-                        "sink {sink}: staged output {} holds {len} bytes, checkpoint {} says {}",
-                        staged.display(),
-                        p.id,
-                        p.len
-                    )));
+                    return Err(EngineError::Staged {
+                        sink: sink.to_string(),
+                        problem: format!(
+                            "staged output {} holds {len} bytes, checkpoint {} says {}",
+                            staged.display(),
+                            p.id,
+                            p.len
+                        ),
+                    });
                 }
                 file.set_len(p.before).map_err(io(format!(
                     "sink {sink}: cannot truncate {}",

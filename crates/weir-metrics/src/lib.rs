@@ -8,7 +8,7 @@
 //! log's size on disk, a connector's state, the process's CPU time) come
 //! from collectors, closures the registry calls at each scrape.
 
-mod process;
+pub mod process;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

@@ -3,6 +3,19 @@
 
 use crate::Scrape;
 
+/// CPU time, user and system (counter).
+pub const PROCESS_CPU_SECONDS_TOTAL: &str = "process_cpu_seconds_total";
+/// OS threads (gauge).
+pub const PROCESS_THREADS: &str = "process_threads";
+/// Virtual memory size (gauge).
+pub const PROCESS_VIRTUAL_MEMORY_BYTES: &str = "process_virtual_memory_bytes";
+/// Resident memory size (gauge).
+pub const PROCESS_RESIDENT_MEMORY_BYTES: &str = "process_resident_memory_bytes";
+/// Start time since the Unix epoch (gauge).
+pub const PROCESS_START_TIME_SECONDS: &str = "process_start_time_seconds";
+/// Open file descriptors (gauge).
+pub const PROCESS_OPEN_FDS: &str = "process_open_fds";
+
 /// Adds `process_cpu_seconds_total`, `process_resident_memory_bytes`,
 /// `process_virtual_memory_bytes`, `process_open_fds`,
 /// `process_start_time_seconds` and `process_threads` to a scrape.
@@ -24,7 +37,7 @@ pub fn process_metrics(s: &mut Scrape) {
     if let (Some(utime), Some(stime)) = (field(14), field(15)) {
         if ticks > 0.0 {
             s.counter(
-                "process_cpu_seconds_total",
+                PROCESS_CPU_SECONDS_TOTAL,
                 "Total user and system CPU time spent in seconds.",
                 vec![],
                 (utime + stime) / ticks,
@@ -33,7 +46,7 @@ pub fn process_metrics(s: &mut Scrape) {
     }
     if let Some(threads) = field(20) {
         s.gauge(
-            "process_threads",
+            PROCESS_THREADS,
             "Number of OS threads in the process.",
             vec![],
             threads,
@@ -41,7 +54,7 @@ pub fn process_metrics(s: &mut Scrape) {
     }
     if let Some(vsize) = field(23) {
         s.gauge(
-            "process_virtual_memory_bytes",
+            PROCESS_VIRTUAL_MEMORY_BYTES,
             "Virtual memory size in bytes.",
             vec![],
             vsize,
@@ -49,7 +62,7 @@ pub fn process_metrics(s: &mut Scrape) {
     }
     if let Some(rss) = field(24) {
         s.gauge(
-            "process_resident_memory_bytes",
+            PROCESS_RESIDENT_MEMORY_BYTES,
             "Resident memory size in bytes.",
             vec![],
             rss * page,
@@ -63,7 +76,7 @@ pub fn process_metrics(s: &mut Scrape) {
     if let (Some(boot), Some(start)) = (boot, field(22)) {
         if ticks > 0.0 {
             s.gauge(
-                "process_start_time_seconds",
+                PROCESS_START_TIME_SECONDS,
                 "Start time of the process since unix epoch in seconds.",
                 vec![],
                 boot + start / ticks,
@@ -72,7 +85,7 @@ pub fn process_metrics(s: &mut Scrape) {
     }
     if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
         s.gauge(
-            "process_open_fds",
+            PROCESS_OPEN_FDS,
             "Number of open file descriptors.",
             vec![],
             fds.count() as f64,

@@ -16,7 +16,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use weir_engine::{RunOptions, RunSummary};
+use weir_engine::{ErrorClass, RunOptions, RunSummary};
 
 #[derive(Parser)]
 #[command(
@@ -134,9 +134,51 @@ fn main() -> ExitCode {
     match dispatch(cli.command) {
         Ok(code) => code,
         Err(e) => {
+            let class = error_class(&e);
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            if let Some(class) = class {
+                eprintln!("  ({})", class_hint(class));
+            }
+            exit_code(class)
         }
+    }
+}
+
+/// The class of the engine or configuration error behind `e`, if any.
+fn error_class(e: &anyhow::Error) -> Option<ErrorClass> {
+    e.chain().find_map(|cause| {
+        if let Some(engine) = cause.downcast_ref::<weir_engine::EngineError>() {
+            Some(engine.class())
+        } else if cause.downcast_ref::<weir_config::ConfigError>().is_some() {
+            Some(ErrorClass::Config)
+        } else {
+            None
+        }
+    })
+}
+
+/// What an error's class asks of the person who reads it.
+fn class_hint(class: ErrorClass) -> &'static str {
+    match class {
+        ErrorClass::Config => {
+            "a configuration problem: fix the pipeline or what it points at; retrying will fail the same way"
+        }
+        ErrorClass::External => {
+            "the outside world failed (a broker, a database, the disk): retrying later may succeed"
+        }
+        ErrorClass::Internal => "a bug in weir: please report it with this message and the log",
+    }
+}
+
+/// Exit codes by class, from sysexits(3), so supervisors can tell a
+/// failure worth retrying (75) from one that needs a person (78, 70);
+/// other failures (usage, unclassified) exit 1.
+fn exit_code(class: Option<ErrorClass>) -> ExitCode {
+    match class {
+        Some(ErrorClass::Config) => ExitCode::from(78),
+        Some(ErrorClass::External) => ExitCode::from(75),
+        Some(ErrorClass::Internal) => ExitCode::from(70),
+        None => ExitCode::FAILURE,
     }
 }
 
@@ -205,21 +247,39 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
 }
 
 fn validate(path: &Path) -> ExitCode {
-    match weir_config::load(path) {
-        Ok(p) => {
-            println!(
-                "{}: ok (pipeline {:?}: 1 source, {} steps, {} sinks)",
-                path.display(),
-                p.name,
-                p.steps.len(),
-                p.sinks.len()
-            );
-            ExitCode::SUCCESS
-        }
+    let p = match weir_config::load(path) {
+        Ok(p) => p,
         Err(e) => {
             eprintln!("{e}");
-            ExitCode::FAILURE
+            return ExitCode::FAILURE;
         }
+    };
+    let missing = weir_engine::connectors::missing(&p);
+    if !missing.is_empty() {
+        eprintln!(
+            "{} needs connectors this weir was built without (built in: {}):",
+            path.display(),
+            connectors_built()
+        );
+        for (component, feature) in missing {
+            eprintln!("  {component}: {feature} (cargo feature `{feature}`)");
+        }
+        return ExitCode::FAILURE;
+    }
+    println!(
+        "{}: ok (pipeline {:?}: 1 source, {} steps, {} sinks)",
+        path.display(),
+        p.name,
+        p.steps.len(),
+        p.sinks.len()
+    );
+    ExitCode::SUCCESS
+}
+
+fn connectors_built() -> String {
+    match weir_engine::connectors::BUILT {
+        [] => "none".to_string(),
+        built => built.join(", "),
     }
 }
 

@@ -116,8 +116,12 @@ impl Partitioner {
         if self.shards == 1 {
             return Ok(vec![batch.clone()]);
         }
-        let keys = KeyColumn::read(batch.column(self.key_index))
-            .map_err(|e| EngineError::Worker(format!("step {}: {e}", self.step)))?;
+        let keys = KeyColumn::read(batch.column(self.key_index)).map_err(|_| {
+            EngineError::invariant(
+                format!("step {}", self.step),
+                "the key column has a type validation refuses",
+            )
+        })?;
         for v in &mut self.indices {
             v.clear();
         }
@@ -132,8 +136,7 @@ impl Partitioner {
                     Ok(batch.clone())
                 } else {
                     let idx = UInt32Array::from(idx.clone());
-                    take_record_batch(batch, &idx)
-                        .map_err(|e| EngineError::Worker(format!("step {}: {e}", self.step)))
+                    take_record_batch(batch, &idx).map_err(|e| EngineError::compute(&self.step, e))
                 }
             })
             .collect()

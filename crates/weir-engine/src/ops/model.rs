@@ -123,10 +123,10 @@ impl Operator for ModelStep {
         self.matrix.resize(rows * width, 0.0);
         for (j, &c) in self.features.iter().enumerate() {
             if !scatter(batch.column(c), j, width, &mut self.matrix) {
-                return Err(EngineError::Worker(format!(
-                    "step {}: feature column {c} is not numeric",
-                    self.step
-                )));
+                return Err(EngineError::invariant(
+                    format!("step {}", self.step),
+                    "a feature column is not numeric (validation checks it is)",
+                ));
             }
         }
         match self.model.run(rows, &self.matrix) {
@@ -138,7 +138,7 @@ impl Operator for ModelStep {
                     columns.push(Arc::new(Float64Array::from(values)));
                 }
                 let b = RecordBatch::try_new(self.output.clone(), columns)
-                    .map_err(|e| EngineError::Worker(format!("step {}: {e}", self.step)))?;
+                    .map_err(|e| EngineError::compute(&self.step, e))?;
                 out.push((0, b));
             }
             Err(e) => {
@@ -153,7 +153,7 @@ impl Operator for ModelStep {
                         position: positions.as_ref().map(|p| p.value(r)).unwrap_or(0),
                         reason: format!("model failed: {e}"),
                         bytes: Vec::new(),
-                        record: Some(crate::sink::row_json(&batch, r)),
+                        record: Some(crate::encode::row_json(&batch, r)),
                     });
                 }
             }

@@ -10,8 +10,15 @@ use weir_expr::CompiledExpr;
 use super::{Ctx, Operator, Outputs};
 use crate::EngineError;
 
-fn err(step: &str, e: impl std::fmt::Display) -> EngineError {
-    EngineError::Worker(format!("step {step}: {e}"))
+fn expr_err(step: &str) -> impl Fn(weir_expr::ExprError) -> EngineError + '_ {
+    move |source| EngineError::Expression {
+        step: step.to_string(),
+        source,
+    }
+}
+
+fn arrow_err(step: &str) -> impl Fn(arrow_schema::ArrowError) -> EngineError + '_ {
+    move |e| EngineError::compute(step, e)
 }
 
 /// Keeps the rows where `mask` is true, passing the batch through untouched
@@ -48,8 +55,8 @@ impl Operator for Filter {
         let mask = self
             .predicate
             .evaluate_predicate(&batch)
-            .map_err(|e| err(&self.step, e))?;
-        let kept = keep(batch, &mask).map_err(|e| err(&self.step, e))?;
+            .map_err(expr_err(&self.step))?;
+        let kept = keep(batch, &mask).map_err(arrow_err(&self.step))?;
         if kept.num_rows() > 0 {
             out.push((0, kept));
         }
@@ -100,11 +107,11 @@ impl Operator for Derive {
     ) -> Result<(), EngineError> {
         let mut current = batch;
         for (expr, schema) in self.columns.iter().zip(&self.schemas) {
-            let value = expr.evaluate(&current).map_err(|e| err(&self.step, e))?;
+            let value = expr.evaluate(&current).map_err(expr_err(&self.step))?;
             let mut arrays: Vec<ArrayRef> = current.columns().to_vec();
             arrays.push(value);
             current =
-                RecordBatch::try_new(schema.clone(), arrays).map_err(|e| err(&self.step, e))?;
+                RecordBatch::try_new(schema.clone(), arrays).map_err(arrow_err(&self.step))?;
         }
         out.push((0, current));
         Ok(())
@@ -149,7 +156,7 @@ impl Operator for Select {
             0,
             batch
                 .project(&self.indices)
-                .map_err(|e| err(&self.step, e))?,
+                .map_err(arrow_err(&self.step))?,
         ));
         Ok(())
     }
@@ -173,8 +180,8 @@ impl Operator for Route {
         for (port, predicate) in self.routes.iter().enumerate() {
             let mask = predicate
                 .evaluate_predicate(&batch)
-                .map_err(|e| err(&self.step, e))?;
-            let kept = keep(batch.clone(), &mask).map_err(|e| err(&self.step, e))?;
+                .map_err(expr_err(&self.step))?;
+            let kept = keep(batch.clone(), &mask).map_err(arrow_err(&self.step))?;
             if kept.num_rows() > 0 {
                 out.push((port, kept));
             }

@@ -81,16 +81,17 @@ struct BatchView {
 }
 
 fn view(inputs: &Inputs, batch: &RecordBatch, step: &str) -> Result<BatchView, EngineError> {
-    let e = |m: String| EngineError::Worker(format!("step {step}: {m}"));
-    let times = int_column(batch, inputs.time).map_err(e)?;
+    let e = |what: &'static str| move |_| EngineError::invariant(format!("step {step}"), what);
+    let times =
+        int_column(batch, inputs.time).map_err(e("the time column is not an integer column"))?;
     let positions = batch
         .column(inputs.position)
         .as_any()
         .downcast_ref::<UInt64Array>()
         .map(|a| a.values().to_vec())
-        .ok_or_else(|| EngineError::Worker(format!("step {step}: bad position column")))?;
+        .ok_or_else(|| EngineError::invariant(format!("step {step}"), "bad position column"))?;
     let prior = int_column(batch, inputs.prior_max)
-        .map_err(|m| EngineError::Worker(format!("step {step}: {m}")))?;
+        .map_err(e("the prior-maximum column is not an integer column"))?;
     let mut values = Vec::with_capacity(inputs.columns.len());
     let mut valid = Vec::with_capacity(inputs.columns.len());
     for (c, k) in inputs.columns.iter().zip(&inputs.kinds) {
@@ -200,8 +201,12 @@ impl Operator for SlidingWindow {
     ) -> Result<(), EngineError> {
         let rows = batch.num_rows();
         let v = view(&self.inputs, &batch, &self.step)?;
-        let keys = KeyColumn::read(batch.column(self.inputs.key))
-            .map_err(|e| EngineError::Worker(format!("step {}: {e}", self.step)))?;
+        let keys = KeyColumn::read(batch.column(self.inputs.key)).map_err(|_| {
+            EngineError::invariant(
+                format!("step {}", self.step),
+                "the key column has a type validation refuses",
+            )
+        })?;
         let mut results: Vec<ResultColumn> = self
             .config
             .aggregates
@@ -229,7 +234,7 @@ impl Operator for SlidingWindow {
                     position: v.positions[row],
                     reason: late_reason(t, wm),
                     bytes: Vec::new(),
-                    record: Some(crate::sink::row_json(&batch, row)),
+                    record: Some(crate::encode::row_json(&batch, row)),
                 });
                 kept.push(false);
                 continue;
@@ -296,7 +301,7 @@ impl Operator for SlidingWindow {
             batch
         } else {
             keep(batch, &BooleanArray::from(kept))
-                .map_err(|e| EngineError::Worker(format!("step {}: {e}", self.step)))?
+                .map_err(|e| EngineError::compute(&self.step, e))?
         };
         if base.num_rows() == 0 {
             return Ok(());
@@ -305,7 +310,7 @@ impl Operator for SlidingWindow {
         let mut columns: Vec<ArrayRef> = base.columns().to_vec();
         columns.extend(results.into_iter().map(ResultColumn::finish));
         let out_batch = RecordBatch::try_new(self.output.clone(), columns)
-            .map_err(|e| EngineError::Worker(format!("step {}: {e}", self.step)))?;
+            .map_err(|e| EngineError::compute(&self.step, e))?;
         out.push((0, out_batch));
         Ok(())
     }
@@ -484,7 +489,7 @@ impl FixedWindows {
         columns.push(Arc::new(UInt64Array::from(positions)));
         columns.push(Arc::new(Int64Array::from(vec![i64::MIN; n])));
         let batch = RecordBatch::try_new(self.output.clone(), columns)
-            .map_err(|e| EngineError::Worker(format!("step {}: {e}", self.step)))?;
+            .map_err(|e| EngineError::compute(&self.step, e))?;
         out.push((0, batch));
         Ok(())
     }
@@ -543,8 +548,12 @@ impl Operator for FixedWindows {
         _out: &mut Outputs,
     ) -> Result<(), EngineError> {
         let v = view(&self.inputs, &batch, &self.step)?;
-        let keys = KeyColumn::read(batch.column(self.inputs.key))
-            .map_err(|e| EngineError::Worker(format!("step {}: {e}", self.step)))?;
+        let keys = KeyColumn::read(batch.column(self.inputs.key)).map_err(|_| {
+            EngineError::invariant(
+                format!("step {}", self.step),
+                "the key column has a type validation refuses",
+            )
+        })?;
         let floats: Vec<bool> = self
             .inputs
             .kinds
@@ -566,7 +575,7 @@ impl Operator for FixedWindows {
                     position: v.positions[row],
                     reason: late_reason(t, wm),
                     bytes: Vec::new(),
-                    record: Some(crate::sink::row_json(&batch, row)),
+                    record: Some(crate::encode::row_json(&batch, row)),
                 });
                 continue;
             }

@@ -1,346 +1,22 @@
-//! What a pipeline shows while it runs: the metrics `/metrics` renders,
-//! the readiness `/readyz` answers from, and record samples for `/tap`.
-//!
-//! The embedding program makes a [`Telemetry`] and passes it in
-//! [`RunOptions`](crate::RunOptions); without one the run updates nothing
-//! (the benchmark compares the two). The run registers its series once at
-//! start, so threads hold plain handles and pay a relaxed atomic update or
-//! two per batch and series: no lookup, lock or allocation on the hot path. Values
-//! cheaper to read when asked (log sizes, lag, connector states, the
-//! checkpoint's age) come from collectors at scrape time.
+//! The series of a run: registered once at its start, then updated by the
+//! threads through plain handles (a relaxed atomic update or two per batch
+//! and series), and collectors for what is cheaper to read at scrape time.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use arrow_array::RecordBatch;
-use crossbeam_channel::{Receiver, Sender, TrySendError};
 use weir_config::{Pipeline, SinkKind, SourceKind, StepKind};
 use weir_connect::{ConnectionState, ConnectorStatus};
 use weir_metrics::{labels, Counter, Gauge, Histogram, Registry};
 
+use super::health::{Health, SourceLag};
+use super::names;
+use super::taps::Taps;
+use super::Telemetry;
 use crate::dead_letter::Rejected;
-
-/// Where a run reports to; share it with the HTTP endpoint. One per run.
-#[derive(Clone)]
-pub struct Telemetry {
-    /// The metrics.
-    pub registry: Arc<Registry>,
-    /// Readiness.
-    pub health: Arc<Health>,
-    /// Record samples per step.
-    pub taps: Arc<Taps>,
-}
-
-impl std::fmt::Debug for Telemetry {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Telemetry(..)")
-    }
-}
-
-impl Telemetry {
-    /// Telemetry for a run of `pipeline`; `max_lag` bounds the source's
-    /// consumer lag (records) under which the run counts as ready.
-    pub fn new(pipeline: &Pipeline, max_lag: Option<u64>) -> Telemetry {
-        let registry = Arc::new(Registry::new());
-        registry.collect(weir_metrics::process_metrics);
-        let health = Arc::new(Health::new(max_lag));
-        let h = health.clone();
-        let name = pipeline.name.clone();
-        registry.collect(move |s| {
-            s.gauge(
-                "weir_ready",
-                "1 when the pipeline is ready (recovered, sources connected, lag within bound).",
-                labels(&[("pipeline", &name)]),
-                if h.readiness().is_ok() { 1.0 } else { 0.0 },
-            )
-        });
-        let taps = Arc::new(Taps::new(
-            pipeline.steps.iter().map(|s| s.name.clone()).collect(),
-        ));
-        Telemetry {
-            registry,
-            health,
-            taps,
-        }
-    }
-
-    /// Records read from the source so far (for progress displays).
-    pub fn source_records(&self, pipeline: &Pipeline) -> Arc<Counter> {
-        self.registry.counter(
-            SOURCE_RECORDS,
-            SOURCE_RECORDS_HELP,
-            labels(&[
-                ("pipeline", &pipeline.name),
-                ("source", &pipeline.source.name),
-            ]),
-        )
-    }
-}
-
-const SOURCE_RECORDS: &str = "weir_source_records_total";
-const SOURCE_RECORDS_HELP: &str = "Records read from the source.";
-
-/// Whether the run is ready to be relied on: recovered from its
-/// checkpoint, its source connected, its lag within the bound.
-pub struct Health {
-    max_lag: Option<u64>,
-    recovered: AtomicBool,
-    sources: Mutex<Vec<(String, Arc<ConnectorStatus>)>>,
-    lag: Mutex<Option<Arc<SourceLag>>>,
-}
-
-impl Health {
-    /// Not ready until the run says it has recovered.
-    pub fn new(max_lag: Option<u64>) -> Health {
-        Health {
-            max_lag,
-            recovered: AtomicBool::new(false),
-            sources: Mutex::new(Vec::new()),
-            lag: Mutex::new(None),
-        }
-    }
-
-    /// Ready, or the reasons why not (one line each).
-    pub fn readiness(&self) -> Result<(), Vec<String>> {
-        let mut why = Vec::new();
-        if !self.recovered.load(Ordering::Acquire) {
-            why.push("recovering".to_string());
-        }
-        for (name, status) in self
-            .sources
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
-            let state = status.state();
-            if state != ConnectionState::Connected {
-                why.push(format!("source {name} is {}", state.as_str()));
-            }
-        }
-        let lag = self.lag.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        if let (Some(max), Some(lag)) = (self.max_lag, lag.and_then(|l| l.records())) {
-            if lag > max {
-                why.push(format!(
-                    "consumer lag {lag} records is over the bound {max}"
-                ));
-            }
-        }
-        if why.is_empty() {
-            Ok(())
-        } else {
-            Err(why)
-        }
-    }
-
-    /// The consumer lag of the source, in records, where it is known.
-    pub fn lag(&self) -> Option<u64> {
-        let lag = self.lag.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        lag.and_then(|l| l.records())
-    }
-
-    /// Marks recovery complete: state restored, connections open.
-    pub fn set_recovered(&self) {
-        self.recovered.store(true, Ordering::Release);
-    }
-
-    /// Makes a source's connection part of readiness.
-    pub fn watch_source(&self, name: &str, status: Arc<ConnectorStatus>) {
-        self.sources
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((name.to_string(), status));
-    }
-
-    fn watch_lag(&self, lag: Arc<SourceLag>) {
-        *self.lag.lock().unwrap_or_else(|p| p.into_inner()) = Some(lag);
-    }
-}
-
-/// How far a log source is behind its stream: the reader publishes its
-/// next offsets, a scrape reads the stream's ends.
-pub(crate) struct SourceLag {
-    started: AtomicBool,
-    positions: Vec<AtomicU64>,
-    readers: Mutex<Vec<weir_log::TailReader>>,
-}
-
-impl SourceLag {
-    fn new(dir: &Path, stream: &str, partitions: u32) -> SourceLag {
-        SourceLag {
-            started: AtomicBool::new(false),
-            positions: (0..partitions).map(|_| AtomicU64::new(0)).collect(),
-            readers: Mutex::new(
-                (0..partitions)
-                    .map(|p| weir_log::TailReader::new(dir, stream, p))
-                    .collect(),
-            ),
-        }
-    }
-
-    /// Publishes the reader's next offset per partition.
-    pub(crate) fn publish(&self, next: &[u64]) {
-        for (a, &n) in self.positions.iter().zip(next) {
-            a.store(n, Ordering::Relaxed);
-        }
-        self.started.store(true, Ordering::Release);
-    }
-
-    /// Records appended but not yet read; `None` before reading starts or
-    /// when the stream cannot be read.
-    fn records(&self) -> Option<u64> {
-        if !self.started.load(Ordering::Acquire) {
-            return None;
-        }
-        let mut readers = self.readers.lock().unwrap_or_else(|p| p.into_inner());
-        let mut lag = 0u64;
-        for (reader, position) in readers.iter_mut().zip(&self.positions) {
-            let end = reader.end_offset().ok()?;
-            lag = lag.saturating_add(end.saturating_sub(position.load(Ordering::Relaxed)));
-        }
-        Some(lag)
-    }
-}
-
-/// Bytes in the files under `dir`, recursively.
-fn dir_size(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => dir_size(&e.path()),
-            Ok(_) => e.metadata().map(|m| m.len()).unwrap_or(0),
-            Err(_) => 0,
-        })
-        .sum()
-}
-
-fn now_unix() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
-
-/// A step's samples for `/tap`.
-struct TapSlot {
-    active: AtomicBool,
-    subscribers: Mutex<Vec<TapSubscriber>>,
-}
-
-struct TapSubscriber {
-    tx: Sender<String>,
-    per_second: u32,
-    window: Instant,
-    taken: u32,
-}
-
-/// Samples of the records passing each step, for debugging. A subscriber
-/// gets at most its rate of records per second; records it cannot take
-/// at once are dropped, never waited for.
-pub struct Taps {
-    steps: Vec<String>,
-    slots: Vec<TapSlot>,
-}
-
-/// Records queued per subscriber before new ones are dropped.
-const TAP_QUEUE: usize = 1024;
-
-impl Taps {
-    fn new(steps: Vec<String>) -> Taps {
-        let slots = steps
-            .iter()
-            .map(|_| TapSlot {
-                active: AtomicBool::new(false),
-                subscribers: Mutex::new(Vec::new()),
-            })
-            .collect();
-        Taps { steps, slots }
-    }
-
-    /// The steps that can be tapped.
-    pub fn steps(&self) -> &[String] {
-        &self.steps
-    }
-
-    /// Starts sampling `step` at up to `per_second` records a second; the
-    /// samples (JSON objects) arrive on the receiver until it is dropped.
-    /// `None` for an unknown step.
-    pub fn subscribe(&self, step: &str, per_second: u32) -> Option<Receiver<String>> {
-        let i = self.steps.iter().position(|s| s == step)?;
-        let (tx, rx) = crossbeam_channel::bounded(TAP_QUEUE);
-        let slot = &self.slots[i];
-        slot.subscribers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(TapSubscriber {
-                tx,
-                per_second: per_second.max(1),
-                window: Instant::now(),
-                taken: 0,
-            });
-        slot.active.store(true, Ordering::Release);
-        Some(rx)
-    }
-
-    /// Whether anyone samples step `i` (one relaxed load per batch).
-    #[inline]
-    pub(crate) fn tapped(&self, i: usize) -> bool {
-        self.slots
-            .get(i)
-            .is_some_and(|s| s.active.load(Ordering::Relaxed))
-    }
-
-    /// Offers a batch out of step `i` to its subscribers.
-    pub(crate) fn offer(&self, i: usize, batch: &RecordBatch) {
-        let Some(slot) = self.slots.get(i) else {
-            return;
-        };
-        let mut subs = slot.subscribers.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        let step = &self.steps[i];
-        subs.retain_mut(|sub| {
-            if now.duration_since(sub.window).as_secs() >= 1 {
-                sub.window = now;
-                sub.taken = 0;
-            }
-            let budget = sub.per_second.saturating_sub(sub.taken) as usize;
-            let rows = batch.num_rows();
-            let take = budget.min(rows);
-            if take == 0 {
-                // A gone subscriber is noticed at its next sample.
-                return true;
-            }
-            // Spread the sample over the batch rather than its head.
-            let stride = rows / take;
-            for k in 0..take {
-                let mut line = crate::sink::row_json(batch, k * stride);
-                // `row_json` gives an object; name the step in it.
-                line.insert_str(1, &format!("\"_step\":{},", json_str(step)));
-                if line.ends_with(",}") {
-                    line.replace_range(line.len() - 2.., "}");
-                }
-                match sub.tx.try_send(line) {
-                    Ok(()) => sub.taken += 1,
-                    Err(TrySendError::Full(_)) => break,
-                    Err(TrySendError::Disconnected(_)) => return false,
-                }
-            }
-            true
-        });
-        if subs.is_empty() {
-            slot.active.store(false, Ordering::Release);
-        }
-    }
-}
-
-fn json_str(s: &str) -> String {
-    serde_json::Value::String(s.to_string()).to_string()
-}
 
 /// A sink's series.
 pub(crate) struct SinkMetrics {
@@ -444,13 +120,13 @@ impl RunMetrics {
                 ]);
                 Some((
                     r.histogram(
-                        "weir_model_inference_seconds",
+                        names::MODEL_INFERENCE_SECONDS,
                         "Time of one model call (one batch), in seconds.",
                         l.clone(),
                         weir_metrics::SECONDS_BUCKETS,
                     ),
                     r.histogram(
-                        "weir_model_batch_records",
+                        names::MODEL_BATCH_RECORDS,
                         "Records per model call.",
                         l,
                         weir_metrics::BATCH_BUCKETS,
@@ -465,25 +141,25 @@ impl RunMetrics {
                 let l = labels(&[("pipeline", name), ("sink", &s.name)]);
                 SinkMetrics {
                     records: r.counter(
-                        "weir_sink_records_total",
+                        names::SINK_RECORDS_TOTAL,
                         "Records written by the sink.",
                         l.clone(),
                     ),
                     batch: r.histogram(
-                        "weir_sink_batch_records",
+                        names::SINK_BATCH_RECORDS,
                         "Records per batch the sink writes.",
                         l.clone(),
                         weir_metrics::BATCH_BUCKETS,
                     ),
                     ingest_to_sink: r.histogram(
-                        "weir_ingest_to_sink_seconds",
+                        names::INGEST_TO_SINK_SECONDS,
                         LATENCY_HELP,
                         l.clone(),
                         weir_metrics::SECONDS_BUCKETS,
                     ),
                     event_time_to_sink: event_time.then(|| {
                         r.histogram(
-                            "weir_event_time_to_sink_seconds",
+                            names::EVENT_TIME_TO_SINK_SECONDS,
                             "Wall clock at the sink write minus the newest event time of the records' micro-batch, in seconds.",
                             l,
                             weir_metrics::LAG_SECONDS_BUCKETS,
@@ -498,12 +174,12 @@ impl RunMetrics {
                     let l = labels(&[("pipeline", name), ("shard", &s.to_string())]);
                     ShardMetrics {
                         state_entries: r.gauge(
-                            "weir_window_state_entries",
+                            names::WINDOW_STATE_ENTRIES,
                             "Entries (key and window) held by the shard's keyed steps.",
                             l.clone(),
                         ),
                         watermark_lag: r.gauge(
-                            "weir_watermark_lag_seconds",
+                            names::WATERMARK_LAG_SECONDS,
                             "Wall clock minus the shard's watermark, in seconds.",
                             l,
                         ),
@@ -516,7 +192,7 @@ impl RunMetrics {
         let pl = labels(&[("pipeline", name)]);
         let outcome = |o: &str| {
             r.counter(
-                "weir_checkpoints_total",
+                names::CHECKPOINTS_TOTAL,
                 "Checkpoints finished, by outcome.",
                 labels(&[("pipeline", name), ("outcome", o)]),
             )
@@ -550,26 +226,26 @@ impl RunMetrics {
         let m = Arc::new(RunMetrics {
             source_records: t.source_records(p),
             source_batch: r.histogram(
-                "weir_source_batch_records",
+                names::SOURCE_BATCH_RECORDS,
                 "Records per micro-batch read from the source.",
                 labels(&[("pipeline", name), ("source", &p.source.name)]),
                 weir_metrics::BATCH_BUCKETS,
             ),
-            step_in: step_series("weir_step_records_in_total", "Records into the step."),
-            step_out: step_series("weir_step_records_out_total", "Records out of the step."),
+            step_in: step_series(names::STEP_RECORDS_IN_TOTAL, "Records into the step."),
+            step_out: step_series(names::STEP_RECORDS_OUT_TOTAL, "Records out of the step."),
             models,
             sinks,
             shards,
             watermark_bound_ms,
             checkpoints: p.checkpoint.as_ref().map(|_| CheckpointMetrics {
                 duration: r.histogram(
-                    "weir_checkpoint_duration_seconds",
+                    names::CHECKPOINT_DURATION_SECONDS,
                     "Time from barrier injection to the checkpoint being durable, in seconds.",
                     pl.clone(),
                     weir_metrics::SECONDS_BUCKETS,
                 ),
                 size: r.gauge(
-                    "weir_checkpoint_size_bytes",
+                    names::CHECKPOINT_SIZE_BYTES,
                     "Size of the last completed checkpoint, in bytes.",
                     pl.clone(),
                 ),
@@ -597,7 +273,7 @@ impl RunMetrics {
                 let at = completed_at.get();
                 if at > 0.0 {
                     s.gauge(
-                        "weir_checkpoint_age_seconds",
+                        names::CHECKPOINT_AGE_SECONDS,
                         "Seconds since the last completed checkpoint.",
                         labels(&[("pipeline", &name)]),
                         (now_unix() - at).max(0.0),
@@ -627,7 +303,7 @@ impl RunMetrics {
         self.registry.collect(move |s| {
             for (dir, stream) in &streams {
                 s.gauge(
-                    "weir_log_size_bytes",
+                    names::LOG_SIZE_BYTES,
                     "Bytes on disk of a log stream the pipeline reads or writes.",
                     labels(&[("pipeline", &name), ("stream", stream)]),
                     dir_size(&dir.join(stream)) as f64,
@@ -637,7 +313,7 @@ impl RunMetrics {
                 (&source_stream, lag.as_ref().and_then(|l| l.records()))
             {
                 s.gauge(
-                    "weir_log_consumer_lag_records",
+                    names::LOG_CONSUMER_LAG_RECORDS,
                     "Records in the source stream not yet read by the pipeline.",
                     labels(&[("pipeline", &name), ("stream", stream)]),
                     lag as f64,
@@ -679,7 +355,7 @@ impl RunMetrics {
                     ("role", role),
                 ]);
                 s.gauge(
-                    "weir_connector_up",
+                    names::CONNECTOR_UP,
                     "1 when the connector's connection is up, else 0.",
                     l.clone(),
                     if status.state() == ConnectionState::Connected {
@@ -689,7 +365,7 @@ impl RunMetrics {
                     },
                 );
                 s.counter(
-                    "weir_connector_reconnects_total",
+                    names::CONNECTOR_RECONNECTS_TOTAL,
                     "Reconnections of the connector.",
                     l,
                     status.reconnects() as f64,
@@ -715,7 +391,7 @@ impl RunMetrics {
         for ((step, reason), n) in counts {
             self.registry
                 .counter(
-                    "weir_dead_letters_total",
+                    names::DEAD_LETTERS_TOTAL,
                     "Records sent to the dead-letter destination, by step and reason.",
                     labels(&[
                         ("pipeline", &self.pipeline),
@@ -792,95 +468,24 @@ fn file_version(path: &Path) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Bytes in the files under `dir`, recursively.
+fn dir_size(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_size(&e.path()),
+            Ok(_) => e.metadata().map(|m| m.len()).unwrap_or(0),
+            Err(_) => 0,
+        })
+        .sum()
+}
 
-    #[test]
-    fn a_tap_samples_at_its_rate_and_stops_when_dropped() {
-        use arrow_array::UInt64Array;
-        use arrow_schema::{DataType, Field, Schema};
-        let taps = Taps::new(vec!["decode".into(), "features".into()]);
-        assert!(taps.subscribe("nope", 5).is_none());
-        assert!(!taps.tapped(1));
-        let rx = taps.subscribe("features", 5).expect("known step");
-        assert!(taps.tapped(1) && !taps.tapped(0));
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("card_id", DataType::UInt64, false),
-            Field::new("__pos", DataType::UInt64, false),
-        ]));
-        let batch = RecordBatch::try_new(
-            schema,
-            vec![
-                Arc::new(UInt64Array::from_iter_values(0..100)),
-                Arc::new(UInt64Array::from_iter_values(1000..1100)),
-            ],
-        )
-        .expect("batch");
-        taps.offer(1, &batch);
-        taps.offer(1, &batch);
-        let got: Vec<String> = rx.try_iter().collect();
-        // Five a second, spread over the batch, hidden columns left out.
-        assert_eq!(
-            got,
-            [0, 20, 40, 60, 80]
-                .iter()
-                .map(|c| format!("{{\"_step\":\"features\",\"card_id\":{c}}}"))
-                .collect::<Vec<_>>()
-        );
-        drop(rx);
-        // The next window notices the subscriber is gone.
-        std::thread::sleep(std::time::Duration::from_millis(1010));
-        taps.offer(1, &batch);
-        assert!(!taps.tapped(1));
-    }
-
-    #[test]
-    fn readiness_names_each_reason() {
-        let h = Health::new(Some(10));
-        assert_eq!(h.readiness(), Err(vec!["recovering".to_string()]));
-        h.set_recovered();
-        assert_eq!(h.readiness(), Ok(()));
-        let status = Arc::new(ConnectorStatus::default());
-        h.watch_source("orders", status.clone());
-        assert_eq!(
-            h.readiness(),
-            Err(vec!["source orders is connecting".to_string()])
-        );
-        status.set(ConnectionState::Connected);
-        assert_eq!(h.readiness(), Ok(()));
-        status.set(ConnectionState::Reconnecting);
-        assert_eq!(
-            h.readiness(),
-            Err(vec!["source orders is reconnecting".to_string()])
-        );
-    }
-
-    #[test]
-    fn readiness_bounds_the_lag_of_a_log_source() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let log = weir_log::Log::open(dir.path()).expect("log");
-        let stream = log
-            .stream("events", weir_log::StreamConfig::default())
-            .expect("stream");
-        let records: Vec<&[u8]> = vec![b"x"; 25];
-        stream.partition(0).append(&records).expect("append");
-        stream.flush().expect("flush");
-        let h = Health::new(Some(10));
-        h.set_recovered();
-        let lag = Arc::new(SourceLag::new(dir.path(), "events", 1));
-        h.watch_lag(lag.clone());
-        // Not reading yet: the lag is unknown, not a reason.
-        assert_eq!(h.readiness(), Ok(()));
-        lag.publish(&[5]);
-        assert_eq!(h.lag(), Some(20));
-        assert_eq!(
-            h.readiness(),
-            Err(vec![
-                "consumer lag 20 records is over the bound 10".to_string()
-            ])
-        );
-        lag.publish(&[20]);
-        assert_eq!(h.readiness(), Ok(()));
-    }
+fn now_unix() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }

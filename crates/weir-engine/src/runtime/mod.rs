@@ -1,0 +1,428 @@
+//! Threads, channels and the order of things.
+//!
+//! Micro-batch `k` of the source goes to worker `k % W`. A worker decodes it,
+//! runs the steps before `key_by`, splits the rows by key group and sends
+//! every shard exactly one message for batch `k` (possibly empty). A shard
+//! reads its inputs round-robin in batch order — batch `k` from worker
+//! `k % W` — so each shard sees its keys' records in source order, whatever
+//! the number of shards or threads. That order, plus per-record watermarks,
+//! is what makes results independent of the shard count.
+//!
+//! One file per thread role: [`source`] and its [`cutter`], [`worker`],
+//! [`shard`], [`sink_thread`]; what they send each other is in
+//! [`messages`], what they share in [`operators`], and the shape of the run
+//! (shards, graph, models, operators) in [`plan`]. [`run`] only wires them.
+
+mod cutter;
+mod messages;
+mod operators;
+mod plan;
+mod shard;
+mod sink_thread;
+mod source;
+mod summary;
+mod threads;
+mod worker;
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
+use weir_config::{Pipeline, SourceKind};
+use weir_connect::SourceConnector;
+
+use crate::checkpointing::{self, CoordMsg, Coordinator, Recovery, SourcePosition};
+use crate::dead_letter::{DeadLetterWriter, Rejected};
+use crate::sink::SinkWriter;
+use crate::telemetry::{RunMetrics, Telemetry};
+use crate::txn_file::EpochPlace;
+use crate::EngineError;
+use cutter::Barriers;
+use messages::{ShardMsg, SinkMsg, Work};
+use operators::{Counters, ThreadCtx};
+use plan::Plan;
+use sink_thread::SinkTxn;
+use threads::Threads;
+
+pub use summary::{ConnectorReport, RunSummary, StepCount};
+
+/// Records handed over by the embedding program, with the time they were
+/// created (for latency measurement).
+#[derive(Debug)]
+pub struct Arrival {
+    /// Whole records, framed as the source declares.
+    pub bytes: Vec<u8>,
+    /// Number of records in `bytes`.
+    pub records: usize,
+    /// When the oldest of them was created.
+    pub created: Instant,
+}
+
+/// Where the source's bytes come from.
+#[derive(Debug, Default)]
+pub enum Input {
+    /// As the pipeline file says (file or stdin).
+    #[default]
+    Configured,
+    /// An in-memory buffer of framed records.
+    Bytes(Arc<Vec<u8>>),
+    /// Arrivals over a channel, until it closes.
+    Stream(Receiver<Arrival>),
+}
+
+/// Called once, when the first record has been processed, with the id of
+/// the checkpoint the run restored (recovery time is measured to here).
+#[derive(Clone)]
+pub struct FirstRecord(pub Arc<dyn Fn(Option<u64>) + Send + Sync>);
+
+impl std::fmt::Debug for FirstRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FirstRecord(..)")
+    }
+}
+
+/// How to run a pipeline.
+#[derive(Debug, Default)]
+pub struct RunOptions {
+    /// Overrides the pipeline's shard count (0 or `None`: as configured).
+    pub shards: Option<usize>,
+    /// Input override.
+    pub input: Input,
+    /// Stop at the end of what a following log source holds at start.
+    pub drain: bool,
+    /// Notified when the first record has been processed.
+    pub on_first_record: Option<FirstRecord>,
+    /// Where the run reports metrics, readiness and samples (none: it
+    /// reports nothing).
+    pub telemetry: Option<Telemetry>,
+}
+
+/// Runs a pipeline to the end of its input.
+pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, EngineError> {
+    let started = Instant::now();
+    let plan = Plan::new(pipeline, options.shards)?;
+    let metrics = options
+        .telemetry
+        .as_ref()
+        .map(|t| RunMetrics::new(t, pipeline, plan.shards, plan.keyed));
+    let counters = Counters::new(pipeline, metrics.clone());
+
+    // Checkpoints: restore the newest valid one before anything opens.
+    let recovery = Recovery::open(pipeline)?;
+    // An external source connects before any thread starts, so a broker
+    // that cannot be reached is reported at once.
+    let mut connector = match &options.input {
+        Input::Configured => open_source(pipeline, &recovery, options.drain)?,
+        _ => None,
+    };
+    let mut connectors: Vec<(String, Arc<weir_connect::ConnectorStatus>)> = connector
+        .iter()
+        .map(|c| (pipeline.source.name.clone(), c.status()))
+        .collect();
+    let writers = open_sinks(pipeline, &recovery, &mut connectors)?;
+    let dead_letter = open_dead_letters(pipeline, recovery.store.is_some())?;
+
+    // The coordinator and the sinks' commit channels.
+    let (coord_tx, coord_rx) = unbounded::<CoordMsg>();
+    let completed = Arc::new(AtomicU64::new(recovery.next_id - 1));
+    let (commit_txs, commit_rxs): (Vec<_>, Vec<_>) =
+        pipeline.sinks.iter().map(|_| unbounded::<u64>()).unzip();
+    let report = recovery.report();
+    let Recovery {
+        store,
+        restore,
+        next_id,
+    } = recovery;
+    let coordinator = store.map(|store| Coordinator {
+        store,
+        fingerprint: pipeline.fingerprint(),
+        shards: if plan.keyed { plan.shards } else { 0 },
+        sinks: pipeline.sinks.iter().map(|s| s.name.clone()).collect(),
+        commits: commit_txs,
+        completed: completed.clone(),
+        on_complete: consumer_commit(pipeline, connector.as_mut()),
+        metrics: metrics.clone(),
+    });
+    let coord = coordinator.is_some().then(|| coord_tx.clone());
+
+    let channels = Channels::new(pipeline, &plan);
+    let on_first_record = options.on_first_record.clone();
+    std::thread::scope(|scope| -> Result<RunSummary, EngineError> {
+        let mut threads = Threads::new(scope);
+        let checkpoints = match coordinator {
+            Some(c) => Some(threads.spawn("weir-checkpoint", "checkpoint", move || {
+                c.run(coord_rx, report)
+            })?),
+            None => None,
+        };
+        let producers = plan.workers + if plan.keyed { plan.shards } else { 0 };
+        let mut sinks = Vec::new();
+        for (i, ((writer, rx), commits)) in writers
+            .into_iter()
+            .zip(channels.sink_rxs)
+            .zip(commit_rxs)
+            .enumerate()
+        {
+            let txn = coord.clone().map(|coord| SinkTxn {
+                coord,
+                commits,
+                sink: i,
+                producers,
+                first_epoch: next_id,
+            });
+            let metrics = metrics.clone().map(|m| (m, i));
+            sinks.push(threads.spawn("weir-sink", "sink", move || {
+                sink_thread::sink_loop(writer, rx, txn, metrics)
+            })?);
+        }
+        let dlq = {
+            let (rx, metrics) = (channels.dlq_rx, metrics.clone());
+            threads.spawn("weir-dead-letter", "dead-letter", move || {
+                sink_thread::dead_letter_loop(dead_letter, rx, metrics)
+            })?
+        };
+        let ctx = |producer: usize| ThreadCtx {
+            pipeline,
+            plan: &plan,
+            sinks: channels.sink_txs.clone(),
+            dlq: channels.dlq_tx.clone(),
+            counters: &counters,
+            producer,
+            coord: coord.clone(),
+            restore: &restore,
+            on_first_record: on_first_record.as_ref(),
+        };
+        let mut computing = Vec::new();
+        for (w, (rx, txs)) in channels
+            .work_rxs
+            .into_iter()
+            .zip(channels.shard_txs)
+            .enumerate()
+        {
+            let ctx = ctx(w);
+            computing.push(
+                threads.spawn(format!("weir-worker-{w}"), "worker", move || {
+                    worker::worker_loop(ctx, rx, txs)
+                })?,
+            );
+        }
+        if plan.keyed {
+            for (s, rxs) in channels.shard_rxs.into_iter().enumerate() {
+                let ctx = ctx(plan.workers + s);
+                computing.push(threads.spawn(format!("weir-shard-{s}"), "shard", move || {
+                    shard::shard_loop(ctx, rxs, s)
+                })?);
+            }
+        }
+        // Only the threads hold these now: a closed channel ends its reader.
+        drop((channels.sink_txs, channels.dlq_tx, coord));
+
+        let barriers = pipeline.checkpoint.as_ref().map(|c| Barriers {
+            coord: coord_tx.clone(),
+            interval: Duration::from_millis(c.interval_ms),
+            next_due: Instant::now(),
+            next_id,
+            completed: completed.clone(),
+        });
+        drop(coord_tx);
+        // Connections are open and every thread runs (shards report their
+        // state restored themselves).
+        if let Some(m) = &metrics {
+            m.watch_connectors(&pipeline.source.name, &connectors);
+            for (name, status) in &connectors {
+                if name == &pipeline.source.name {
+                    m.health.watch_source(name, status.clone());
+                }
+            }
+            m.recovered_part();
+        }
+        let read = match connector.take() {
+            Some(c) => source::read_connector(c, pipeline, channels.work_txs, barriers, &counters),
+            None => source::read_bytes(
+                pipeline,
+                options.input,
+                options.drain,
+                channels.work_txs,
+                barriers,
+                &restore,
+                &counters,
+            ),
+        };
+        threads.failed(read.err());
+        for h in computing {
+            threads.join(h);
+        }
+        let sinks: Vec<_> = sinks.into_iter().map(|h| threads.join(h)).collect();
+        let dead_letters = threads.join(dlq).unwrap_or(0);
+        let checkpoints = checkpoints
+            .and_then(|h| threads.join(h))
+            .unwrap_or_default();
+        threads.result()?;
+        Ok(summary::collect(
+            pipeline,
+            &plan,
+            &counters,
+            sinks,
+            dead_letters,
+            checkpoints,
+            &connectors,
+            started.elapsed(),
+        ))
+    })
+}
+
+/// The channels between the threads of a run.
+struct Channels {
+    /// Source to worker `w`.
+    work_txs: Vec<Sender<Work>>,
+    work_rxs: Vec<Receiver<Work>>,
+    /// `shard_txs[w][s]`: worker `w` to shard `s`; `shard_rxs[s][w]` its
+    /// other end.
+    shard_txs: Vec<Vec<Sender<ShardMsg>>>,
+    shard_rxs: Vec<Vec<Receiver<ShardMsg>>>,
+    /// Workers and shards to each sink.
+    sink_txs: Vec<Sender<SinkMsg>>,
+    sink_rxs: Vec<Receiver<SinkMsg>>,
+    dlq_tx: Sender<Vec<Rejected>>,
+    dlq_rx: Receiver<Vec<Rejected>>,
+}
+
+impl Channels {
+    /// Bounded where data flows (backpressure), unbounded for dead letters
+    /// (a bounded queue there could block a worker behind a shard).
+    fn new(p: &Pipeline, plan: &Plan) -> Channels {
+        let (work_txs, work_rxs) = (0..plan.workers).map(|_| bounded::<Work>(4)).unzip();
+        let mut shard_txs: Vec<Vec<Sender<ShardMsg>>> =
+            (0..plan.workers).map(|_| Vec::new()).collect();
+        let mut shard_rxs: Vec<Vec<Receiver<ShardMsg>>> =
+            (0..plan.shards).map(|_| Vec::new()).collect();
+        if plan.keyed {
+            for txs in shard_txs.iter_mut() {
+                for rxs in shard_rxs.iter_mut() {
+                    let (tx, rx) = bounded::<ShardMsg>(8);
+                    txs.push(tx);
+                    rxs.push(rx);
+                }
+            }
+        }
+        let (sink_txs, sink_rxs) = p.sinks.iter().map(|_| bounded::<SinkMsg>(64)).unzip();
+        let (dlq_tx, dlq_rx) = unbounded::<Vec<Rejected>>();
+        Channels {
+            work_txs,
+            work_rxs,
+            shard_txs,
+            shard_rxs,
+            sink_txs,
+            sink_rxs,
+            dlq_tx,
+            dlq_rx,
+        }
+    }
+}
+
+/// Opens the pipeline's connector source at the restored checkpoint's
+/// place, checking the checkpoint has a place for every partition.
+fn open_source(
+    p: &Pipeline,
+    recovery: &Recovery,
+    drain: bool,
+) -> Result<Option<Box<dyn SourceConnector>>, EngineError> {
+    let start = match &recovery.restore.source {
+        SourcePosition::Offsets(v) => Some(v.as_slice()),
+        _ => None,
+    };
+    let Some(connector) = crate::connectors::open_source(p, start, drain)? else {
+        return Ok(None);
+    };
+    if let Some(start) = start {
+        if start.len() != connector.partitions() as usize {
+            return Err(EngineError::Restore {
+                checkpoint: recovery.restore.id,
+                problem: format!(
+                    "source {}: the checkpoint has positions for {} partitions, the source has {}",
+                    p.source.name,
+                    start.len(),
+                    connector.partitions()
+                ),
+            });
+        }
+    }
+    Ok(Some(connector))
+}
+
+/// Opens every sink with its part of the restored checkpoint; connector
+/// sinks add their status to `connectors`.
+fn open_sinks(
+    p: &Pipeline,
+    recovery: &Recovery,
+    connectors: &mut Vec<(String, Arc<weir_connect::ConnectorStatus>)>,
+) -> Result<Vec<SinkWriter>, EngineError> {
+    let checkpointing = recovery.store.is_some();
+    let mut writers = Vec::new();
+    for s in &p.sinks {
+        let part = recovery.restore.sinks.get(&s.name);
+        let log_part = checkpointing.then_some(part.map(Vec::as_slice));
+        // Under checkpoints a file sink stages each epoch; its place in
+        // the restored checkpoint says what to keep.
+        let transactional = match (checkpointing, &s.kind) {
+            (true, weir_config::SinkKind::File { .. }) => Some(match part {
+                Some(part) if !part.is_empty() => Some(EpochPlace::decode(part).ok_or_else(
+                    || EngineError::Restore {
+                        checkpoint: recovery.restore.id,
+                        problem: format!("the part of sink {} cannot be read", s.name),
+                    },
+                )?),
+                _ => None,
+            }),
+            _ => None,
+        };
+        let writer = SinkWriter::open(s, transactional, log_part)?;
+        if let Some(status) = writer.connector_status() {
+            connectors.push((s.name.clone(), status));
+        }
+        writers.push(writer);
+    }
+    Ok(writers)
+}
+
+/// The dead-letter destination: a log stream, or a file (appended to under
+/// checkpoints, where a restart continues the run).
+fn open_dead_letters(p: &Pipeline, checkpointing: bool) -> Result<DeadLetterWriter, EngineError> {
+    match &p.dead_letter.log {
+        Some((dir, stream)) => DeadLetterWriter::log(dir, stream),
+        None if checkpointing => DeadLetterWriter::append(&p.dead_letter.path),
+        None => DeadLetterWriter::create(&p.dead_letter.path),
+    }
+}
+
+/// For a log source: after each checkpoint, publish the checkpointed
+/// offsets as the pipeline's consumer position, which ingest's lag bound
+/// reads. A connector source acknowledges to its broker instead. A
+/// failure is logged; it costs only the lag signal.
+fn consumer_commit(
+    p: &Pipeline,
+    connector: Option<&mut Box<dyn SourceConnector>>,
+) -> Option<checkpointing::OnComplete> {
+    if let Some(c) = connector {
+        // An external source acknowledges to its broker only what a
+        // durable checkpoint covers.
+        let mut ack = c.on_checkpoint();
+        return Some(Box::new(move |position: &SourcePosition| {
+            if let SourcePosition::Offsets(next) = position {
+                ack(next);
+            }
+        }));
+    }
+    let SourceKind::Log { dir, stream, .. } = &p.source.kind else {
+        return None;
+    };
+    let (dir, stream, consumer) = (dir.clone(), stream.clone(), p.name.clone());
+    Some(Box::new(move |position: &SourcePosition| {
+        if let SourcePosition::Offsets(next) = position {
+            if let Err(e) = weir_log::commit_consumer_position(&dir, &stream, &consumer, next) {
+                tracing::warn!(stream = %stream, error = %e, "cannot publish the consumer position");
+            }
+        }
+    }))
+}

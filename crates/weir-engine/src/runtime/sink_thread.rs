@@ -1,0 +1,161 @@
+//! Sink threads, one per sink, and the dead-letter thread.
+//!
+//! Every worker and shard sends a sink its batches over a bounded channel;
+//! the sink writes each with one buffered write. Under checkpoints the
+//! sink also takes part in the barrier protocol: data from a producer
+//! belongs to the epoch its next barrier closes; once every producer's
+//! barrier is in, the sink stages the epoch and reports its part to the
+//! coordinator, and it commits when the coordinator says the checkpoint is
+//! durable.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender};
+use hdrhistogram::Histogram;
+
+use super::messages::SinkMsg;
+use crate::checkpointing::CoordMsg;
+use crate::dead_letter::{DeadLetterWriter, Rejected};
+use crate::sink::SinkWriter;
+use crate::telemetry::RunMetrics;
+use crate::EngineError;
+
+/// A sink's part in checkpoints.
+pub(crate) struct SinkTxn {
+    pub coord: Sender<CoordMsg>,
+    pub commits: Receiver<u64>,
+    pub sink: usize,
+    /// Threads that send the sink data and barriers.
+    pub producers: usize,
+    /// The epoch data belongs to until a producer's first barrier.
+    pub first_epoch: u64,
+}
+
+/// Records written and, for inputs that carry creation times, their
+/// creation-to-sink latency in microseconds.
+pub(crate) type SinkResult = (u64, Option<Histogram<u64>>);
+
+/// Creation-to-sink latencies and the sink's series.
+struct Observer {
+    hist: Option<Histogram<u64>>,
+    metrics: Option<(Arc<RunMetrics>, usize)>,
+}
+
+impl Observer {
+    fn written(&mut self, rows: usize, created: Option<Instant>, arrived: Instant, max_time: i64) {
+        if let Some((m, i)) = &self.metrics {
+            m.sink_batch(*i, rows, arrived, max_time);
+        }
+        let Some(created) = created else { return };
+        let us = created.elapsed().as_micros().min(u64::MAX as u128) as u64;
+        let h = self.hist.get_or_insert_with(|| {
+            // Bounds 1 µs to 60 s at 3 significant figures are valid.
+            Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
+        });
+        let _ = h.record_n(us.max(1), rows as u64);
+    }
+}
+
+pub(crate) fn sink_loop(
+    mut writer: SinkWriter,
+    rx: Receiver<SinkMsg>,
+    txn: Option<SinkTxn>,
+    metrics: Option<(Arc<RunMetrics>, usize)>,
+) -> Result<SinkResult, EngineError> {
+    let mut seen = Observer {
+        hist: None,
+        metrics,
+    };
+    match txn {
+        None => {
+            for msg in rx {
+                if let SinkMsg::Data {
+                    batch,
+                    created,
+                    arrived,
+                    max_time,
+                    ..
+                } = msg
+                {
+                    writer.write(&batch)?;
+                    seen.written(batch.num_rows(), created, arrived, max_time);
+                }
+            }
+        }
+        Some(txn) => transactional(&mut writer, rx, txn, &mut seen)?,
+    }
+    Ok((writer.finish()?, seen.hist))
+}
+
+/// The sink loop under checkpoints.
+fn transactional(
+    writer: &mut SinkWriter,
+    rx: Receiver<SinkMsg>,
+    txn: SinkTxn,
+    seen: &mut Observer,
+) -> Result<(), EngineError> {
+    let mut epoch = vec![txn.first_epoch; txn.producers];
+    let mut barriers_in: BTreeMap<u64, usize> = BTreeMap::new();
+    let mut last_staged: Option<u64> = None;
+    let never = crossbeam_channel::never();
+    let mut data_open = true;
+    loop {
+        let data = if data_open { &rx } else { &never };
+        crossbeam_channel::select! {
+            recv(data) -> msg => match msg {
+                Ok(SinkMsg::Data { batch, created, arrived, max_time, producer }) => {
+                    writer.write_epoch(epoch[producer], &batch)?;
+                    seen.written(batch.num_rows(), created, arrived, max_time);
+                }
+                Ok(SinkMsg::Barrier { id, producer, last }) => {
+                    epoch[producer] = id + 1;
+                    let n = barriers_in.entry(id).or_insert(0);
+                    *n += 1;
+                    if *n == txn.producers {
+                        barriers_in.remove(&id);
+                        let part = writer.prepare(id)?;
+                        let _ = txn.coord.send(CoordMsg::Sink { id, sink: txn.sink, part });
+                        if last {
+                            last_staged = Some(id);
+                        }
+                    }
+                }
+                Err(_) => {
+                    data_open = false;
+                    if last_staged.is_none() {
+                        return Ok(()); // stopped early: nothing more will be committed
+                    }
+                }
+            },
+            recv(txn.commits) -> id => match id {
+                Ok(id) => {
+                    writer.commit(id)?;
+                    if last_staged == Some(id) {
+                        return Ok(());
+                    }
+                }
+                Err(_) => return Ok(()), // the coordinator stopped; it reports why
+            },
+        }
+    }
+}
+
+/// Writes rejected records as they come; returns how many.
+pub(crate) fn dead_letter_loop(
+    mut writer: DeadLetterWriter,
+    rx: Receiver<Vec<Rejected>>,
+    metrics: Option<Arc<RunMetrics>>,
+) -> Result<u64, EngineError> {
+    for batch in rx {
+        if let Some(m) = &metrics {
+            m.dead_letters(&batch);
+        }
+        for r in &batch {
+            writer.write(r)?;
+        }
+        writer.commit()?;
+    }
+    writer.finish()
+}
