@@ -298,7 +298,8 @@ impl SourceConnector for LogSource {
     }
 
     fn on_checkpoint(&mut self) -> Acknowledge {
-        let (dir, stream, consumer) = (self.dir.clone(), self.stream.clone(), self.consumer.clone());
+        let (dir, stream, consumer) =
+            (self.dir.clone(), self.stream.clone(), self.consumer.clone());
         Box::new(move |next: &[u64]| publish_position(&dir, &stream, &consumer, next))
     }
 

@@ -252,7 +252,12 @@ fn a_checkpoint_past_the_end_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     filled(dir.path(), &[5, 2]);
     for follow in [false, true] {
-        let err = refused(open("in", &config(dir.path(), 2, follow), Some(&[5, 3]), false));
+        let err = refused(open(
+            "in",
+            &config(dir.path(), 2, follow),
+            Some(&[5, 3]),
+            false,
+        ));
         match err {
             ConnectError::Checkpoint(m) => {
                 assert!(m.contains("resumes partition 1 at offset 3"), "{m}");
@@ -264,7 +269,12 @@ fn a_checkpoint_past_the_end_is_refused() {
     }
     // The same of a partition that holds nothing at all.
     let empty = tempfile::tempdir().unwrap();
-    let err = refused(open("in", &config(empty.path(), 1, true), Some(&[1]), false));
+    let err = refused(open(
+        "in",
+        &config(empty.path(), 1, true),
+        Some(&[1]),
+        false,
+    ));
     assert!(matches!(err, ConnectError::Checkpoint(m) if m.contains("ends at 0")));
 }
 
