@@ -8,7 +8,8 @@
 //! and manual acknowledgements, appends each batch of received publishes
 //! to a one-partition stream of a weir log (`log_dir`, stream `stream`),
 //! fsyncs it, and only then sends the PUBACKs. The pipeline reads that
-//! stream: a record's position is its offset there, and after a crash the
+//! stream through weir's log source (`weir-log-source`, over the open
+//! stream): a record's position is its offset there, and after a crash the
 //! source resumes at the checkpointed offset. Guarantees and caveats:
 //!
 //! * Nothing is acknowledged before it is durable. A crash (or a lost

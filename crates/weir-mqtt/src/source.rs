@@ -1,11 +1,15 @@
-//! The MQTT source as the engine sees it: one partition whose offsets are
-//! those of the log stream the receiver writes, read back from the
-//! position the engine asks for.
+//! The MQTT source as the engine sees it: the receiver thread, which makes
+//! messages durable in a one-partition log stream, and a log source
+//! ([`weir_log_source::LogSource`]) reading that stream back from the
+//! position the engine asks for and publishing the consumer position.
 //!
-//! Reading goes through the open [`Stream`] rather than a file-level
-//! `TailReader`: the stream shows only records whose fsync has completed,
-//! so the pipeline never processes (and checkpoints past) a record that a
-//! power loss could still take away.
+//! The log source reads through the open [`Stream`](weir_log::Stream)
+//! rather than the files: the stream shows only records whose fsync has
+//! completed, so the pipeline never processes (and checkpoints past) a
+//! record that a power loss could still take away. What is MQTT's own is
+//! kept here: waiting on the receiver's signal instead of looking at the
+//! stream every millisecond, the receiver's failures surfacing from
+//! `poll`, and what a drain means (quiet for a second).
 
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
@@ -14,9 +18,11 @@ use std::time::{Duration, Instant};
 use rumqttc::AsyncClient;
 use tokio::sync::Notify;
 use weir_connect::{
-    Backoff, ConnectError, ConnectionState, ConnectorStatus, Polled, Received, SourceConnector,
+    Acknowledge, Backoff, ConnectError, ConnectionState, ConnectorStatus, Polled, Received,
+    SourceConnector,
 };
 use weir_log::{Log, LogError, Stream, StreamConfig};
+use weir_log_source::{LogSource, LogSourceConfig, ReadFrom};
 
 use crate::client::{self, address, OPEN_TIMEOUT};
 use crate::dedup::KeyStream;
@@ -37,9 +43,10 @@ pub(crate) struct Hooks {
 /// The connector handed to the engine.
 struct MqttSource {
     name: String,
+    /// Reads the receiver's stream back and publishes the position.
+    log: LogSource,
+    /// The receiver's stream: what it has written, durable or not yet.
     stream: Arc<Stream>,
-    /// The next offset `poll` delivers.
-    next: u64,
     drain: bool,
     shared: Arc<Shared>,
     /// The receiver's final error, once `poll` has returned it.
@@ -47,9 +54,6 @@ struct MqttSource {
     status: Arc<ConnectorStatus>,
     stop: Arc<Notify>,
     receiver: Option<JoinHandle<()>>,
-    /// What `on_checkpoint` needs to publish the consumer position.
-    log_dir: std::path::PathBuf,
-    consumer: String,
 }
 
 fn log_error(context: String) -> impl FnOnce(LogError) -> ConnectError {
@@ -115,31 +119,26 @@ pub(crate) fn open(
     let partition = stream.partition(0);
     let end = partition.next_offset();
     let first = partition.first_offset();
-    let next = match start {
-        None => {
-            if end > first {
-                tracing::info!(source = name, stream = %config.stream, first, end, "no checkpoint: reading the stream of received MQTT messages from its first record");
-            }
-            first
-        }
-        Some(&[s]) if s > end => {
-            return Err(ConnectError::Checkpoint(format!(
-                "source {name}: the checkpoint resumes at offset {s}, but stream {:?} in {dir} ends at {end} (was the log directory replaced?)",
-                config.stream
-            )))
-        }
-        Some(&[s]) if s < first => {
-            tracing::warn!(source = name, checkpointed = s, first, "records after the checkpoint were removed from the stream; resuming at the first retained one");
-            first
-        }
-        Some(&[s]) => s,
-        Some(other) => {
-            return Err(ConnectError::Checkpoint(format!(
-                "source {name}: the checkpoint has positions for {} partitions, an MQTT source has 1",
-                other.len()
-            )))
-        }
+    if start.is_none() && end > first {
+        tracing::info!(source = name, stream = %config.stream, first, end, "no checkpoint: reading the stream of received MQTT messages from its first record");
+    }
+    let consumer = consumer_name(&config.client_id);
+    // Following always: the end of an MQTT source is decided here (quiet
+    // for a second when draining), not by the end the stream has now.
+    let log_config = LogSourceConfig {
+        dir: &config.log_dir,
+        stream: &config.stream,
+        partitions: 1,
+        follow: true,
+        consumer: &consumer,
     };
+    let log_source = LogSource::open(
+        name,
+        &log_config,
+        ReadFrom::Stream(stream.clone()),
+        start,
+        false,
+    )?;
     let dedup = if config.dedup_window > 0 {
         Some(
             KeyStream::open(&log, &config.stream, config.dedup_window, end).map_err(log_error(
@@ -202,16 +201,14 @@ pub(crate) fn open(
         })?;
     let mut source = MqttSource {
         name: name.to_string(),
+        log: log_source,
         stream,
-        next,
         drain,
         shared,
         failed: None,
         status,
         stop,
         receiver: Some(thread),
-        log_dir: config.log_dir.clone(),
-        consumer: consumer_name(&config.client_id),
     };
     match ready_rx.recv_timeout(OPEN_TIMEOUT) {
         Ok(Ok(())) => Ok(Box::new(source)),
@@ -264,28 +261,8 @@ impl SourceConnector for MqttSource {
         wait: Duration,
     ) -> Result<Polled, ConnectError> {
         let deadline = Instant::now() + wait;
-        let partition = self.stream.partition(0);
         loop {
-            let records = match partition.read(self.next, max) {
-                Ok(r) => r,
-                Err(LogError::OffsetOutOfRange { first, .. }) => {
-                    tracing::warn!(source = %self.name, from = self.next, first, "records were removed from the stream before they were read; skipping to the first retained one");
-                    self.next = first;
-                    continue;
-                }
-                Err(e) => {
-                    return Err(log_error(format!(
-                        "read stream {:?} at offset {}",
-                        self.stream.name(),
-                        self.next
-                    ))(e))
-                }
-            };
-            if let Some(&(last, _)) = records.last() {
-                for (offset, payload) in &records {
-                    out.push(0, *offset, payload);
-                }
-                self.next = last + 1;
+            if self.log.read_available(out, max)? {
                 return Ok(Polled::Records);
             }
             // Nothing to read: wait for the receiver, under the lock it
@@ -301,7 +278,7 @@ impl SourceConnector for MqttSource {
                     self.name
                 )));
             }
-            let caught_up = self.next >= partition.next_offset();
+            let caught_up = self.log.position()[0] >= self.stream.partition(0).next_offset();
             let mut until = deadline;
             if self.drain && caught_up {
                 if let Some(quiet) = self.shared.quiet_for() {
@@ -325,20 +302,11 @@ impl SourceConnector for MqttSource {
     }
 
     fn position(&self) -> Vec<u64> {
-        vec![self.next]
+        self.log.position()
     }
 
-    fn on_checkpoint(&mut self) -> Box<dyn FnMut(&[u64]) + Send> {
-        let (dir, stream, consumer) = (
-            self.log_dir.clone(),
-            self.stream.name().to_string(),
-            self.consumer.clone(),
-        );
-        Box::new(move |next: &[u64]| {
-            if let Err(e) = weir_log::commit_consumer_position(&dir, &stream, &consumer, next) {
-                tracing::warn!(stream = %stream, error = %e, "cannot publish the MQTT source's consumer position");
-            }
-        })
+    fn on_checkpoint(&mut self) -> Acknowledge {
+        self.log.on_checkpoint()
     }
 
     fn status(&self) -> Arc<ConnectorStatus> {
