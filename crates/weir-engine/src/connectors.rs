@@ -14,8 +14,8 @@ use weir_connect::{SinkConnector, SourceConnector};
 
 use crate::EngineError;
 
-/// Opens the pipeline's source if it is a connector (`None`: a byte
-/// source the engine reads itself), at `start` (the next offset per
+/// Opens the pipeline's source if it is a connector: the embedded log or
+/// a broker (`None`: a byte source the engine reads itself), at `start` (the next offset per
 /// partition from the restored checkpoint).
 pub(crate) fn open_source(
     p: &Pipeline,
@@ -24,10 +24,24 @@ pub(crate) fn open_source(
 ) -> Result<Option<Box<dyn SourceConnector>>, EngineError> {
     let name = p.source.name.as_str();
     let opened = match &p.source.kind {
-        SourceKind::File { .. }
-        | SourceKind::Stdin
-        | SourceKind::Memory
-        | SourceKind::Log { .. } => return Ok(None),
+        SourceKind::File { .. } | SourceKind::Stdin | SourceKind::Memory => return Ok(None),
+        SourceKind::Log {
+            dir,
+            stream,
+            partitions,
+            follow,
+        } => {
+            // The pipeline's name is the consumer whose position ingest's
+            // lag bound reads.
+            let config = weir_log_source::LogSourceConfig {
+                dir,
+                stream,
+                partitions: *partitions,
+                follow: *follow,
+                consumer: &p.name,
+            };
+            weir_log_source::open(name, &config, start, drain)
+        }
         #[cfg(feature = "nats")]
         SourceKind::Nats(c) => weir_nats::open_source(name, c, start, drain),
         #[cfg(feature = "mqtt")]

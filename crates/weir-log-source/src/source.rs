@@ -100,7 +100,7 @@ impl LogSource {
                 let has = stream.partitions().len();
                 if stream.name() != config.stream || has != config.partitions as usize {
                     return Err(ConnectError::Config(format!(
-                        "source {name}: reading stream {:?} with {} partitions through stream {:?}, which has {has}",
+                        "reading stream {:?} with {} partitions through stream {:?}, which has {has}",
                         config.stream,
                         config.partitions,
                         stream.name()
@@ -146,8 +146,7 @@ impl LogSource {
         };
         if start.len() != next.len() {
             return Err(ConnectError::Checkpoint(format!(
-                "source {}: the checkpoint has positions for {} partitions, stream {} has {}",
-                self.name,
+                "the checkpoint has positions for {} partitions, stream {} has {}",
                 start.len(),
                 self.stream,
                 next.len()
@@ -169,8 +168,7 @@ impl LogSource {
                     .end_offset(p)
                     .map_err(self.read_error(p, "find the end of"))?;
                 return Err(ConnectError::Checkpoint(format!(
-                    "source {}: the checkpoint resumes partition {p} at offset {s}, but stream {:?} in {} ends at {end} there (was the log directory replaced?)",
-                    self.name,
+                    "the checkpoint resumes partition {p} at offset {s}, but stream {:?} in {} ends at {end} there (was the log directory replaced?)",
                     self.stream,
                     self.dir.display()
                 )));
@@ -210,8 +208,7 @@ impl LogSource {
     /// what was being done, where.
     fn read_error(&self, p: u32, doing: &str) -> impl FnOnce(LogError) -> ConnectError {
         let context = format!(
-            "source {}: {doing} partition {p} of stream {:?} in {}",
-            self.name,
+            "{doing} partition {p} of stream {:?} in {}",
             self.stream,
             self.dir.display()
         );

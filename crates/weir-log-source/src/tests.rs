@@ -241,7 +241,7 @@ fn a_checkpoint_with_another_partition_count_names_both() {
     match err {
         ConnectError::Checkpoint(m) => assert_eq!(
             m,
-            "source in: the checkpoint has positions for 1 partitions, stream events has 2"
+            "the checkpoint has positions for 1 partitions, stream events has 2"
         ),
         other => panic!("expected a checkpoint error, got {other:?}"),
     }

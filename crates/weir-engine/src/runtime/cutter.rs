@@ -75,13 +75,6 @@ impl Cutter {
         }
     }
 
-    /// The same cutter for a source that says where it stands (barriers
-    /// placed by the source, not after each batch).
-    pub fn by_offsets(mut self) -> Cutter {
-        self.count_position = false;
-        self
-    }
-
     /// Whether the workers are gone (they failed; the run reports why).
     pub fn stopped(&self) -> bool {
         self.txs.is_empty()

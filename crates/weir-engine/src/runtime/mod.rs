@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
-use weir_config::{Pipeline, SourceKind};
+use weir_config::Pipeline;
 use weir_connect::SourceConnector;
 
 use crate::checkpointing::{self, CoordMsg, Coordinator, Recovery, SourcePosition};
@@ -116,8 +116,11 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, Engin
         Input::Configured => open_source(pipeline, &recovery, options.drain)?,
         _ => None,
     };
+    // Brokers' and databases' connections are reported (metrics,
+    // readiness, summary); the embedded log's is always up.
     let mut connectors: Vec<(String, Arc<weir_connect::ConnectorStatus>)> = connector
         .iter()
+        .filter(|_| pipeline.source.kind.is_connector())
         .map(|c| (pipeline.source.name.clone(), c.status()))
         .collect();
     let writers = open_sinks(pipeline, &recovery, &mut connectors)?;
@@ -141,7 +144,7 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, Engin
         sinks: pipeline.sinks.iter().map(|s| s.name.clone()).collect(),
         commits: commit_txs,
         completed: completed.clone(),
-        on_complete: consumer_commit(pipeline, connector.as_mut()),
+        on_complete: consumer_commit(connector.as_mut()),
         metrics: metrics.clone(),
     });
     let coord = coordinator.is_some().then(|| coord_tx.clone());
@@ -242,7 +245,6 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, Engin
             None => source::read_bytes(
                 pipeline,
                 options.input,
-                options.drain,
                 channels.work_txs,
                 barriers,
                 &restore,
@@ -396,33 +398,16 @@ fn open_dead_letters(p: &Pipeline, checkpointing: bool) -> Result<DeadLetterWrit
     }
 }
 
-/// For a log source: after each checkpoint, publish the checkpointed
-/// offsets as the pipeline's consumer position, which ingest's lag bound
-/// reads. A connector source acknowledges to its broker instead. A
-/// failure is logged; it costs only the lag signal.
+/// After each checkpoint, the source acknowledges what it covers: a
+/// broker source to its broker, a log source by publishing the pipeline's
+/// consumer position (which ingest's lag bound reads).
 fn consumer_commit(
-    p: &Pipeline,
     connector: Option<&mut Box<dyn SourceConnector>>,
 ) -> Option<checkpointing::OnComplete> {
-    if let Some(c) = connector {
-        // An external source acknowledges to its broker only what a
-        // durable checkpoint covers.
-        let mut ack = c.on_checkpoint();
-        return Some(Box::new(move |position: &SourcePosition| {
-            if let SourcePosition::Offsets(next) = position {
-                ack(next);
-            }
-        }));
-    }
-    let SourceKind::Log { dir, stream, .. } = &p.source.kind else {
-        return None;
-    };
-    let (dir, stream, consumer) = (dir.clone(), stream.clone(), p.name.clone());
+    let mut ack = connector?.on_checkpoint();
     Some(Box::new(move |position: &SourcePosition| {
         if let SourcePosition::Offsets(next) = position {
-            if let Err(e) = weir_log::commit_consumer_position(&dir, &stream, &consumer, next) {
-                tracing::warn!(stream = %stream, error = %e, "cannot publish the consumer position");
-            }
+            ack(next);
         }
     }))
 }

@@ -34,7 +34,6 @@ pub(crate) const OFFSET_BITS: u32 = 40;
 pub(crate) fn read_bytes(
     p: &Pipeline,
     input: Input,
-    drain: bool,
     txs: Vec<Sender<Work>>,
     barriers: Option<Barriers>,
     restore: &Restore,
@@ -74,33 +73,6 @@ pub(crate) fn read_bytes(
                 &p.source.name,
                 Path::new("<stdin>"),
             )?,
-            SourceKind::Log {
-                dir,
-                stream,
-                partitions,
-                follow,
-            } => {
-                let mut cutter = cutter.by_offsets();
-                let start = match &restore.source {
-                    SourcePosition::Offsets(v) => Some(v.clone()),
-                    _ => None,
-                };
-                let position = read_log(
-                    LogRead {
-                        dir,
-                        stream,
-                        partitions: *partitions,
-                        follow: *follow && !drain,
-                        start,
-                        source: &p.source.name,
-                        checkpoint: restore.id,
-                    },
-                    &mut cutter,
-                )?;
-                counters.source.store(cutter.sent, Ordering::Relaxed);
-                cutter.final_barrier(SourcePosition::Offsets(position));
-                return Ok(());
-            }
             SourceKind::Memory => {
                 return Err(EngineError::build(&p.source.name, "a memory source needs its input supplied by the embedding program (weir bench, tests or the Rust API)"));
             }
@@ -116,104 +88,6 @@ pub(crate) fn read_bytes(
     let position = SourcePosition::Records(cutter.position);
     cutter.final_barrier(position);
     Ok(())
-}
-
-/// What to read from a log stream.
-struct LogRead<'a> {
-    dir: &'a Path,
-    stream: &'a str,
-    partitions: u32,
-    follow: bool,
-    /// Next offset per partition from a checkpoint.
-    start: Option<Vec<u64>>,
-    source: &'a str,
-    /// The restored checkpoint's id.
-    checkpoint: u64,
-}
-
-/// Reads the partitions of a log stream round-robin, `batch_rows` records
-/// at a time, from the checkpointed offsets (else the first retained ones)
-/// to the end they had when the run started — or on and on with
-/// `follow`. Returns the next offset per partition.
-fn read_log(r: LogRead<'_>, cutter: &mut Cutter) -> Result<Vec<u64>, EngineError> {
-    let source = r.source;
-    let fail = |e: weir_log::LogError| EngineError::log(format!("source {source}"), e);
-    // Read-only: another process (`weir ingest`) may be appending.
-    let mut readers: Vec<weir_log::TailReader> = (0..r.partitions)
-        .map(|p| weir_log::TailReader::new(r.dir, r.stream, p))
-        .collect();
-    let mut next = Vec::with_capacity(readers.len());
-    for reader in &readers {
-        next.push(reader.first_offset().map_err(fail)?);
-    }
-    if let Some(start) = r.start {
-        if start.len() != next.len() {
-            return Err(EngineError::Restore {
-                checkpoint: r.checkpoint,
-                problem: format!(
-                    "source {source}: the checkpoint has positions for {} partitions, stream {} has {}",
-                    start.len(),
-                    r.stream,
-                    next.len()
-                ),
-            });
-        }
-        for (p, (n, s)) in next.iter_mut().zip(start).enumerate() {
-            if s < *n {
-                tracing::warn!(partition = p, checkpointed = s, first = *n, "records after the checkpoint were removed by retention; resuming at the first retained one");
-            } else {
-                *n = s;
-            }
-        }
-    }
-    if let Some(lag) = cutter.metrics.as_ref().and_then(|m| m.source_lag.as_ref()) {
-        lag.publish(&next);
-    }
-    let mut end = Vec::with_capacity(readers.len());
-    for reader in &mut readers {
-        end.push(if r.follow {
-            u64::MAX
-        } else {
-            reader.end_offset().map_err(fail)?
-        });
-    }
-    loop {
-        let mut got = false;
-        for (p, reader) in readers.iter_mut().enumerate() {
-            if next[p] >= end[p] {
-                continue;
-            }
-            let want = cutter
-                .batch_rows
-                .min((end[p] - next[p]).min(usize::MAX as u64) as usize);
-            let records = reader.read(next[p], want).map_err(fail)?;
-            let Some(&(last, _)) = records.last() else {
-                continue;
-            };
-            got = true;
-            let mut buf = Vec::with_capacity(records.iter().map(|(_, r)| r.len() + 5).sum());
-            for (_, rec) in &records {
-                crate::frame::put_varint(&mut buf, rec.len() as u64);
-                buf.extend_from_slice(rec);
-            }
-            cutter.position = ((p as u64) << OFFSET_BITS) | records[0].0;
-            if !cutter.cut(Arc::new(buf), true, None) {
-                return Ok(next);
-            }
-            next[p] = last + 1;
-            if let Some(lag) = cutter.metrics.as_ref().and_then(|m| m.source_lag.as_ref()) {
-                lag.publish(&next);
-            }
-            cutter.maybe_barrier(Some(SourcePosition::Offsets(next.clone())));
-        }
-        if !got {
-            if !r.follow || cutter.stopped() {
-                return Ok(next);
-            }
-            cutter.maybe_barrier(Some(SourcePosition::Offsets(next.clone())));
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
 }
 
 /// Arrivals from the embedding program, until the channel closes.
