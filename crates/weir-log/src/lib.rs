@@ -41,6 +41,7 @@
 pub mod consumers;
 pub mod format;
 mod partition;
+mod segment;
 mod tail;
 
 use std::collections::HashMap;

@@ -13,7 +13,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use crate::format;
-use crate::partition::scan;
+use crate::segment::scan;
 use crate::{LogError, Result};
 
 /// Reads one partition of a stream, read-only, following its growth.
