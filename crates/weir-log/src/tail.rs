@@ -82,7 +82,10 @@ impl TailReader {
 
     /// The offset after the last complete record now on disk.
     pub fn end_offset(&mut self) -> Result<u64> {
-        let from = self.at.map_or(0, |a| a.2);
+        // From where the last read stopped, else from the first retained
+        // record (retention may have removed offset 0).
+        let first = self.first_offset()?;
+        let from = self.at.map_or(first, |a| a.2).max(first);
         let mut end = from;
         self.visit(from, |off, _| {
             end = off + 1;
@@ -175,5 +178,38 @@ impl TailReader {
             pos = 0;
             next = bases[i];
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use crate::{FsyncPolicy, Log, StreamConfig};
+
+    #[test]
+    fn the_end_is_found_after_retention_removed_the_first_records() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = Log::open(dir.path()).expect("log");
+        let config = StreamConfig {
+            partitions: 1,
+            segment_bytes: 200,
+            retention_bytes: Some(500),
+            retention_age: None,
+            fsync: FsyncPolicy::Never,
+        };
+        let stream = log.stream("s", config).expect("stream");
+        let p = stream.partition(0);
+        // One 133-byte frame per segment; retention keeps the last three.
+        for i in 0..10u8 {
+            p.append(&[&[i; 100]]).expect("append");
+        }
+        p.enforce_retention(SystemTime::now()).expect("retention");
+        assert_eq!(p.first_offset(), 7);
+        let mut reader = super::TailReader::new(dir.path(), "s", 0);
+        assert_eq!(reader.first_offset().expect("first"), 7);
+        assert_eq!(reader.end_offset().expect("end"), 10);
+        assert_eq!(reader.read(9, 5).expect("read").len(), 1);
+        assert_eq!(reader.end_offset().expect("end"), 10);
     }
 }
