@@ -10,10 +10,14 @@
 
 #![deny(missing_docs)]
 
+#[cfg(test)]
+mod cases;
 mod connectors;
 mod duration;
 mod error;
 mod spec;
+#[cfg(test)]
+mod test_support;
 mod validate;
 
 use std::path::{Path, PathBuf};

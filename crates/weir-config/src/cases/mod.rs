@@ -1,0 +1,12 @@
+mod credentials;
+mod decode;
+mod graph;
+mod kafka;
+mod mqtt;
+mod nats;
+mod postgres;
+mod settings;
+mod sinks;
+mod source;
+mod steps;
+mod window;
