@@ -13,7 +13,8 @@
 //! `address` (URLs, `host:port`) and `at` (where a table's problems go).
 //! Connector sinks share one table form, [`ConnectorSinkSpec`], so that a
 //! misspelt key is answered with every key a connector sink may have; a
-//! connector lists the ones it takes.
+//! connector lists the ones it takes, and one whose sink takes a key no
+//! other connector has adds it there too.
 //!
 //! These modules use `crate::check` and the pipeline types, never
 //! `crate::validate`.

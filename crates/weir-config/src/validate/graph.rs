@@ -1,8 +1,8 @@
 //! The graph of steps and sinks: unique names, inputs that exist, no
-//! cycles, the order steps are built in, the output port each input names,
-//! and the resolved [`Graph`] handed to the engine. (One key_by per path is
-//! checked with the key_by step; decode directly after the source while
-//! building, in `validate`.)
+//! cycles, the order steps are built in, decode directly after the source,
+//! the output port each input names, and the resolved [`Graph`] handed to
+//! the engine. (One key_by per path is checked with the key_by step, which
+//! knows whether its input is keyed.)
 
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
@@ -134,6 +134,27 @@ fn report_cycle(
             steps[next].name
         ),
     );
+}
+
+/// A step reading the source must be a decode step, and a decode step must
+/// read the source; false (reported at `path`) otherwise.
+pub(super) fn check_decode_placement(
+    c: &mut Checker<'_>,
+    path: &str,
+    span: &Range<usize>,
+    from_source: bool,
+    is_decode: bool,
+) -> bool {
+    if from_source == is_decode {
+        return true;
+    }
+    let message = if from_source {
+        "steps reading a source must be of type \"decode\""
+    } else {
+        "a decode step must read a source directly"
+    };
+    c.at(format!("{path}.input"), span, "input", message);
+    false
 }
 
 /// The output port a step's `input` names on a checked step, which has

@@ -35,6 +35,8 @@ use crate::{Pipeline, Problem, Sink, Step, StepKind};
 use schema::PortInfo;
 use tables::{parse_port, SinkTable, StepSpec, StepTables};
 
+/// Checks pipeline text (relative paths resolve against `base_dir`): the
+/// typed pipeline, or every problem found, in file order.
 pub(crate) fn validate(text: &str, base_dir: &Path) -> Result<Pipeline, Vec<Problem>> {
     let file = parse_file(text)?;
     let mut c = Checker::new(text);
@@ -160,13 +162,7 @@ fn build_steps(
             (Some(up.info.clone()), Some((up.index, port)))
         };
         let is_decode = matches!(p.spec, StepSpec::Decode(_));
-        if from_source != is_decode {
-            let message = if from_source {
-                "steps reading a source must be of type \"decode\""
-            } else {
-                "a decode step must read a source directly"
-            };
-            c.at(format!("{path}.input"), &p.span, "input", message);
+        if !graph::check_decode_placement(c, &path, &p.span, from_source, is_decode) {
             continue;
         }
         let checked = match (&p.spec, &upstream) {
@@ -239,4 +235,37 @@ fn build_sinks(
         }
     }
     (sinks, inputs)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::test_support::*;
+
+    #[test]
+    fn file_problems() {
+        check(&[
+            case(
+                "TOML syntax",
+                patched(&minimal(), "format = \"json\"", "format = json"),
+                "(file)",
+                Some("format = json"),
+                "string values must be quoted, expected literal string",
+            ),
+            case(
+                "unknown top-level key",
+                patched(&minimal(), "name = \"cases\"", "name = \"cases\"\nversion = 2"),
+                "version",
+                Some("version ="),
+                "unknown field `version`, expected one of `name`, `settings`, `sources`, `steps`, `sinks`, `dead_letter`, `checkpoint`",
+            ),
+            case(
+                "no name",
+                patched(&minimal(), "name = \"cases\"\n", ""),
+                "name",
+                // The file's start (a blank line, here).
+                Some("\n[[sources]]"),
+                "missing field `name`",
+            ),
+        ]);
+    }
 }
