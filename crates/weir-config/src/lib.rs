@@ -5,15 +5,32 @@
 //! the file (no connections, no model loading): unknown keys, wrong types,
 //! references to undefined steps or columns, expressions that do not
 //! type-check, and cycles are all reported with the field path and line.
-//! The result, [`Pipeline`], carries each step's input and output schema so
-//! the engine builds its operators without re-deriving types.
+//! The result, [`Pipeline`], carries each step's input and output schema and
+//! the resolved [`Graph`] of steps and sinks, so the engine builds its
+//! operators without re-deriving types or wiring.
+//!
+//! Modules, each using only those listed before it (and the pipeline types
+//! of this file, the vocabulary they all share):
+//!
+//! - `error`, `duration`: problems with their lines; human durations.
+//! - `spec`: the file's form, one serde struct per component kind.
+//! - `check`: the [`Problem`] collector shared by validation and connectors.
+//! - `graph`: the resolved tree the engine runs ([`Graph`], [`Consumer`]).
+//! - `connectors`: one file per connector (NATS, MQTT, Kafka, PostgreSQL)
+//!   and their registry; uses `check`, never `validate`.
+//! - `validate`: one module per concern; uses all of the above and builds
+//!   the [`Pipeline`].
 
 #![deny(missing_docs)]
 
+mod check;
 mod connectors;
 mod duration;
 mod error;
+mod graph;
 mod spec;
+#[cfg(test)]
+mod test_support;
 mod validate;
 
 use std::path::{Path, PathBuf};
@@ -27,6 +44,7 @@ pub use connectors::{
 };
 pub use duration::parse_duration_ms;
 pub use error::{ConfigError, Problem};
+pub use graph::{Consumer, Graph};
 pub use weir_expr::CompiledExpr;
 
 /// Name of the hidden column carrying each record's position in its source
@@ -78,6 +96,9 @@ pub struct Pipeline {
     pub dead_letter: DeadLetter,
     /// Checkpointing, when configured: exactly-once output and recovery.
     pub checkpoint: Option<CheckpointSettings>,
+    /// The steps and sinks as a resolved tree: what reads each step's
+    /// output ports, the decode step, and the worker and shard parts.
+    pub graph: Graph,
 }
 
 /// The `[checkpoint]` table.

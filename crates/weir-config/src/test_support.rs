@@ -1,0 +1,149 @@
+//! Pipeline texts for the validators' tests: a small valid pipeline that each
+//! case extends or patches, and the assertion that a broken text yields
+//! exactly the problems a case lists (field path, line and message).
+
+use std::path::Path;
+
+use crate::{Pipeline, Problem};
+
+/// A valid pipeline: a memory source `events`, a JSON decode step `decode`
+/// (`id` u64, `card` string, `amount` f64, `ts` i64 as event time with a
+/// 5s bound), then `steps` (more `[[steps]]` tables, may be empty) and a
+/// discard sink `out` reading `sink_input`.
+pub(crate) fn pipeline(steps: &str, sink_input: &str) -> String {
+    format!(
+        r#"name = "cases"
+
+[[sources]]
+name = "events"
+type = "memory"
+
+[[steps]]
+name = "decode"
+type = "decode"
+input = "events"
+format = "json"
+fields = [
+  {{ name = "id", type = "u64" }},
+  {{ name = "card", type = "string" }},
+  {{ name = "amount", type = "f64" }},
+  {{ name = "ts", type = "i64" }},
+]
+event_time = "ts"
+max_out_of_orderness = "5s"
+{steps}
+[[sinks]]
+name = "out"
+type = "discard"
+input = "{sink_input}"
+"#
+    )
+}
+
+/// The smallest valid pipeline: source, decode step and sink.
+pub(crate) fn minimal() -> String {
+    pipeline("", "decode")
+}
+
+/// `text` with `from` replaced by `to`; the case is wrong if `from` is absent.
+pub(crate) fn patched(text: &str, from: &str, to: &str) -> String {
+    assert!(text.contains(from), "{from:?} is not in:\n{text}");
+    text.replacen(from, to, 1)
+}
+
+/// Validates `text` with relative paths resolved against this crate's
+/// directory, where `Cargo.toml` stands in for any file that must exist.
+pub(crate) fn parse(text: &str) -> Result<Pipeline, Vec<Problem>> {
+    crate::parse(text, Path::new(env!("CARGO_MANIFEST_DIR")))
+}
+
+/// 1-based line on which the one occurrence of `needle` in `text` starts.
+pub(crate) fn line_of(text: &str, needle: &str) -> usize {
+    let mut found = text.match_indices(needle);
+    let (at, _) = found
+        .next()
+        .unwrap_or_else(|| panic!("{needle:?} is not in:\n{text}"));
+    assert!(
+        found.next().is_none(),
+        "{needle:?} occurs more than once in:\n{text}"
+    );
+    text[..at].matches('\n').count() + 1
+}
+
+/// A problem a case expects: the field path, the text whose (unique)
+/// occurrence starts the reported line (`None`: no line), and the message.
+pub(crate) type Expected<'a> = (&'a str, Option<&'a str>, &'a str);
+
+/// A broken pipeline and every problem it yields, in the order reported.
+pub(crate) struct Case<'a> {
+    /// What is wrong, for failure messages.
+    pub what: &'a str,
+    /// The pipeline text.
+    pub text: String,
+    /// The problems it must yield, exactly.
+    pub problems: Vec<Expected<'a>>,
+}
+
+/// A case yielding one problem.
+pub(crate) fn case<'a>(
+    what: &'a str,
+    text: String,
+    path: &'a str,
+    line: Option<&'a str>,
+    message: &'a str,
+) -> Case<'a> {
+    Case {
+        what,
+        text,
+        problems: vec![(path, line, message)],
+    }
+}
+
+/// A case whose source is rejected: besides the source's own problem, the
+/// decode step is then reported as reading something unknown.
+pub(crate) fn source_case<'a>(
+    what: &'a str,
+    text: String,
+    path: &'a str,
+    line: Option<&'a str>,
+    message: &'a str,
+) -> Case<'a> {
+    Case {
+        what,
+        text,
+        problems: vec![
+            (path, line, message),
+            (
+                "steps[0].input",
+                Some("input = \"events\""),
+                "input \"events\" is not a source or step of this pipeline",
+            ),
+        ],
+    }
+}
+
+/// Asserts that each case yields exactly its problems; reports every case
+/// that does not.
+pub(crate) fn check(cases: &[Case<'_>]) {
+    let mut failures = Vec::new();
+    for c in cases {
+        let want: Vec<Problem> = c
+            .problems
+            .iter()
+            .map(|(path, line, message)| Problem {
+                path: path.to_string(),
+                line: line.map(|needle| line_of(&c.text, needle)),
+                message: message.to_string(),
+            })
+            .collect();
+        match parse(&c.text) {
+            Ok(_) => failures.push(format!("{}: the pipeline was accepted", c.what)),
+            Err(got) if got != want => failures.push(format!(
+                "{}:\n  got  {got:?}\n  want {want:?}\n{}",
+                c.what, c.text
+            )),
+            Err(_) => {}
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}

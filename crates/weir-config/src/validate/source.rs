@@ -1,0 +1,296 @@
+//! The `[[sources]]` table: exactly one source, a built-in kind (file,
+//! stdin, memory, log) or a connector.
+
+use toml::Spanned;
+
+use crate::check::{resolve, type_of, Checker};
+use crate::connectors::{self, Context};
+use crate::spec::SourceSpec;
+use crate::{Framing, Problem, Source, SourceKind};
+
+/// The pipeline's one source; `None` when there is none or it is wrong.
+pub(super) fn check_sources(
+    c: &mut Checker<'_>,
+    sources: &[Spanned<toml::Table>],
+    context: &Context<'_>,
+) -> Option<Source> {
+    if sources.len() != 1 {
+        let line = sources.get(1).map(|s| c.line(s.span().start));
+        c.push(Problem {
+            path: "sources".into(),
+            line,
+            message: format!(
+                "a pipeline has exactly one source at present, found {}",
+                sources.len()
+            ),
+        });
+    }
+    let table = sources.first()?;
+    match type_of(table.get_ref()) {
+        Some(kind) if connectors::is_source(kind) => {
+            let (name, kind) = connectors::check_source(c, table, kind, context)?;
+            check_source_name(c, table, &name);
+            Some(Source {
+                name,
+                kind,
+                framing: Framing::LengthDelimited,
+            })
+        }
+        _ => {
+            let spec = c.typed::<SourceSpec>("sources[0]", table)?;
+            check_source(c, table, spec, context)
+        }
+    }
+}
+
+/// A source of a built-in kind.
+fn check_source(
+    c: &mut Checker<'_>,
+    table: &Spanned<toml::Table>,
+    s: SourceSpec,
+    context: &Context<'_>,
+) -> Option<Source> {
+    let span = table.span();
+    let framing = match s.framing.as_deref() {
+        None | Some("lines") => Framing::Lines,
+        Some("length_delimited") => Framing::LengthDelimited,
+        Some(other) => {
+            c.at(
+                "sources[0].framing".into(),
+                &span,
+                "framing",
+                format!("unknown framing {other:?} (expected \"lines\" or \"length_delimited\")"),
+            );
+            return None;
+        }
+    };
+    let kind = match s.kind.as_str() {
+        "file" => match &s.path {
+            Some(p) => SourceKind::File {
+                path: resolve(context.base_dir, p),
+            },
+            None => {
+                c.at(
+                    "sources[0].path".into(),
+                    &span,
+                    "type",
+                    "a file source needs `path`",
+                );
+                return None;
+            }
+        },
+        "log" => check_log_source(c, table, &s, context)?,
+        "stdin" => SourceKind::Stdin,
+        "memory" => SourceKind::Memory,
+        other => {
+            c.at(
+                "sources[0].type".into(),
+                &span,
+                "type",
+                format!("unknown source type {other:?} (expected file, stdin, memory, log, nats, mqtt or kafka)"),
+            );
+            return None;
+        }
+    };
+    if !matches!(kind, SourceKind::Log { .. })
+        && (s.stream.is_some() || s.partitions.is_some() || s.follow.is_some())
+    {
+        c.at(
+            "sources[0].stream".into(),
+            &span,
+            "stream",
+            "`stream`, `partitions` and `follow` apply to log sources only",
+        );
+        return None;
+    }
+    check_source_name(c, table, &s.name);
+    Some(Source {
+        name: s.name,
+        kind,
+        framing,
+    })
+}
+
+/// A stream of the durable log.
+fn check_log_source(
+    c: &mut Checker<'_>,
+    table: &Spanned<toml::Table>,
+    s: &SourceSpec,
+    context: &Context<'_>,
+) -> Option<SourceKind> {
+    let span = table.span();
+    let (Some(dir), Some(stream)) = (s.path.as_ref(), s.stream.as_ref()) else {
+        c.at(
+            "sources[0].stream".into(),
+            &span,
+            "type",
+            "a log source needs `path` (the log directory) and `stream`",
+        );
+        return None;
+    };
+    let partitions = s.partitions.unwrap_or(1);
+    if !(1..=4096).contains(&partitions) {
+        c.at(
+            "sources[0].partitions".into(),
+            &span,
+            "partitions",
+            format!("must be between 1 and 4096, got {partitions}"),
+        );
+        return None;
+    }
+    Some(SourceKind::Log {
+        dir: resolve(context.base_dir, dir),
+        stream: stream.clone(),
+        partitions: partitions as u32,
+        follow: s.follow.unwrap_or(false),
+    })
+}
+
+/// Source names follow the rules of step names: no `__` prefix, no `.`.
+fn check_source_name(c: &mut Checker<'_>, table: &Spanned<toml::Table>, name: &str) {
+    if crate::is_hidden(name) || name.contains('.') {
+        c.at(
+            "sources[0].name".into(),
+            &table.span(),
+            "name",
+            "names may not start with \"__\" or contain \".\"",
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::test_support::*;
+
+    /// The minimal pipeline with its source table's `type = "memory"` line
+    /// replaced by `lines`.
+    fn source(lines: &str) -> String {
+        patched(&minimal(), "type = \"memory\"", lines)
+    }
+
+    #[test]
+    fn source_problems() {
+        check(&[
+            case(
+                "two sources",
+                patched(
+                    &minimal(),
+                    "\n[[steps]]",
+                    "\n[[sources]]\nname = \"more\"\ntype = \"stdin\"\n\n[[steps]]",
+                ),
+                "sources",
+                Some("[[sources]]\nname = \"more\""),
+                "a pipeline has exactly one source at present, found 2",
+            ),
+            Case {
+                what: "no source",
+                text: patched(&minimal(), "[[sources]]\nname = \"events\"\ntype = \"memory\"\n", ""),
+                problems: vec![
+                    (
+                        "sources",
+                        None,
+                        "a pipeline has exactly one source at present, found 0",
+                    ),
+                    (
+                        "steps[0].input",
+                        Some("input = \"events\""),
+                        "input \"events\" is not a source or step of this pipeline",
+                    ),
+                ],
+            },
+            source_case(
+                "unknown key",
+                source("type = \"file\"\npaths = \"in.jsonl\""),
+                "sources[0].paths",
+                Some("paths ="),
+                "unknown field `paths`, expected one of `name`, `type`, `path`, `framing`, `stream`, `partitions`, `follow`",
+            ),
+            source_case(
+                "unknown framing",
+                source("type = \"stdin\"\nframing = \"csv\""),
+                "sources[0].framing",
+                Some("framing ="),
+                "unknown framing \"csv\" (expected \"lines\" or \"length_delimited\")",
+            ),
+            source_case(
+                "file without path",
+                source("type = \"file\""),
+                "sources[0].path",
+                Some("type = \"file\""),
+                "a file source needs `path`",
+            ),
+            source_case(
+                "log without stream",
+                source("type = \"log\"\npath = \"log\""),
+                "sources[0].stream",
+                Some("type = \"log\""),
+                "a log source needs `path` (the log directory) and `stream`",
+            ),
+            source_case(
+                "log with no partitions",
+                source("type = \"log\"\npath = \"log\"\nstream = \"s\"\npartitions = 0"),
+                "sources[0].partitions",
+                Some("partitions ="),
+                "must be between 1 and 4096, got 0",
+            ),
+            source_case(
+                "unknown type",
+                source("type = \"s3\""),
+                "sources[0].type",
+                Some("type = \"s3\""),
+                "unknown source type \"s3\" (expected file, stdin, memory, log, nats, mqtt or kafka)",
+            ),
+            source_case(
+                "log keys on a file source",
+                source("type = \"file\"\npath = \"in.jsonl\"\nfollow = true"),
+                "sources[0].stream",
+                Some("[[sources]]"),
+                "`stream`, `partitions` and `follow` apply to log sources only",
+            ),
+            case(
+                "reserved name",
+                patched(
+                    &patched(&minimal(), "name = \"events\"", "name = \"__events\""),
+                    "input = \"events\"",
+                    "input = \"__events\"",
+                ),
+                "sources[0].name",
+                Some("name = \"__events\""),
+                "names may not start with \"__\" or contain \".\"",
+            ),
+            case(
+                "reserved name of a connector source",
+                patched(
+                    &source("type = \"nats\"\nurl = \"nats://127.0.0.1\"\nstream = \"S\""),
+                    "name = \"events\"",
+                    "name = \"__events\"",
+                )
+                .replacen("input = \"events\"", "input = \"__events\"", 1),
+                "sources[0].name",
+                Some("name = \"__events\""),
+                "names may not start with \"__\" or contain \".\"",
+            ),
+        ]);
+    }
+
+    #[test]
+    fn sources_are_read() {
+        let p = parse(&source(
+            "type = \"log\"\npath = \"log\"\nstream = \"s\"\npartitions = 3\nfollow = true",
+        ))
+        .expect("valid");
+        assert_eq!(
+            p.source.kind,
+            crate::SourceKind::Log {
+                dir: std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("log"),
+                stream: "s".into(),
+                partitions: 3,
+                follow: true,
+            }
+        );
+        assert_eq!(p.source.record_framing(), crate::Framing::LengthDelimited);
+        let p = parse(&source("type = \"stdin\"\nframing = \"length_delimited\"")).expect("valid");
+        assert_eq!(p.source.kind, crate::SourceKind::Stdin);
+        assert_eq!(p.source.framing, crate::Framing::LengthDelimited);
+    }
+}
