@@ -10,6 +10,8 @@ use std::sync::Arc;
 
 use weir_config::{Pipeline, StepKind, WindowKind};
 
+pub(crate) use weir_config::{Consumer, Graph};
+
 use crate::ops::keyed::Partitioner;
 use crate::ops::model::ModelStep;
 use crate::ops::stateless::{Derive, Filter, Route, Select};
@@ -45,7 +47,7 @@ impl Plan {
             configured
         };
         let shards = shards.clamp(1, p.settings.key_groups as usize);
-        let graph = Arc::new(resolve_graph(p)?);
+        let graph = Arc::new(p.graph.clone());
         let mut models = HashMap::new();
         for s in &p.steps {
             if let StepKind::Model(m) = &s.kind {
@@ -130,74 +132,4 @@ pub(crate) enum Op {
     Run(Box<dyn Operator>),
     /// Not run on this kind of thread.
     Absent,
-}
-
-/// Where records leaving a step's output port go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Consumer {
-    Step(usize),
-    Sink(usize),
-}
-
-/// The pipeline's steps as a resolved tree.
-pub(crate) struct Graph {
-    /// Per step, per output port, its consumers.
-    pub children: Vec<Vec<Vec<Consumer>>>,
-    pub decode: usize,
-    /// Steps that workers run, in pipeline order (decode first).
-    pub unkeyed: Vec<usize>,
-    /// Steps that shards run (after a key_by), in pipeline order.
-    pub keyed: Vec<usize>,
-}
-
-fn resolve_graph(p: &Pipeline) -> Result<Graph, EngineError> {
-    let index: HashMap<&str, usize> = p
-        .steps
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.name.as_str(), i))
-        .collect();
-    let ports = |s: &weir_config::Step| match &s.kind {
-        StepKind::Route { routes } => routes.len(),
-        _ => 1,
-    };
-    let mut children: Vec<Vec<Vec<Consumer>>> =
-        p.steps.iter().map(|s| vec![Vec::new(); ports(s)]).collect();
-    let port_of =
-        |who: &str, parent: usize, output: &Option<String>| match (&p.steps[parent].kind, output) {
-            (StepKind::Route { routes }, Some(o)) => {
-                routes.iter().position(|(n, _)| n == o).ok_or_else(|| {
-                    EngineError::build(who, "input names a route its step does not have")
-                })
-            }
-            _ => Ok(0),
-        };
-    let mut decode = None;
-    for (i, s) in p.steps.iter().enumerate() {
-        match index.get(s.input.node.as_str()) {
-            Some(&parent) => {
-                let port = port_of(&s.name, parent, &s.input.output)?;
-                children[parent][port].push(Consumer::Step(i));
-            }
-            None => decode = Some(i),
-        }
-    }
-    for (i, s) in p.sinks.iter().enumerate() {
-        let parent = *index
-            .get(s.input.node.as_str())
-            .ok_or_else(|| EngineError::build(&s.name, "input is not a step"))?;
-        let port = port_of(&s.name, parent, &s.input.output)?;
-        children[parent][port].push(Consumer::Sink(i));
-    }
-    let decode =
-        decode.ok_or_else(|| EngineError::build(&p.name, "no decode step reads the source"))?;
-    let is_split = |s: &weir_config::Step| matches!(s.kind, StepKind::KeyBy { .. });
-    let (keyed, unkeyed): (Vec<usize>, Vec<usize>) =
-        (0..p.steps.len()).partition(|&i| p.steps[i].keyed && !is_split(&p.steps[i]));
-    Ok(Graph {
-        children,
-        decode,
-        unkeyed,
-        keyed,
-    })
 }
