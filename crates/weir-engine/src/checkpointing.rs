@@ -211,6 +211,8 @@ pub(crate) enum CoordMsg {
     },
     /// A sink staged everything before barrier `id`.
     Sink { id: u64, sink: usize, part: Vec<u8> },
+    /// Everything rejected before barrier `id` is durable.
+    DeadLetters { id: u64 },
 }
 
 /// One completed checkpoint, for the run's report.
@@ -248,6 +250,7 @@ struct Pending {
     max_time: Option<i64>,
     state: Vec<(String, u32, Vec<u8>)>,
     sinks: BTreeMap<usize, Vec<u8>>,
+    dead_letters: bool,
 }
 
 /// Called with the source position of each completed checkpoint (log
@@ -294,9 +297,16 @@ impl Coordinator {
                     pending.entry(id).or_default().sinks.insert(sink, part);
                     id
                 }
+                CoordMsg::DeadLetters { id } => {
+                    pending.entry(id).or_default().dead_letters = true;
+                    id
+                }
             };
             let ready = pending.get(&id).is_some_and(|p| {
-                p.begin.is_some() && p.shards == self.shards && p.sinks.len() == self.sinks.len()
+                p.begin.is_some()
+                    && p.shards == self.shards
+                    && p.sinks.len() == self.sinks.len()
+                    && p.dead_letters
             });
             if !ready {
                 continue;

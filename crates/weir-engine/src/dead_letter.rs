@@ -46,10 +46,15 @@ pub struct DeadLetterWriter {
     path: String,
     count: u64,
     line: Vec<u8>,
+    /// Whether `start` truncates the file (an earlier run's entries are
+    /// replaced).
+    replace: bool,
 }
 
 impl DeadLetterWriter {
-    /// Creates (truncates) the file, making its directory if needed.
+    /// Opens the file to be replaced, making its directory if needed; it
+    /// is truncated by [`start`](Self::start), once the run is known to
+    /// start.
     pub fn create(path: &Path) -> Result<Self, EngineError> {
         Self::open_file(path, false)
     }
@@ -75,7 +80,11 @@ impl DeadLetterWriter {
                 .append(true)
                 .open(path)
         } else {
-            File::create(path)
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)
         };
         let file = file.map_err(|e| {
             EngineError::io(
@@ -88,6 +97,7 @@ impl DeadLetterWriter {
             path: path.display().to_string(),
             count: 0,
             line: Vec::new(),
+            replace: !append,
         })
     }
 
@@ -108,7 +118,18 @@ impl DeadLetterWriter {
             path: format!("{} (stream {stream})", dir.display()),
             count: 0,
             line: Vec::new(),
+            replace: false,
         })
+    }
+
+    /// The run starts: a file to be replaced is truncated now.
+    pub fn start(&mut self) -> Result<(), EngineError> {
+        if let (Destination::File(out), true) = (&mut self.out, self.replace) {
+            out.get_ref().set_len(0).map_err(|e| {
+                EngineError::io(format!("cannot truncate dead-letter file {}", self.path), e)
+            })?;
+        }
+        Ok(())
     }
 
     /// Makes what was written so far durable (log streams append here, one
@@ -167,14 +188,27 @@ impl DeadLetterWriter {
         Ok(())
     }
 
-    /// Flushes and returns the number of records written.
-    pub fn finish(mut self) -> Result<u64, EngineError> {
+    /// Makes everything written so far durable: flushed and fsynced (a
+    /// file), or appended and flushed to disk (a log stream).
+    pub fn sync(&mut self) -> Result<(), EngineError> {
         self.commit()?;
-        if let Destination::File(out) = &mut self.out {
-            out.flush().map_err(|e| {
-                EngineError::io(format!("cannot write dead-letter file {}", self.path), e)
-            })?;
+        match &mut self.out {
+            Destination::File(out) => {
+                out.flush()
+                    .and_then(|_| out.get_ref().sync_data())
+                    .map_err(|e| {
+                        EngineError::io(format!("cannot write dead-letter file {}", self.path), e)
+                    })
+            }
+            Destination::Log(stream, _) => stream.flush().map_err(|e| {
+                EngineError::log(format!("cannot sync dead-letter stream {}", self.path), e)
+            }),
         }
+    }
+
+    /// Syncs and returns the number of records written.
+    pub fn finish(mut self) -> Result<u64, EngineError> {
+        self.sync()?;
         Ok(self.count)
     }
 }

@@ -104,12 +104,20 @@ impl SinkWriter {
                         path.display().to_string(),
                     ),
                     None => {
-                        let file = File::create(path).map_err(|e| {
-                            EngineError::io(
-                                format!("sink {}: cannot create {}", sink.name, path.display()),
-                                e,
-                            )
-                        })?;
+                        // Not truncated yet: `start` does, once the run is
+                        // known to start, so a run that fails to open
+                        // something leaves earlier output alone.
+                        let file = std::fs::OpenOptions::new()
+                            .write(true)
+                            .create(true)
+                            .truncate(false)
+                            .open(path)
+                            .map_err(|e| {
+                                EngineError::io(
+                                    format!("sink {}: cannot create {}", sink.name, path.display()),
+                                    e,
+                                )
+                            })?;
                         Target::File(
                             BufWriter::with_capacity(1 << 16, file),
                             path.display().to_string(),
@@ -148,6 +156,17 @@ impl SinkWriter {
             ends: Vec::new(),
             records: 0,
         }
+    }
+
+    /// The run starts: a plain file sink replaces what an earlier run
+    /// wrote (opening it left it untouched).
+    pub fn start(&mut self) -> Result<(), EngineError> {
+        if let Target::File(f, path) = &mut self.target {
+            f.get_ref().set_len(0).map_err(|e| {
+                EngineError::io(format!("sink {}: cannot truncate {path}", self.name), e)
+            })?;
+        }
+        Ok(())
     }
 
     /// The connection state, for a sink that is a connector.

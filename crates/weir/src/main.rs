@@ -8,6 +8,7 @@ mod http_get;
 mod ingest;
 mod observe;
 mod progress;
+mod signals;
 mod tap;
 mod top;
 
@@ -72,6 +73,13 @@ enum Command {
         /// is over this many records.
         #[arg(long, env = "WEIR_MAX_LAG", value_name = "RECORDS")]
         max_lag: Option<u64>,
+        /// On SIGTERM or SIGINT the run stops gracefully (final checkpoint,
+        /// sinks committed, summary, exit 0); if that takes longer than
+        /// this, it exits at once (a restart resumes from the last
+        /// checkpoint). Keep it under Kubernetes'
+        /// terminationGracePeriodSeconds (30 s by default).
+        #[arg(long, env = "WEIR_STOP_TIMEOUT", value_name = "DURATION", default_value = "25s", value_parser = parse_duration)]
+        stop_timeout: std::time::Duration,
     },
     /// Check a pipeline file without running it.
     Validate {
@@ -191,6 +199,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             drain,
             metrics_address,
             max_lag,
+            stop_timeout,
         } => {
             let p = weir_config::load(&pipeline)?;
             let telemetry = weir_engine::telemetry::Telemetry::new(&p, max_lag);
@@ -205,6 +214,8 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 }
                 None => None,
             };
+            let stop = weir_engine::Stop::new();
+            let signals = signals::watch(stop.clone(), stop_timeout, "weir run")?;
             let progress = progress::start(&telemetry, &p);
             let summary = weir_engine::run(
                 &p,
@@ -212,6 +223,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     shards,
                     drain,
                     telemetry: Some(telemetry),
+                    stop: Some(stop),
                     on_first_record: Some(weir_engine::FirstRecord(std::sync::Arc::new(
                         |restored| match restored {
                             Some(id) => eprintln!(
@@ -225,6 +237,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             )
             .with_context(|| format!("pipeline {} failed", p.name));
             drop(progress);
+            drop(signals);
             let summary = summary?;
             print_summary(&p, &summary);
             Ok(ExitCode::SUCCESS)
@@ -244,6 +257,14 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Top(args) => top::run(args).map(|_| ExitCode::SUCCESS),
         Command::Tap(args) => tap::run(args).map(|_| ExitCode::SUCCESS),
     }
+}
+
+/// A duration as the pipeline files write one (`250ms`, `30s`, `2m`).
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let ms = weir_config::parse_duration_ms(text)?;
+    u64::try_from(ms)
+        .map(std::time::Duration::from_millis)
+        .map_err(|_| format!("{text:?} is negative"))
 }
 
 fn validate(path: &Path) -> ExitCode {
@@ -290,6 +311,12 @@ pub(crate) fn print_summary(p: &weir_config::Pipeline, s: &RunSummary) {
         "pipeline {} finished in {:.3} s on {} shard(s)",
         p.name, secs, s.shards
     );
+    if let Some(d) = s.stopped {
+        eprintln!(
+            "  stopped on request: source closed, last checkpoint taken and output committed {:.3} s after the signal",
+            d.as_secs_f64()
+        );
+    }
     eprintln!("  {:<24} {:>12}", "component", "records");
     eprintln!(
         "  {:<24} {:>12}",

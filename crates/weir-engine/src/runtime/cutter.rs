@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
-use super::messages::{Chunk, Work};
+use super::messages::{BarrierKind, Chunk, Work};
+use super::stop::{Ended, Stop};
 use crate::checkpointing::{CoordMsg, SourcePosition};
 use crate::frame::{next_record, Next};
 use crate::telemetry::RunMetrics;
@@ -45,6 +46,8 @@ pub(crate) struct Cutter {
     /// can be placed between any two batches.
     count_position: bool,
     pub metrics: Option<Arc<RunMetrics>>,
+    /// Looked at between batches.
+    stop: Option<Stop>,
 }
 
 impl Cutter {
@@ -72,7 +75,19 @@ impl Cutter {
             barriers,
             count_position,
             metrics,
+            stop: None,
         }
+    }
+
+    /// Makes the cutter stop cutting once `stop` is requested.
+    pub fn with_stop(mut self, stop: Option<Stop>) -> Cutter {
+        self.stop = stop;
+        self
+    }
+
+    /// Whether a stop was requested.
+    pub fn stop_requested(&self) -> bool {
+        self.stop.as_ref().is_some_and(Stop::requested)
     }
 
     /// Whether the workers are gone (they failed; the run reports why).
@@ -120,11 +135,20 @@ impl Cutter {
             return;
         }
         let position = position.unwrap_or(SourcePosition::Records(self.position));
-        self.barrier(position, false);
+        self.barrier(position, BarrierKind::Checkpoint);
     }
 
-    fn barrier(&mut self, position: SourcePosition, last: bool) {
-        let Some(b) = &mut self.barriers else { return };
+    fn barrier(&mut self, position: SourcePosition, kind: BarrierKind) {
+        let Some(b) = &mut self.barriers else {
+            if kind == BarrierKind::Stop {
+                // No checkpoint, but the threads must not flush as at the
+                // end of the input.
+                for _ in 0..self.txs.len() {
+                    self.deal(Work::Barrier { id: 0, kind });
+                }
+            }
+            return;
+        };
         let id = b.next_id;
         b.next_id += 1;
         b.next_due = Instant::now() + b.interval;
@@ -137,20 +161,29 @@ impl Cutter {
         // after what it produced before it, and shards, reading slots in
         // order, meet the copies together.
         for _ in 0..self.txs.len() {
-            self.deal(Work::Barrier { id, last });
+            self.deal(Work::Barrier { id, kind });
         }
     }
 
     /// At the end of the input: the barrier after which the shards flush
-    /// their windows, so the final checkpoint commits everything.
-    pub fn final_barrier(&mut self, position: SourcePosition) {
-        self.barrier(position, true);
+    /// their windows, so the final checkpoint commits everything. After a
+    /// stop request: the barrier that takes the last checkpoint without
+    /// flushing anything.
+    pub fn final_barrier(&mut self, position: SourcePosition, ended: Ended) {
+        match ended {
+            Ended::Input => self.barrier(position, BarrierKind::EndOfInput),
+            Ended::Stopped => self.barrier(position, BarrierKind::Stop),
+            Ended::Abandoned => {}
+        }
     }
 
     /// Returns the bytes consumed, or `usize::MAX` when the workers are gone.
     fn cut_with(&mut self, data: Arc<Vec<u8>>, at_end: bool, created: Option<Instant>) -> usize {
         let mut offset = 0;
         while offset < data.len() {
+            if self.stop_requested() {
+                return offset;
+            }
             // Records a restored checkpoint already covers.
             while self.skip > 0 && offset < data.len() {
                 match next_record(self.framing, &data[offset..], at_end) {

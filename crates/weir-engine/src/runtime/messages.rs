@@ -25,11 +25,32 @@ pub(crate) struct Chunk {
     pub arrived: Instant,
 }
 
+/// What a barrier does besides taking a checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BarrierKind {
+    /// A checkpoint while the input goes on.
+    Checkpoint,
+    /// The input ended: keyed steps flush (windows fire) before it, and the
+    /// checkpoint it takes commits everything.
+    EndOfInput,
+    /// A stop was requested: nothing is flushed (a restart resumes from
+    /// the checkpoint it takes); everything after it ends.
+    Stop,
+}
+
+impl BarrierKind {
+    /// Whether nothing follows the barrier.
+    pub fn is_final(self) -> bool {
+        self != BarrierKind::Checkpoint
+    }
+}
+
 /// What the source deals to a worker: a micro-batch, or a checkpoint
-/// barrier occupying a slot in the batch sequence.
+/// barrier occupying a slot in the batch sequence. Without checkpoints
+/// only a stop sends a barrier (id 0), so that nothing is flushed.
 pub(crate) enum Work {
     Chunk(Chunk),
-    Barrier { id: u64, last: bool },
+    Barrier { id: u64, kind: BarrierKind },
 }
 
 /// Everything a shard receives for one micro-batch, or a barrier.
@@ -40,18 +61,18 @@ pub(crate) struct ShardMsg {
     pub batches: Vec<(usize, RecordBatch)>,
     pub created: Option<Instant>,
     pub arrived: Instant,
-    /// A barrier `(id, last)` instead of data.
-    pub barrier: Option<(u64, bool)>,
+    /// A barrier instead of data.
+    pub barrier: Option<(u64, BarrierKind)>,
 }
 
 impl ShardMsg {
-    pub fn barrier(id: u64, last: bool) -> ShardMsg {
+    pub fn barrier(id: u64, kind: BarrierKind) -> ShardMsg {
         ShardMsg {
             max_time: i64::MIN,
             batches: Vec::new(),
             created: None,
             arrived: Instant::now(),
-            barrier: Some((id, last)),
+            barrier: Some((id, kind)),
         }
     }
 }
@@ -70,6 +91,14 @@ pub(crate) enum SinkMsg {
     Barrier {
         id: u64,
         producer: usize,
-        last: bool,
+        kind: BarrierKind,
     },
+}
+
+/// What the dead-letter thread receives: rejected records, and barriers
+/// from every producer (workers, then shards) after the records each
+/// rejected before them.
+pub(crate) enum DeadLetterMsg {
+    Rejected(Vec<crate::dead_letter::Rejected>),
+    Barrier { id: u64 },
 }

@@ -20,6 +20,7 @@ mod plan;
 mod shard;
 mod sink_thread;
 mod source;
+mod stop;
 mod summary;
 mod threads;
 mod worker;
@@ -33,18 +34,21 @@ use weir_config::Pipeline;
 use weir_connect::SourceConnector;
 
 use crate::checkpointing::{self, CoordMsg, Coordinator, Recovery, SourcePosition};
-use crate::dead_letter::{DeadLetterWriter, Rejected};
+use crate::dead_letter::DeadLetterWriter;
 use crate::sink::SinkWriter;
 use crate::telemetry::{RunMetrics, Telemetry};
 use crate::txn_file::EpochPlace;
 use crate::EngineError;
 use cutter::Barriers;
-use messages::{ShardMsg, SinkMsg, Work};
+use messages::{DeadLetterMsg, ShardMsg, SinkMsg, Work};
 use operators::{Counters, ThreadCtx};
 use plan::Plan;
-use sink_thread::SinkTxn;
+use sink_thread::{DeadLetterTxn, SinkTxn};
+use source::ByteSource;
+use stop::Ended;
 use threads::Threads;
 
+pub use stop::Stop;
 pub use summary::{ConnectorReport, RunSummary, StepCount};
 
 /// Records handed over by the embedding program, with the time they were
@@ -96,9 +100,13 @@ pub struct RunOptions {
     /// Where the run reports metrics, readiness and samples (none: it
     /// reports nothing).
     pub telemetry: Option<Telemetry>,
+    /// Stops the run gracefully when requested (SIGTERM, SIGINT): the
+    /// source stops reading, a final checkpoint is taken, sinks and dead
+    /// letters are flushed and committed, and `run` returns the summary.
+    pub stop: Option<Stop>,
 }
 
-/// Runs a pipeline to the end of its input.
+/// Runs a pipeline to the end of its input, or until a stop is requested.
 pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, EngineError> {
     let started = Instant::now();
     let plan = Plan::new(pipeline, options.shards)?;
@@ -110,11 +118,16 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, Engin
 
     // Checkpoints: restore the newest valid one before anything opens.
     let recovery = Recovery::open(pipeline)?;
-    // An external source connects before any thread starts, so a broker
-    // that cannot be reached is reported at once.
+    // The source opens before anything else: a broker that cannot be
+    // reached or a missing file fails the run at once, before any output
+    // is touched.
     let mut connector = match &options.input {
         Input::Configured => open_source(pipeline, &recovery, options.drain)?,
         _ => None,
+    };
+    let bytes = match connector {
+        None => Some(ByteSource::open(pipeline, options.input)?),
+        Some(_) => None,
     };
     // Brokers' and databases' connections are reported (metrics,
     // readiness, summary); the embedded log's is always up.
@@ -123,8 +136,13 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, Engin
         .filter(|_| pipeline.source.kind.is_connector())
         .map(|c| (pipeline.source.name.clone(), c.status()))
         .collect();
-    let writers = open_sinks(pipeline, &recovery, &mut connectors)?;
-    let dead_letter = open_dead_letters(pipeline, recovery.store.is_some())?;
+    let mut writers = open_sinks(pipeline, &recovery, &mut connectors)?;
+    let mut dead_letter = open_dead_letters(pipeline, recovery.store.is_some())?;
+    // Everything opened: only now are earlier runs' outputs replaced.
+    for w in &mut writers {
+        w.start()?;
+    }
+    dead_letter.start()?;
 
     // The coordinator and the sinks' commit channels.
     let (coord_tx, coord_rx) = unbounded::<CoordMsg>();
@@ -181,8 +199,11 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, Engin
         }
         let dlq = {
             let (rx, metrics) = (channels.dlq_rx, metrics.clone());
+            let txn = coord
+                .clone()
+                .map(|coord| DeadLetterTxn { coord, producers });
             threads.spawn("weir-dead-letter", "dead-letter", move || {
-                sink_thread::dead_letter_loop(dead_letter, rx, metrics)
+                sink_thread::dead_letter_loop(dead_letter, rx, txn, metrics)
             })?
         };
         let ctx = |producer: usize| ThreadCtx {
@@ -240,17 +261,24 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, Engin
             }
             m.recovered_part();
         }
-        let read = match connector.take() {
-            Some(c) => source::read_connector(c, pipeline, channels.work_txs, barriers, &counters),
-            None => source::read_bytes(
-                pipeline,
-                options.input,
-                channels.work_txs,
-                barriers,
-                &restore,
-                &counters,
-            ),
+        let stop = options.stop.clone();
+        let read = match (connector.take(), bytes) {
+            (Some(c), _) => {
+                let cutter =
+                    source::connector_cutter(pipeline, channels.work_txs, barriers, &counters);
+                source::read_connector(c, pipeline, cutter.with_stop(stop), &counters)
+            }
+            (None, Some(bytes)) => {
+                let cutter =
+                    source::byte_cutter(pipeline, channels.work_txs, barriers, &restore, &counters);
+                source::read_bytes(pipeline, bytes, cutter.with_stop(stop), &counters)
+            }
+            (None, None) => Err(EngineError::invariant(
+                format!("source {}", pipeline.source.name),
+                "neither a connector nor a byte source was opened",
+            )),
         };
+        let ended = read.as_ref().ok().copied();
         threads.failed(read.err());
         for h in computing {
             threads.join(h);
@@ -261,7 +289,7 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, Engin
             .and_then(|h| threads.join(h))
             .unwrap_or_default();
         threads.result()?;
-        Ok(summary::collect(
+        let mut summary = summary::collect(
             pipeline,
             &plan,
             &counters,
@@ -270,7 +298,15 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, Engin
             checkpoints,
             &connectors,
             started.elapsed(),
-        ))
+        );
+        if ended == Some(Ended::Stopped) {
+            summary.stopped = options
+                .stop
+                .as_ref()
+                .and_then(Stop::requested_at)
+                .map(|at| at.elapsed());
+        }
+        Ok(summary)
     })
 }
 
@@ -286,8 +322,8 @@ struct Channels {
     /// Workers and shards to each sink.
     sink_txs: Vec<Sender<SinkMsg>>,
     sink_rxs: Vec<Receiver<SinkMsg>>,
-    dlq_tx: Sender<Vec<Rejected>>,
-    dlq_rx: Receiver<Vec<Rejected>>,
+    dlq_tx: Sender<DeadLetterMsg>,
+    dlq_rx: Receiver<DeadLetterMsg>,
 }
 
 impl Channels {
@@ -309,7 +345,7 @@ impl Channels {
             }
         }
         let (sink_txs, sink_rxs) = p.sinks.iter().map(|_| bounded::<SinkMsg>(64)).unzip();
-        let (dlq_tx, dlq_rx) = unbounded::<Vec<Rejected>>();
+        let (dlq_tx, dlq_rx) = unbounded::<DeadLetterMsg>();
         Channels {
             work_txs,
             work_rxs,

@@ -13,7 +13,7 @@ use arrow_array::RecordBatch;
 use crossbeam_channel::Sender;
 use weir_config::Pipeline;
 
-use super::messages::SinkMsg;
+use super::messages::{BarrierKind, DeadLetterMsg, SinkMsg};
 use super::plan::{Consumer, Op, Plan};
 use super::FirstRecord;
 use crate::checkpointing::{CoordMsg, Restore};
@@ -47,7 +47,7 @@ pub(crate) struct ThreadCtx<'p> {
     pub pipeline: &'p Pipeline,
     pub plan: &'p Plan,
     pub sinks: Vec<Sender<SinkMsg>>,
-    pub dlq: Sender<Vec<Rejected>>,
+    pub dlq: Sender<DeadLetterMsg>,
     pub counters: &'p Counters,
     /// This thread's number among the sinks' producers.
     pub producer: usize,
@@ -58,18 +58,21 @@ pub(crate) struct ThreadCtx<'p> {
 }
 
 impl ThreadCtx<'_> {
-    /// Sends barrier `id` to every sink, after everything this thread
-    /// produced before it.
-    pub fn barrier_to_sinks(&self, id: u64, last: bool) -> Result<(), EngineError> {
+    /// Sends barrier `id` to every sink and to the dead letters, after
+    /// everything this thread produced and rejected before it.
+    pub fn barrier_downstream(&self, id: u64, kind: BarrierKind) -> Result<(), EngineError> {
         for (s, tx) in self.sinks.iter().enumerate() {
             let msg = SinkMsg::Barrier {
                 id,
                 producer: self.producer,
-                last,
+                kind,
             };
             if tx.send(msg).is_err() {
                 return Err(self.sink_stopped(s));
             }
+        }
+        if self.dlq.send(DeadLetterMsg::Barrier { id }).is_err() {
+            return Err(EngineError::stopped("the dead-letter writer"));
         }
         Ok(())
     }
@@ -85,7 +88,9 @@ impl ThreadCtx<'_> {
         if !rejected.is_empty() {
             // A closed channel means the dead-letter thread failed; it
             // reports why.
-            let _ = self.dlq.send(std::mem::take(rejected));
+            let _ = self
+                .dlq
+                .send(DeadLetterMsg::Rejected(std::mem::take(rejected)));
         }
     }
 }

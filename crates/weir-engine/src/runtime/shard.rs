@@ -9,7 +9,7 @@
 
 use crossbeam_channel::Receiver;
 
-use super::messages::ShardMsg;
+use super::messages::{BarrierKind, ShardMsg};
 use super::operators::{Runner, ThreadCtx};
 use super::plan::Op;
 use crate::checkpointing::CoordMsg;
@@ -36,17 +36,17 @@ pub(crate) fn shard_loop(
     let mut copies = 0;
     while let Ok(msg) = inputs[seq % inputs.len()].recv() {
         seq += 1;
-        if let Some((id, last)) = msg.barrier {
+        if let Some((id, kind)) = msg.barrier {
             // One copy per worker, in consecutive slots: act on the last.
             copies += 1;
             if copies < inputs.len() {
                 continue;
             }
             copies = 0;
-            if last {
+            if kind == BarrierKind::EndOfInput {
                 runner.end_of_input(&g.keyed, &mut rejected)?;
-                finished = true;
             }
+            finished |= kind.is_final();
             if let Some(coord) = &ctx.coord {
                 let _ = coord.send(CoordMsg::Shard {
                     id,
@@ -54,7 +54,7 @@ pub(crate) fn shard_loop(
                     max_time: runner.max_time,
                 });
             }
-            ctx.barrier_to_sinks(id, last)?;
+            ctx.barrier_downstream(id, kind)?;
             continue;
         }
         let prior = runner.max_time;

@@ -15,9 +15,9 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender};
 use hdrhistogram::Histogram;
 
-use super::messages::SinkMsg;
+use super::messages::{DeadLetterMsg, SinkMsg};
 use crate::checkpointing::CoordMsg;
-use crate::dead_letter::{DeadLetterWriter, Rejected};
+use crate::dead_letter::DeadLetterWriter;
 use crate::sink::SinkWriter;
 use crate::telemetry::RunMetrics;
 use crate::EngineError;
@@ -109,7 +109,7 @@ fn transactional(
                     writer.write_epoch(epoch[producer], &batch)?;
                     seen.written(batch.num_rows(), created, arrived, max_time);
                 }
-                Ok(SinkMsg::Barrier { id, producer, last }) => {
+                Ok(SinkMsg::Barrier { id, producer, kind }) => {
                     epoch[producer] = id + 1;
                     let n = barriers_in.entry(id).or_insert(0);
                     *n += 1;
@@ -117,7 +117,7 @@ fn transactional(
                         barriers_in.remove(&id);
                         let part = writer.prepare(id)?;
                         let _ = txn.coord.send(CoordMsg::Sink { id, sink: txn.sink, part });
-                        if last {
+                        if kind.is_final() {
                             last_staged = Some(id);
                         }
                     }
@@ -142,20 +142,47 @@ fn transactional(
     }
 }
 
-/// Writes rejected records as they come; returns how many.
+/// The dead letters' part in checkpoints: once every producer's barrier
+/// is in, everything rejected before it is durable, and the coordinator
+/// may complete the checkpoint.
+pub(crate) struct DeadLetterTxn {
+    pub coord: Sender<CoordMsg>,
+    pub producers: usize,
+}
+
+/// Writes rejected records as they come; returns how many. Under
+/// checkpoints, syncs them at each barrier before the checkpoint that
+/// covers their input can complete, so a restart never skips a record
+/// whose dead letter was lost.
 pub(crate) fn dead_letter_loop(
     mut writer: DeadLetterWriter,
-    rx: Receiver<Vec<Rejected>>,
+    rx: Receiver<DeadLetterMsg>,
+    txn: Option<DeadLetterTxn>,
     metrics: Option<Arc<RunMetrics>>,
 ) -> Result<u64, EngineError> {
-    for batch in rx {
-        if let Some(m) = &metrics {
-            m.dead_letters(&batch);
+    let mut barriers_in: BTreeMap<u64, usize> = BTreeMap::new();
+    for msg in rx {
+        match msg {
+            DeadLetterMsg::Rejected(batch) => {
+                if let Some(m) = &metrics {
+                    m.dead_letters(&batch);
+                }
+                for r in &batch {
+                    writer.write(r)?;
+                }
+                writer.commit()?;
+            }
+            DeadLetterMsg::Barrier { id } => {
+                let Some(txn) = &txn else { continue };
+                let n = barriers_in.entry(id).or_insert(0);
+                *n += 1;
+                if *n == txn.producers {
+                    barriers_in.remove(&id);
+                    writer.sync()?;
+                    let _ = txn.coord.send(CoordMsg::DeadLetters { id });
+                }
+            }
         }
-        for r in &batch {
-            writer.write(r)?;
-        }
-        writer.commit()?;
     }
     writer.finish()
 }

@@ -9,19 +9,20 @@
 //! polls at the place the connector reports.
 
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::{RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use weir_config::{Pipeline, SourceKind};
 use weir_connect::{Polled, Received, SourceConnector};
 
 use super::cutter::{Barriers, Cutter};
 use super::messages::Work;
 use super::operators::Counters;
-use super::Input;
+use super::stop::Ended;
+use super::{Arrival, Input};
 use crate::checkpointing::{Restore, SourcePosition};
 use crate::EngineError;
 
@@ -29,21 +30,100 @@ use crate::EngineError;
 /// goes above them, so positions are unique across partitions.
 pub(crate) const OFFSET_BITS: u32 = 40;
 
-/// Reads a byte source to its end, cutting micro-batches and dealing them
-/// to workers; the final barrier carries the record count.
+/// A byte source, opened before anything else is touched: a run whose
+/// input cannot be opened fails before any sink is truncated.
+pub(crate) enum ByteSource {
+    /// An in-memory buffer of framed records.
+    Bytes(Arc<Vec<u8>>),
+    /// Arrivals from the embedding program, until the channel closes.
+    Arrivals(Receiver<Arrival>),
+    /// A file, read to its end.
+    File(std::fs::File, PathBuf),
+    /// Standard input, read to its end.
+    Stdin,
+}
+
+impl ByteSource {
+    /// Opens what `input` (or, for [`Input::Configured`], the pipeline
+    /// file) says the source reads.
+    pub fn open(p: &Pipeline, input: Input) -> Result<ByteSource, EngineError> {
+        Ok(match input {
+            Input::Bytes(data) => ByteSource::Bytes(data),
+            Input::Stream(rx) => ByteSource::Arrivals(rx),
+            Input::Configured => match &p.source.kind {
+                SourceKind::File { path } => {
+                    let file = std::fs::File::open(path).map_err(|e| {
+                        EngineError::io(
+                            format!("source {}: cannot open {}", p.source.name, path.display()),
+                            e,
+                        )
+                    })?;
+                    ByteSource::File(file, path.clone())
+                }
+                SourceKind::Stdin => ByteSource::Stdin,
+                SourceKind::Memory => {
+                    return Err(EngineError::build(&p.source.name, "a memory source needs its input supplied by the embedding program (weir bench, tests or the Rust API)"));
+                }
+                _ => {
+                    return Err(EngineError::invariant(
+                        format!("source {}", p.source.name),
+                        "a connector source is read through its connector",
+                    ))
+                }
+            },
+        })
+    }
+}
+
+/// Reads a byte source to its end (or until a stop is requested), cutting
+/// micro-batches and dealing them to workers; the final barrier carries
+/// the record count.
 pub(crate) fn read_bytes(
     p: &Pipeline,
-    input: Input,
+    input: ByteSource,
+    mut cutter: Cutter,
+    counters: &Counters,
+) -> Result<Ended, EngineError> {
+    match input {
+        ByteSource::Bytes(data) => {
+            cutter.cut(data, true, None);
+        }
+        ByteSource::Arrivals(rx) => read_arrivals(&rx, &mut cutter),
+        ByteSource::File(file, path) => read_stream(file, &mut cutter, &p.source.name, &path)?,
+        ByteSource::Stdin => read_stream(
+            std::io::stdin().lock(),
+            &mut cutter,
+            &p.source.name,
+            Path::new("<stdin>"),
+        )?,
+    }
+    counters.source.store(cutter.sent, Ordering::Relaxed);
+    let ended = if cutter.stopped() {
+        Ended::Abandoned
+    } else if cutter.stop_requested() {
+        Ended::Stopped
+    } else {
+        Ended::Input
+    };
+    cutter.final_barrier(SourcePosition::Records(cutter.position), ended);
+    Ok(ended)
+}
+
+/// The cutter of a byte source, whose position is the record count: it
+/// places barriers itself and passes over the `skip` records a restored
+/// checkpoint covers.
+pub(crate) fn byte_cutter(
+    p: &Pipeline,
     txs: Vec<Sender<Work>>,
     barriers: Option<Barriers>,
     restore: &Restore,
     counters: &Counters,
-) -> Result<(), EngineError> {
+) -> Cutter {
     let skip = match &restore.source {
         SourcePosition::Records(n) => *n,
         _ => 0,
     };
-    let mut cutter = Cutter::new(
+    Cutter::new(
         txs,
         p.source.record_framing(),
         p.settings.batch_rows,
@@ -51,62 +131,46 @@ pub(crate) fn read_bytes(
         true,
         skip,
         counters.metrics.clone(),
-    );
-    match input {
-        Input::Bytes(data) => {
-            cutter.cut(data, true, None);
-        }
-        Input::Stream(rx) => read_arrivals(&rx, &mut cutter),
-        Input::Configured => match &p.source.kind {
-            SourceKind::File { path } => {
-                let file = std::fs::File::open(path).map_err(|e| {
-                    EngineError::io(
-                        format!("source {}: cannot open {}", p.source.name, path.display()),
-                        e,
-                    )
-                })?;
-                read_stream(file, &mut cutter, &p.source.name, path)?;
-            }
-            SourceKind::Stdin => read_stream(
-                std::io::stdin().lock(),
-                &mut cutter,
-                &p.source.name,
-                Path::new("<stdin>"),
-            )?,
-            SourceKind::Memory => {
-                return Err(EngineError::build(&p.source.name, "a memory source needs its input supplied by the embedding program (weir bench, tests or the Rust API)"));
-            }
-            _ => {
-                return Err(EngineError::invariant(
-                    format!("source {}", p.source.name),
-                    "a connector source is read through its connector",
-                ))
-            }
-        },
-    }
-    counters.source.store(cutter.sent, Ordering::Relaxed);
-    let position = SourcePosition::Records(cutter.position);
-    cutter.final_barrier(position);
-    Ok(())
+    )
 }
 
-/// Arrivals from the embedding program, until the channel closes.
-fn read_arrivals(rx: &crossbeam_channel::Receiver<super::Arrival>, cutter: &mut Cutter) {
+/// The cutter of a connector source, which says where it stands.
+pub(crate) fn connector_cutter(
+    p: &Pipeline,
+    txs: Vec<Sender<Work>>,
+    barriers: Option<Barriers>,
+    counters: &Counters,
+) -> Cutter {
+    Cutter::new(
+        txs,
+        weir_config::Framing::LengthDelimited,
+        p.settings.batch_rows,
+        barriers,
+        false,
+        0,
+        counters.metrics.clone(),
+    )
+}
+
+/// Arrivals from the embedding program, until the channel closes or a
+/// stop is requested.
+fn read_arrivals(rx: &Receiver<Arrival>, cutter: &mut Cutter) {
+    // Wake up for barriers and stop requests while no input arrives.
+    let wait = cutter
+        .barriers
+        .as_ref()
+        .map_or(IDLE_WAKE, |b| b.interval.min(IDLE_WAKE));
     loop {
-        let first = match cutter.barriers.as_ref() {
-            // Wake up for barriers while no input arrives.
-            Some(b) => match rx.recv_timeout(b.interval) {
-                Ok(a) => a,
-                Err(RecvTimeoutError::Timeout) => {
-                    cutter.maybe_barrier(None);
-                    continue;
-                }
-                Err(RecvTimeoutError::Disconnected) => return,
-            },
-            None => match rx.recv() {
-                Ok(a) => a,
-                Err(_) => return,
-            },
+        if cutter.stop_requested() {
+            return;
+        }
+        let first = match rx.recv_timeout(wait) {
+            Ok(a) => a,
+            Err(RecvTimeoutError::Timeout) => {
+                cutter.maybe_barrier(None);
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
         };
         let created = first.created;
         let mut records = first.records;
@@ -127,6 +191,10 @@ fn read_arrivals(rx: &crossbeam_channel::Receiver<super::Arrival>, cutter: &mut 
         }
     }
 }
+
+/// How long an idle source waits before looking at barriers and stop
+/// requests again.
+const IDLE_WAKE: Duration = Duration::from_millis(100);
 
 /// Reads a file or standard input in blocks, carrying a record cut by a
 /// block's end over to the next block.
@@ -162,68 +230,59 @@ fn read_stream(
         if used < data.len() {
             carry.extend_from_slice(&data[used..]);
         }
-        if at_end || cutter.stopped() {
+        if at_end || cutter.stopped() || cutter.stop_requested() {
             return Ok(());
         }
     }
 }
 
-/// Reads a connector source until it ends (drained) or the workers stop.
-/// Records are cut into chunks of consecutive offsets within a partition
-/// (a chunk's positions are consecutive); barriers go between polls, at
-/// the place the connector reports.
+/// Reads a connector source until it ends (drained), a stop is requested
+/// or the workers stop. Records are cut into chunks of consecutive offsets
+/// within a partition (a chunk's positions are consecutive); barriers go
+/// between polls, at the place the connector reports.
 pub(crate) fn read_connector(
     mut conn: Box<dyn SourceConnector>,
     p: &Pipeline,
-    txs: Vec<Sender<Work>>,
-    barriers: Option<Barriers>,
+    mut cutter: Cutter,
     counters: &Counters,
-) -> Result<(), EngineError> {
-    let mut cutter = Cutter::new(
-        txs,
-        weir_config::Framing::LengthDelimited,
-        p.settings.batch_rows,
-        barriers,
-        false,
-        0,
-        counters.metrics.clone(),
-    );
-    // Wake up for barriers while nothing arrives.
+) -> Result<Ended, EngineError> {
+    // Wake up for barriers and stop requests while nothing arrives.
     let wait = cutter
         .barriers
         .as_ref()
-        .map_or(Duration::from_millis(100), |b| {
-            b.interval.min(Duration::from_millis(100))
-        });
+        .map_or(IDLE_WAKE, |b| b.interval.min(IDLE_WAKE));
     let lag = counters.metrics.as_ref().and_then(|m| m.source_lag.clone());
     if let Some(lag) = &lag {
         lag.publish(&conn.position());
     }
     let mut received = Received::default();
     let mut buf: Vec<u8> = Vec::new();
-    loop {
+    let ended = loop {
+        if cutter.stop_requested() {
+            break Ended::Stopped;
+        }
         received.clear();
         let polled = conn
             .poll(&mut received, cutter.batch_rows, wait)
             .map_err(|e| EngineError::source(&p.source.name, e))?;
         if !send_received(&received, &mut cutter, &mut buf) {
-            return Ok(());
+            return Ok(Ended::Abandoned);
         }
         counters.source.store(cutter.sent, Ordering::Relaxed);
         if let (Some(lag), false) = (&lag, received.is_empty()) {
             lag.publish(&conn.position());
         }
         if polled == Polled::End {
-            break;
+            break Ended::Input;
         }
         if cutter.stopped() {
-            return Ok(());
+            return Ok(Ended::Abandoned);
         }
         cutter.maybe_barrier(Some(SourcePosition::Offsets(conn.position())));
-    }
+    };
     counters.source.store(cutter.sent, Ordering::Relaxed);
-    cutter.final_barrier(SourcePosition::Offsets(conn.position()));
-    Ok(())
+    cutter.final_barrier(SourcePosition::Offsets(conn.position()), ended);
+    Ok(ended)
 }
 
 /// Cuts what one poll received: each run of consecutive offsets of one

@@ -45,6 +45,9 @@ pub struct RunSummary {
     /// The source and sinks that are connectors, with their state at the
     /// end of the run.
     pub connectors: Vec<ConnectorReport>,
+    /// When the run ended because a stop was requested: the time from the
+    /// request to the end (final checkpoint taken, sinks committed).
+    pub stopped: Option<Duration>,
 }
 
 /// A connector's state and reconnections over a run.
@@ -114,5 +117,6 @@ pub(crate) fn collect(
                 reconnects: status.reconnects(),
             })
             .collect(),
+        stopped: None,
     }
 }

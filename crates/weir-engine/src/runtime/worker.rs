@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use crossbeam_channel::{Receiver, Sender};
 use weir_config::StepKind;
 
-use super::messages::{ShardMsg, Work};
+use super::messages::{BarrierKind, ShardMsg, Work};
 use super::operators::{Runner, ThreadCtx};
 use crate::decode::Decoder;
 use crate::ops::Ctx;
@@ -44,17 +44,17 @@ pub(crate) fn worker_loop(
     for work in rx {
         let chunk = match work {
             Work::Chunk(chunk) => chunk,
-            Work::Barrier { id, last } => {
+            Work::Barrier { id, kind } => {
                 for tx in &shard_txs {
-                    if tx.send(ShardMsg::barrier(id, last)).is_err() {
+                    if tx.send(ShardMsg::barrier(id, kind)).is_err() {
                         return Ok(()); // the shard stopped; its error is reported when joined
                     }
                 }
-                if last {
+                if kind == BarrierKind::EndOfInput {
                     runner.end_of_input(&g.unkeyed, &mut rejected)?;
-                    finished = true;
                 }
-                ctx.barrier_to_sinks(id, last)?;
+                finished |= kind.is_final();
+                ctx.barrier_downstream(id, kind)?;
                 continue;
             }
         };
