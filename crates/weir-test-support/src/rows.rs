@@ -57,6 +57,13 @@ impl Rows {
         }
     }
 
+    /// The same rows with other columns written (names the batch may lack,
+    /// for a sink's checks).
+    pub fn with_columns(mut self, columns: &[&str]) -> Rows {
+        self.columns = columns.iter().map(|c| c.to_string()).collect();
+        self
+    }
+
     /// The batch as a sink receives it.
     pub fn output(&self) -> Output<'_> {
         Output {
