@@ -7,6 +7,7 @@ use common::without_id;
 use std::sync::Arc;
 
 use weir_engine::{run, Input, RunOptions};
+use weir_test_support::pipelines::transaction_proto;
 
 const PIPELINE: &str = r#"
 name = "routes"
@@ -87,8 +88,7 @@ fn varint(b: &mut &[u8]) -> u64 {
 #[test]
 fn routes_feed_protobuf_json_and_discard_sinks() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let proto = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../examples/fraud/transaction.proto");
+    let proto = transaction_proto();
     let text = PIPELINE.replace("PROTO", &proto.display().to_string());
     let p = weir_config::parse(&text, dir.path()).expect("valid pipeline");
     let input = concat!(
