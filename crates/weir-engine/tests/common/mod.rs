@@ -1,5 +1,6 @@
 //! Shared by the engine's test files: running a pipeline text over an
-//! in-memory input and reading back what it wrote.
+//! in-memory input and reading back what it wrote, and what the connector
+//! end-to-end tests check of a run.
 
 #![allow(dead_code)] // each test file uses its own subset
 
@@ -67,5 +68,20 @@ pub fn run_in_memory(toml: &str, input: Vec<u8>, shards: usize) -> Ran {
         summary,
         sink_lines: text.lines().map(str::to_string).collect(),
         dead,
+    }
+}
+
+/// Asserts that both connectors of a fraud run through a broker, the
+/// source `transactions` and the sink `alerts`, lost the broker and came
+/// back, and say so.
+pub fn assert_both_reconnected(summary: &RunSummary) {
+    let names: Vec<&str> = summary.connectors.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["transactions", "alerts"]);
+    for c in &summary.connectors {
+        assert!(
+            c.reconnects >= 1,
+            "{} did not report its reconnection: {c:?}",
+            c.name
+        );
     }
 }
