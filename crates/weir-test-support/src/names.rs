@@ -21,3 +21,14 @@ pub fn unique(prefix: &str) -> String {
         COUNTER.fetch_add(1, Ordering::Relaxed)
     )
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn names_differ_and_keep_to_safe_characters() {
+        let (a, b) = (super::unique("t"), super::unique("t"));
+        assert_ne!(a, b);
+        assert!(a.starts_with("t_"));
+        assert!(a.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+    }
+}

@@ -113,3 +113,35 @@ pub fn fraud_with(dir: &Path, source: SourceKind, sink: SinkKind, checkpoints: b
     });
     p
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_texts_are_valid_pipelines() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for (what, text) in [
+            ("fraud", fraud_text()),
+            ("on the log", fraud_text_following_log(64, 2, true)),
+            ("mqtt", example_text("pipeline-mqtt.toml")),
+        ] {
+            weir_config::parse(&text, dir.path())
+                .unwrap_or_else(|problems| panic!("{what}: {problems:#?}"));
+        }
+        let p =
+            weir_config::parse(&fraud_text_following_log(64, 2, true), dir.path()).expect("valid");
+        assert_eq!(p.settings.batch_rows, 64);
+        assert!(p.checkpoint.is_some());
+        assert!(matches!(
+            p.source.kind,
+            SourceKind::Log { follow: true, .. }
+        ));
+    }
+
+    #[test]
+    #[should_panic(expected = "is not in the pipeline text")]
+    fn a_replacement_that_does_not_apply_fails() {
+        replace_once("a = 1", "b = 2", "b = 3");
+    }
+}

@@ -85,3 +85,19 @@ impl Rows {
         &self.columns
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_are_lent_as_the_engine_lends_them() {
+        let rows = Rows::new(7..10);
+        let out = rows.output();
+        assert_eq!(out.len(), 3);
+        assert_eq!(out.ids, &[7, 8, 9]);
+        assert_eq!(out.json_row(1), row_json(8).as_bytes());
+        assert_eq!(out.batch.num_rows(), 3);
+        assert_eq!(rows.with_columns(&["_id", "v"]).columns(), ["_id", "v"]);
+    }
+}

@@ -13,3 +13,24 @@ pub fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
         std::thread::sleep(POLL);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_until_the_condition_holds() {
+        let mut calls = 0;
+        wait_for(Duration::from_secs(5), "the third call", || {
+            calls += 1;
+            calls == 3
+        });
+        assert_eq!(calls, 3);
+    }
+
+    #[test]
+    #[should_panic(expected = "never: not within")]
+    fn gives_up_after_the_limit() {
+        wait_for(Duration::from_millis(50), "never", || false);
+    }
+}
