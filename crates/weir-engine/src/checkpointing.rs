@@ -7,7 +7,9 @@
 //! batch order, meets it exactly between the batches before and after it —
 //! aligned without buffering — and sends its keyed state, per key group
 //! ([`CoordMsg::Shard`]); a sink, once the barrier came from every
-//! producer, stages what came before it ([`CoordMsg::Sink`]). With every
+//! producer, stages what came before it ([`CoordMsg::Sink`]); the
+//! dead-letter writer, once the barrier came from every producer, syncs
+//! what was rejected before it ([`CoordMsg::DeadLetters`]). With every
 //! part in, the coordinator writes the checkpoint to the store (atomic:
 //! temporary file, fsync, rename, manifest) and tells the sinks to commit.
 //! One checkpoint is in flight at a time.

@@ -10,20 +10,24 @@
 //! here per role.
 
 use weir_config::{Pipeline, Sink, SinkKind, SourceKind};
-use weir_connect::{SinkConnector, SourceConnector};
+use weir_connect::{ConnectError, SinkConnector, SourceConnector};
 
 use crate::EngineError;
 
 /// Opens the pipeline's source if it is a connector: the embedded log or
 /// a broker (`None`: a byte source the engine reads itself), at `start` (the next offset per
 /// partition from the restored checkpoint).
+#[cfg_attr(
+    not(all(feature = "nats", feature = "mqtt", feature = "kafka")),
+    allow(unused_variables)
+)]
 pub(crate) fn open_source(
     p: &Pipeline,
     start: Option<&[u64]>,
     drain: bool,
 ) -> Result<Option<Box<dyn SourceConnector>>, EngineError> {
     let name = p.source.name.as_str();
-    let opened = match &p.source.kind {
+    let opened: Result<Box<dyn SourceConnector>, ConnectError> = match &p.source.kind {
         SourceKind::File { .. } | SourceKind::Stdin | SourceKind::Memory => return Ok(None),
         SourceKind::Log {
             dir,
@@ -66,36 +70,49 @@ pub(crate) struct OpenedSink {
 
 /// Opens a sink if it is a connector (`None`: a sink the engine writes
 /// itself). `restored` is its part of the restored checkpoint.
+#[cfg_attr(
+    not(all(
+        feature = "nats",
+        feature = "mqtt",
+        feature = "kafka",
+        feature = "postgres"
+    )),
+    allow(unused_variables)
+)]
 pub(crate) fn open_sink(
     sink: &Sink,
     checkpointing: bool,
     restored: Option<&[u8]>,
 ) -> Result<Option<OpenedSink>, EngineError> {
     let name = sink.name.as_str();
-    let (opened, destination, json_rows) = match &sink.kind {
+    let opened = match &sink.kind {
         SinkKind::Stdout | SinkKind::File { .. } | SinkKind::Log { .. } | SinkKind::Discard => {
             return Ok(None)
         }
         #[cfg(feature = "nats")]
-        SinkKind::Nats(c) => (
+        SinkKind::Nats(c) => OpenedSink::new(
+            name,
             weir_nats::open_sink(name, c, checkpointing, restored),
             format!("NATS subject {} at {}", c.subject, c.servers.join(",")),
             true,
         ),
         #[cfg(feature = "mqtt")]
-        SinkKind::Mqtt(c) => (
+        SinkKind::Mqtt(c) => OpenedSink::new(
+            name,
             weir_mqtt::open_sink(name, c, checkpointing, restored),
             format!("MQTT topic {} at {}:{}", c.topic, c.host, c.port),
             true,
         ),
         #[cfg(feature = "kafka")]
-        SinkKind::Kafka(c) => (
+        SinkKind::Kafka(c) => OpenedSink::new(
+            name,
             weir_kafka::open_sink(name, c, checkpointing, restored),
             format!("Kafka topic {} at {}", c.topic, c.brokers),
             true,
         ),
         #[cfg(feature = "postgres")]
-        SinkKind::Postgres(c) => (
+        SinkKind::Postgres(c) => OpenedSink::new(
+            name,
             weir_postgres::open_sink(
                 name,
                 c,
@@ -111,14 +128,33 @@ pub(crate) fn open_sink(
             false,
         ),
         #[allow(unreachable_patterns)] // reachable in builds without a connector
-        other => return Err(not_built(&format!("sink {name}"), sink_kind(other))),
+        other => Err(not_built(&format!("sink {name}"), sink_kind(other))),
     };
-    let connector = opened.map_err(|e| EngineError::sink(name, e))?;
-    Ok(Some(OpenedSink {
-        connector,
-        destination,
-        json_rows,
-    }))
+    opened.map(Some)
+}
+
+impl OpenedSink {
+    #[cfg_attr(
+        not(any(
+            feature = "nats",
+            feature = "mqtt",
+            feature = "kafka",
+            feature = "postgres"
+        )),
+        allow(dead_code)
+    )]
+    fn new(
+        name: &str,
+        opened: Result<Box<dyn SinkConnector>, ConnectError>,
+        destination: String,
+        json_rows: bool,
+    ) -> Result<OpenedSink, EngineError> {
+        Ok(OpenedSink {
+            connector: opened.map_err(|e| EngineError::sink(name, e))?,
+            destination,
+            json_rows,
+        })
+    }
 }
 
 /// The connectors a pipeline needs that this build lacks, as

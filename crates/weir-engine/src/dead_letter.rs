@@ -51,6 +51,15 @@ pub struct DeadLetterWriter {
     replace: bool,
 }
 
+/// Empties `file` if it is a regular file; a FIFO or a device (a sink
+/// writing to a pipe or `/dev/stdout`) is left as it is.
+pub(crate) fn truncate_regular(file: &File) -> std::io::Result<()> {
+    if file.metadata()?.is_file() {
+        file.set_len(0)?;
+    }
+    Ok(())
+}
+
 impl DeadLetterWriter {
     /// Opens the file to be replaced, making its directory if needed; it
     /// is truncated by [`start`](Self::start), once the run is known to
@@ -125,7 +134,7 @@ impl DeadLetterWriter {
     /// The run starts: a file to be replaced is truncated now.
     pub fn start(&mut self) -> Result<(), EngineError> {
         if let (Destination::File(out), true) = (&mut self.out, self.replace) {
-            out.get_ref().set_len(0).map_err(|e| {
+            truncate_regular(out.get_ref()).map_err(|e| {
                 EngineError::io(format!("cannot truncate dead-letter file {}", self.path), e)
             })?;
         }

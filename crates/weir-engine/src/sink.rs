@@ -162,7 +162,7 @@ impl SinkWriter {
     /// wrote (opening it left it untouched).
     pub fn start(&mut self) -> Result<(), EngineError> {
         if let Target::File(f, path) = &mut self.target {
-            f.get_ref().set_len(0).map_err(|e| {
+            crate::dead_letter::truncate_regular(f.get_ref()).map_err(|e| {
                 EngineError::io(format!("sink {}: cannot truncate {path}", self.name), e)
             })?;
         }

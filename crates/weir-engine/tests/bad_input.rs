@@ -3,13 +3,12 @@
 //! and every good record still reaches the sink.
 
 mod common;
-use common::without_id;
-
-use std::sync::Arc;
+use common::{run_in_memory, varint, without_id, Ran};
 
 use base64::Engine as _;
 use serde_json::Value;
-use weir_engine::{run, Input, RunOptions, RunSummary};
+use weir_engine::RunSummary;
+use weir_test_support::pipelines::{transaction_proto, TRANSACTION_FIELDS};
 
 /// What a run left behind.
 struct Outcome {
@@ -23,36 +22,19 @@ struct Outcome {
 /// Runs `toml` over `input`; sink rows are sorted by the integer column
 /// `id_column` (output order across workers is not defined).
 fn run_pipeline(toml: &str, input: &[u8], shards: usize, id_column: &str) -> Outcome {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let pipeline = weir_config::parse(toml, dir.path())
-        .unwrap_or_else(|p| panic!("invalid test pipeline: {p:#?}"));
-    let summary = run(
-        &pipeline,
-        RunOptions {
-            shards: Some(shards),
-            input: Input::Bytes(Arc::new(input.to_vec())),
-            ..Default::default()
-        },
-    )
-    .unwrap_or_else(|e| panic!("run with {shards} shards failed: {e}"));
-    let text = std::fs::read_to_string(dir.path().join("out.jsonl")).expect("sink file");
-    let mut rows: Vec<Value> = text
-        .lines()
+    let Ran {
+        summary,
+        sink_lines,
+        dead,
+    } = run_in_memory(toml, input.to_vec(), shards);
+    let mut rows: Vec<Value> = sink_lines
+        .iter()
         .map(|l| {
             serde_json::from_str(&without_id(l))
                 .unwrap_or_else(|e| panic!("sink line {l:?} is not JSON: {e}"))
         })
         .collect();
     rows.sort_by_key(|r| r[id_column].as_u64());
-    let dead_text =
-        std::fs::read_to_string(dir.path().join("dead_letter.jsonl")).expect("dead-letter file");
-    let mut dead: Vec<Value> = dead_text
-        .lines()
-        .map(|l| {
-            serde_json::from_str(l).unwrap_or_else(|e| panic!("dead letter {l:?} is not JSON: {e}"))
-        })
-        .collect();
-    dead.sort_by_key(|d| d["position"].as_u64());
     Outcome {
         summary,
         rows,
@@ -313,13 +295,6 @@ fn malformed_json_in_undeclared_values_is_rejected() {
 // ---------------------------------------------------------------------------
 // Protobuf
 
-fn proto_path() -> String {
-    format!(
-        "{}/../../examples/fraud/transaction.proto",
-        env!("CARGO_MANIFEST_DIR")
-    )
-}
-
 fn proto_pipeline(batch_rows: usize, max_record_bytes: usize) -> String {
     format!(
         r#"
@@ -341,14 +316,7 @@ format = "protobuf"
 proto = "{proto}"
 message = "weir.examples.fraud.Transaction"
 max_record_bytes = {max_record_bytes}
-fields = [
-  {{ name = "txn_id", type = "u64" }},
-  {{ name = "card_id", type = "u64" }},
-  {{ name = "merchant_id", type = "u32" }},
-  {{ name = "amount_cents", type = "i64" }},
-  {{ name = "country", type = "string" }},
-  {{ name = "ts", type = "i64" }},
-]
+{fields}
 
 [[sinks]]
 name = "out"
@@ -357,16 +325,9 @@ input = "decode_pb"
 path = "out.jsonl"
 columns = ["txn_id", "card_id", "merchant_id", "amount_cents", "country", "ts"]
 "#,
-        proto = proto_path()
+        proto = transaction_proto().display(),
+        fields = TRANSACTION_FIELDS,
     )
-}
-
-fn varint(mut v: u64, out: &mut Vec<u8>) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
 }
 
 /// A Transaction message body (no length prefix).

@@ -9,15 +9,15 @@
 //!     the sink with exactly those values.
 
 mod common;
-use common::without_id;
+use common::{run_in_memory, varint, without_id, Ran};
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use base64::Engine as _;
 use proptest::prelude::*;
 use serde_json::{Map, Value};
-use weir_engine::{run, Input, RunOptions, RunSummary};
+use weir_engine::RunSummary;
+use weir_test_support::pipelines::{transaction_proto, TRANSACTION_FIELDS};
 
 /// What a run left behind.
 struct Outcome {
@@ -29,32 +29,14 @@ struct Outcome {
 }
 
 fn run_pipeline(toml: &str, input: Vec<u8>, shards: usize) -> Outcome {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let pipeline = weir_config::parse(toml, dir.path())
-        .unwrap_or_else(|p| panic!("invalid test pipeline: {p:#?}"));
-    let summary = run(
-        &pipeline,
-        RunOptions {
-            shards: Some(shards),
-            input: Input::Bytes(Arc::new(input)),
-            ..Default::default()
-        },
-    )
-    .unwrap_or_else(|e| panic!("run with {shards} shards failed: {e}"));
-    let text = std::fs::read_to_string(dir.path().join("out.jsonl")).expect("sink file");
-    let lines: Vec<String> = text.lines().map(without_id).collect();
-    let dead_text =
-        std::fs::read_to_string(dir.path().join("dead_letter.jsonl")).expect("dead-letter file");
-    let mut dead: Vec<Value> = dead_text
-        .lines()
-        .map(|l| {
-            serde_json::from_str(l).unwrap_or_else(|e| panic!("dead letter {l:?} is not JSON: {e}"))
-        })
-        .collect();
-    dead.sort_by_key(|d| d["position"].as_u64());
+    let Ran {
+        summary,
+        sink_lines,
+        dead,
+    } = run_in_memory(toml, input, shards);
     Outcome {
         summary,
-        lines,
+        lines: sink_lines.iter().map(|l| without_id(l)).collect(),
         dead,
     }
 }
@@ -115,17 +97,10 @@ name = "decode"
 type = "decode"
 input = "in"
 format = "protobuf"
-proto = "{proto}/../../examples/fraud/transaction.proto"
+proto = "{proto}"
 message = "weir.examples.fraud.Transaction"
 max_record_bytes = {max_record_bytes}
-fields = [
-  {{ name = "txn_id", type = "u64" }},
-  {{ name = "card_id", type = "u64" }},
-  {{ name = "merchant_id", type = "u32" }},
-  {{ name = "amount_cents", type = "i64" }},
-  {{ name = "country", type = "string" }},
-  {{ name = "ts", type = "i64" }},
-]
+{fields}
 
 [[sinks]]
 name = "out"
@@ -133,16 +108,9 @@ type = "file"
 input = "decode"
 path = "out.jsonl"
 "#,
-        proto = env!("CARGO_MANIFEST_DIR")
+        proto = transaction_proto().display(),
+        fields = TRANSACTION_FIELDS,
     )
-}
-
-fn varint(mut v: u64, out: &mut Vec<u8>) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
 }
 
 /// Checks that the `records` given to a run are all accounted for: each

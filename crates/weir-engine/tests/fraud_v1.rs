@@ -2,69 +2,17 @@
 //! must be exactly the reference alerts (ids, cards and score bits), from
 //! JSON and from Protobuf input, for any number of shards.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use weir_config::{Pipeline, SinkKind};
 use weir_engine::{run, Input, RunOptions};
+use weir_test_support::fraud::{alerts_in_file, assert_exact, reference};
+use weir_test_support::pipelines::{example_path, load_example};
 use weir_workloads::fraud_v1;
 
 const EVENTS: u64 = 100_000;
 
-fn example(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../examples/fraud")
-        .join(name)
-}
-
-/// Loads an example pipeline with its outputs redirected into `dir`.
-fn pipeline(name: &str, dir: &Path) -> Pipeline {
-    let mut p = weir_config::load(&example(name)).expect("example pipeline is valid");
-    for s in &mut p.sinks {
-        if let SinkKind::File { path, .. } = &mut s.kind {
-            *path = dir.join(path.file_name().expect("file name"));
-        }
-    }
-    p.dead_letter.path = dir.join("dead_letter.jsonl");
-    p
-}
-
-fn alerts_from(path: &Path) -> Vec<(u64, u64, u64)> {
-    let text = std::fs::read_to_string(path).expect("alerts file");
-    let mut out: Vec<(u64, u64, u64)> = text
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).expect("JSON line");
-            (
-                v["txn_id"].as_u64().expect("txn_id"),
-                v["card_id"].as_u64().expect("card_id"),
-                v["score"].as_f64().expect("score").to_bits(),
-            )
-        })
-        .collect();
-    out.sort_unstable();
-    out
-}
-
-/// Asserts equality without printing thousands of alerts.
-fn assert_same(got: &[(u64, u64, u64)], expected: &[(u64, u64, u64)], what: &str) {
-    assert_eq!(got.len(), expected.len(), "{what}: alert count");
-    if let Some((g, e)) = got.iter().zip(expected).find(|(g, e)| g != e) {
-        panic!("{what}: first differing alert: got {g:?}, expected {e:?}");
-    }
-}
-
-fn reference() -> Vec<(u64, u64, u64)> {
-    let mut r: Vec<(u64, u64, u64)> = fraud_v1::alerts(EVENTS)
-        .into_iter()
-        .map(|(t, c, s)| (t, c, s.to_bits()))
-        .collect();
-    r.sort_unstable();
-    r
-}
-
 fn check(name: &str, input: Vec<u8>, shards: &[usize]) {
-    let expected = reference();
+    let expected = reference(EVENTS);
     assert_eq!(expected.len(), 1967);
     assert_eq!(
         expected
@@ -75,7 +23,7 @@ fn check(name: &str, input: Vec<u8>, shards: &[usize]) {
     let input = Arc::new(input);
     for &n in shards {
         let dir = tempfile::tempdir().expect("temp dir");
-        let p = pipeline(name, dir.path());
+        let p = load_example(name, dir.path());
         let summary = run(
             &p,
             RunOptions {
@@ -89,12 +37,12 @@ fn check(name: &str, input: Vec<u8>, shards: &[usize]) {
         assert_eq!(summary.source_records, EVENTS);
         assert_eq!(summary.dead_letters, 0);
         assert_eq!(summary.sinks[0].records, 1967, "{name} with {n} shards");
-        let got = alerts_from(&dir.path().join(if name.contains("protobuf") {
+        let got = alerts_in_file(&dir.path().join(if name.contains("protobuf") {
             "alerts-protobuf.jsonl"
         } else {
             "alerts.jsonl"
         }));
-        assert_same(&got, &expected, &format!("{name} with {n} shards"));
+        assert_exact(&got, &expected, &format!("{name} with {n} shards"));
     }
 }
 
@@ -117,7 +65,7 @@ fn small_batches_give_the_same_alerts() {
     // Batch boundaries must not change results: cut the input into
     // micro-batches of 7 records.
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut p = pipeline("pipeline.toml", dir.path());
+    let mut p = load_example("pipeline.toml", dir.path());
     p.settings.batch_rows = 7;
     let summary = run(
         &p,
@@ -129,9 +77,9 @@ fn small_batches_give_the_same_alerts() {
     )
     .expect("run");
     assert_eq!(summary.sinks[0].records, 1967);
-    assert_same(
-        &alerts_from(&dir.path().join("alerts.jsonl")),
-        &reference(),
+    assert_exact(
+        &alerts_in_file(&dir.path().join("alerts.jsonl")),
+        &reference(EVENTS),
         "batches of 7",
     );
 }
@@ -141,7 +89,7 @@ fn file_source_reads_the_same_events() {
     let dir = tempfile::tempdir().expect("temp dir");
     let input = dir.path().join("transactions.jsonl");
     std::fs::write(&input, fraud_v1::encode_json(EVENTS)).expect("write input");
-    let mut p = pipeline("pipeline.toml", dir.path());
+    let mut p = load_example("pipeline.toml", dir.path());
     p.source.kind = weir_config::SourceKind::File { path: input };
     let summary = run(
         &p,
@@ -153,9 +101,9 @@ fn file_source_reads_the_same_events() {
     )
     .expect("run");
     assert_eq!(summary.source_records, EVENTS);
-    assert_same(
-        &alerts_from(&dir.path().join("alerts.jsonl")),
-        &reference(),
+    assert_exact(
+        &alerts_in_file(&dir.path().join("alerts.jsonl")),
+        &reference(EVENTS),
         "file source",
     );
 }
@@ -164,11 +112,11 @@ fn file_source_reads_the_same_events() {
 fn protobuf_schema_from_a_descriptor_set() {
     use prost::Message as _;
     let dir = tempfile::tempdir().expect("temp dir");
-    let proto_dir = example("");
+    let proto_dir = example_path("");
     let set = protox::compile(["transaction.proto"], [proto_dir]).expect("compile proto");
     let descriptor = dir.path().join("transaction.desc");
     std::fs::write(&descriptor, set.encode_to_vec()).expect("write descriptor set");
-    let mut p = pipeline("pipeline-protobuf.toml", dir.path());
+    let mut p = load_example("pipeline-protobuf.toml", dir.path());
     for step in &mut p.steps {
         if let weir_config::StepKind::Decode(d) = &mut step.kind {
             if let weir_config::DecodeFormat::Protobuf(m) = &mut d.format {
@@ -186,9 +134,9 @@ fn protobuf_schema_from_a_descriptor_set() {
     )
     .expect("run");
     assert_eq!(summary.dead_letters, 0);
-    assert_same(
-        &alerts_from(&dir.path().join("alerts-protobuf.jsonl")),
-        &reference(),
+    assert_exact(
+        &alerts_in_file(&dir.path().join("alerts-protobuf.jsonl")),
+        &reference(EVENTS),
         "descriptor set",
     );
 }
@@ -216,7 +164,7 @@ fn log_source_reads_events_appended_to_the_durable_log() {
         }
         stream.flush().expect("flush");
     }
-    let mut p = pipeline("pipeline.toml", dir.path());
+    let mut p = load_example("pipeline.toml", dir.path());
     p.source.kind = weir_config::SourceKind::Log {
         dir: log_dir,
         stream: "transactions".into(),
@@ -234,9 +182,9 @@ fn log_source_reads_events_appended_to_the_durable_log() {
     .expect("run");
     assert_eq!(summary.source_records, EVENTS);
     assert_eq!(summary.dead_letters, 0);
-    assert_same(
-        &alerts_from(&dir.path().join("alerts.jsonl")),
-        &reference(),
+    assert_exact(
+        &alerts_in_file(&dir.path().join("alerts.jsonl")),
+        &reference(EVENTS),
         "log source",
     );
 }

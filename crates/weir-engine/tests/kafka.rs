@@ -4,17 +4,17 @@
 //! the reference alerts; a second run finds nothing left; the group's
 //! committed offsets show the pipeline's progress.
 
-mod connect;
-
 use std::time::{Duration, Instant};
 
-use connect::*;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use weir_config::{Credentials, KafkaDelivery, KafkaSink, KafkaSource, SinkKind, SourceKind};
 use weir_engine::{run, RunOptions};
+use weir_test_support::fraud::{assert_exact, events, parse_alerts, reference};
+use weir_test_support::names::unique;
+use weir_test_support::pipelines::fraud_with;
 
 const EVENTS: u64 = 20_000;
 
@@ -116,7 +116,7 @@ fn fraud_alerts_through_kafka_are_exact() {
         properties: Vec::new(),
         credentials: Credentials::default(),
     });
-    let p = fraud_pipeline(dir.path(), source, sink, true);
+    let p = fraud_with(dir.path(), source, sink, true);
     let drain = || {
         run(
             &p,

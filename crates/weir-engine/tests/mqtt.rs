@@ -4,17 +4,23 @@
 //! published to another topic. The alerts must equal the reference
 //! exactly, also when the broker is stopped mid-run and started again.
 
-mod connect;
+mod common;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use connect::*;
+use common::assert_both_reconnected;
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 use weir_config::{Credentials, MqttSink, MqttSource, SinkKind, SourceKind};
 use weir_engine::{run, RunOptions};
+use weir_test_support::brokers::Broker;
+use weir_test_support::fraud::{assert_exact, events, parse_alerts, reference};
+use weir_test_support::names::unique;
+use weir_test_support::net::free_port;
+use weir_test_support::pipelines::fraud_with;
+use weir_test_support::wait::wait_for;
 
 const EVENTS: u64 = 10_000;
 
@@ -205,12 +211,7 @@ fn run_through(
         retain: false,
         credentials: Credentials::default(),
     });
-    let p = Arc::new(fraud_pipeline(
-        dir.path(),
-        SourceKind::Mqtt(config),
-        sink,
-        true,
-    ));
+    let p = Arc::new(fraud_with(dir.path(), SourceKind::Mqtt(config), sink, true));
     let running = {
         let p = p.clone();
         std::thread::spawn(move || {
@@ -251,23 +252,10 @@ fn fraud_alerts_through_mqtt_are_exact() {
 fn stopping_the_broker_mid_run_changes_nothing() {
     let port = free_port();
     let dir = tempfile::tempdir().expect("broker dir");
-    let conf = dir.path().join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            // `user root`: started as root (as on CI), mosquitto would
-            // otherwise switch to its own user, which cannot write the
-            // store into this directory. Ignored when not root.
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 1\nmax_queued_messages 0\nuser root\n",
-            dir.path().display()
-        ),
-    )
-    .expect("broker config");
-    let mut broker = Broker::start(
-        "mosquitto",
-        vec!["-c".into(), conf.display().to_string()],
+    let mut broker = Broker::mosquitto_persistent(
+        dir.path(),
         port,
-        dir.path().to_path_buf(),
+        "allow_anonymous true\nmax_queued_messages 0",
     );
     let mut stopped = false;
     let summary = run_through(
@@ -287,14 +275,5 @@ fn stopping_the_broker_mid_run_changes_nothing() {
         "mqtt with a broker restart",
     );
     assert!(stopped);
-    // Both connectors lost the broker and came back, and say so.
-    let names: Vec<&str> = summary.connectors.iter().map(|c| c.name.as_str()).collect();
-    assert_eq!(names, ["transactions", "alerts"]);
-    for c in &summary.connectors {
-        assert!(
-            c.reconnects >= 1,
-            "{} did not report its reconnection: {c:?}",
-            c.name
-        );
-    }
+    assert_both_reconnected(&summary);
 }

@@ -2,11 +2,11 @@
 //! The table must hold exactly the reference alerts, and running the whole
 //! input again (a replay from scratch, no checkpoint) must change nothing.
 
-mod connect;
-
-use connect::*;
 use weir_config::{Credentials, PostgresSink, SinkKind, SourceKind};
 use weir_engine::{run, RunOptions};
+use weir_test_support::fraud::{assert_exact, reference, Alert};
+use weir_test_support::names::unique;
+use weir_test_support::pipelines::fraud_with;
 
 const EVENTS: u64 = 20_000;
 
@@ -55,7 +55,7 @@ fn fraud_alerts_are_upserted_exactly_once() {
             ..Default::default()
         },
     });
-    let p = fraud_pipeline(dir.path(), SourceKind::File { path: input }, sink, true);
+    let p = fraud_with(dir.path(), SourceKind::File { path: input }, sink, true);
     let summary = run(&p, RunOptions::default()).expect("pipeline runs");
     assert_eq!(summary.source_records, EVENTS);
     let expected = reference(EVENTS);

@@ -7,6 +7,7 @@ use common::without_id;
 use std::sync::Arc;
 
 use weir_engine::{run, Input, RunOptions};
+use weir_test_support::pipelines::{transaction_proto, TRANSACTION_FIELDS};
 
 const PIPELINE: &str = r#"
 name = "routes"
@@ -20,14 +21,7 @@ name = "decode"
 type = "decode"
 input = "in"
 format = "json"
-fields = [
-  { name = "txn_id", type = "u64" },
-  { name = "card_id", type = "u64" },
-  { name = "merchant_id", type = "u32" },
-  { name = "amount_cents", type = "i64" },
-  { name = "country", type = "string" },
-  { name = "ts", type = "i64" },
-]
+FIELDS
 
 [[steps]]
 name = "split"
@@ -87,9 +81,10 @@ fn varint(b: &mut &[u8]) -> u64 {
 #[test]
 fn routes_feed_protobuf_json_and_discard_sinks() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let proto = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../examples/fraud/transaction.proto");
-    let text = PIPELINE.replace("PROTO", &proto.display().to_string());
+    let proto = transaction_proto();
+    let text = PIPELINE
+        .replace("PROTO", &proto.display().to_string())
+        .replace("FIELDS", TRANSACTION_FIELDS);
     let p = weir_config::parse(&text, dir.path()).expect("valid pipeline");
     let input = concat!(
         r#"{"txn_id":1,"card_id":7,"merchant_id":1,"amount_cents":500,"country":"GB","ts":1}"#,

@@ -11,22 +11,18 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use weir_config::{CheckpointSettings, Pipeline, SinkKind, SourceKind};
+use weir_config::{CheckpointSettings, Pipeline, SourceKind};
 use weir_engine::{run, Arrival, Input, RunOptions, Stop};
-use weir_workloads::fraud_v1;
+use weir_test_support::{fraud, pipelines};
 
 const EVENTS: u64 = 20_000;
 /// Lines (0-based positions) before which a malformed record is put.
 const MALFORMED_AT: [u64; 3] = [1_000, 9_000, 15_000];
 
-/// The fraud example writing into `dir`, with checkpoints when asked.
+/// The fraud example writing into `dir`, with checkpoints every 20 ms
+/// when asked.
 fn pipeline(dir: &Path, checkpoints: bool) -> Pipeline {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/fraud/pipeline.toml");
-    let mut p = weir_config::load(&path).expect("example pipeline is valid");
-    if let SinkKind::File { path, .. } = &mut p.sinks[0].kind {
-        *path = dir.join("alerts.jsonl");
-    }
-    p.dead_letter.path = dir.join("dead_letter.jsonl");
+    let mut p = pipelines::load_example("pipeline.toml", dir);
     p.checkpoint = checkpoints.then(|| CheckpointSettings {
         dir: dir.join("checkpoints"),
         interval_ms: 20,
@@ -38,11 +34,9 @@ fn pipeline(dir: &Path, checkpoints: bool) -> Pipeline {
 /// fraud-v1's events as lines, with a malformed record at each of
 /// `MALFORMED_AT`; returns the lines and the malformed records' positions.
 fn input() -> (Vec<Vec<u8>>, Vec<u64>) {
-    let mut lines: Vec<Vec<u8>> = fraud_v1::encode_json(EVENTS)
-        .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|l| {
-            let mut l = l.to_vec();
+    let mut lines: Vec<Vec<u8>> = fraud::events(EVENTS)
+        .into_iter()
+        .map(|mut l| {
             l.push(b'\n');
             l
         })
@@ -54,32 +48,6 @@ fn input() -> (Vec<Vec<u8>>, Vec<u64>) {
         positions.push(at as u64);
     }
     (lines, positions)
-}
-
-fn alerts(path: &Path) -> Vec<(u64, u64, u64)> {
-    let text = std::fs::read_to_string(path).expect("alerts file");
-    let mut out: Vec<(u64, u64, u64)> = text
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).expect("whole JSON line");
-            (
-                v["txn_id"].as_u64().expect("txn_id"),
-                v["card_id"].as_u64().expect("card_id"),
-                v["score"].as_f64().expect("score").to_bits(),
-            )
-        })
-        .collect();
-    out.sort_unstable();
-    out
-}
-
-fn reference() -> Vec<(u64, u64, u64)> {
-    let mut r: Vec<(u64, u64, u64)> = fraud_v1::alerts(EVENTS)
-        .into_iter()
-        .map(|(t, c, s)| (t, c, s.to_bits()))
-        .collect();
-    r.sort_unstable();
-    r
 }
 
 /// Positions in the dead-letter file, in file order.
@@ -149,8 +117,8 @@ fn a_stopped_run_resumes_to_exactly_the_output_of_an_uninterrupted_one() {
     );
     let last = first.checkpoints.last.as_ref().expect("a final checkpoint");
     // What the first run committed is only what its records produced.
-    let committed = alerts(&dir.path().join("alerts.jsonl"));
-    let expected = reference();
+    let committed = fraud::alerts_in_file(&dir.path().join("alerts.jsonl"));
+    let expected = fraud::reference(EVENTS);
     assert!(committed.len() < expected.len());
     assert!(committed.iter().all(|a| expected.binary_search(a).is_ok()));
     // Every dead letter before the stop is in the file already.
@@ -180,9 +148,8 @@ fn a_stopped_run_resumes_to_exactly_the_output_of_an_uninterrupted_one() {
         lines.len() as u64,
         "the restart reads exactly what the stop left"
     );
-    let got = alerts(&dir.path().join("alerts.jsonl"));
-    assert_eq!(got.len(), expected.len(), "alert count");
-    assert_eq!(got, expected);
+    let got = fraud::alerts_in_file(&dir.path().join("alerts.jsonl"));
+    fraud::assert_exact(&got, &expected, "stopped and resumed");
     assert_eq!(
         dead_letter_positions(&dir.path().join("dead_letter.jsonl")),
         malformed
@@ -232,9 +199,9 @@ fn a_stop_without_checkpoints_ends_promptly_with_whole_output() {
     assert!(stopped < Duration::from_secs(5), "took {stopped:?}");
     // Whole lines only, every alert one the reference has, and each dead
     // letter counted in the summary is in the file.
-    let got = alerts(&dir.path().join("alerts.jsonl"));
+    let got = fraud::alerts_in_file(&dir.path().join("alerts.jsonl"));
     assert_eq!(got.len() as u64, summary.sinks[0].records);
-    let expected = reference();
+    let expected = fraud::reference(EVENTS);
     assert!(got.iter().all(|a| expected.binary_search(a).is_ok()));
     let dead = dead_letter_positions(&dir.path().join("dead_letter.jsonl"));
     assert_eq!(dead.len() as u64, summary.dead_letters);

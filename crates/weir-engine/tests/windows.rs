@@ -6,13 +6,12 @@
 //! results are identical and equal to values worked out by hand.
 
 mod common;
-use common::without_id;
+use common::{run_in_memory, without_id, Ran};
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use serde_json::Value;
-use weir_engine::{run, Input, RunOptions, RunSummary};
+use weir_engine::RunSummary;
 
 const SHARDS: [usize; 3] = [1, 2, 3];
 
@@ -28,32 +27,15 @@ struct Outcome {
 }
 
 fn run_pipeline(toml: &str, input: &str, shards: usize) -> Outcome {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let pipeline = weir_config::parse(toml, dir.path())
-        .unwrap_or_else(|p| panic!("invalid test pipeline: {p:#?}"));
-    let summary = run(
-        &pipeline,
-        RunOptions {
-            shards: Some(shards),
-            input: Input::Bytes(Arc::new(input.as_bytes().to_vec())),
-            ..Default::default()
-        },
-    )
-    .unwrap_or_else(|e| panic!("run with {shards} shards failed: {e}"));
+    let Ran {
+        summary,
+        sink_lines,
+        dead,
+    } = run_in_memory(toml, input.as_bytes().to_vec(), shards);
     assert_eq!(summary.shards, shards);
-    let text = std::fs::read_to_string(dir.path().join("out.jsonl")).expect("sink file");
-    let raw_lines: Vec<String> = text.lines().map(without_id).collect();
+    let raw_lines: Vec<String> = sink_lines.iter().map(|l| without_id(l)).collect();
     let mut lines = raw_lines.clone();
     lines.sort();
-    let dead_text =
-        std::fs::read_to_string(dir.path().join("dead_letter.jsonl")).expect("dead-letter file");
-    let mut dead: Vec<Value> = dead_text
-        .lines()
-        .map(|l| {
-            serde_json::from_str(l).unwrap_or_else(|e| panic!("dead letter {l:?} is not JSON: {e}"))
-        })
-        .collect();
-    dead.sort_by_key(|d| d["position"].as_u64());
     assert_eq!(
         summary.dead_letters,
         dead.len() as u64,

@@ -1,5 +1,7 @@
 //! The ingest endpoint over real HTTP/1.1 on a local socket.
 
+mod common;
+
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,26 +10,11 @@ use std::sync::Arc;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
+use common::{parse, stream_config, Reply};
 use tokio::net::TcpListener;
 use weir_ingest::{router, serve, IngestConfig, IngestState, LagFn};
-use weir_log::{FsyncPolicy, Log, Stream, StreamConfig};
-
-/// A response as read off the wire.
-#[derive(Debug)]
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
+use weir_log::{Log, Stream};
+use weir_test_support::net::free_port;
 
 /// Sends one request (`Connection: close`) and reads the whole response,
 /// on a blocking thread over a std socket.
@@ -81,52 +68,7 @@ fn read_reply(mut conn: TcpStream) -> Reply {
             Ok(n) => raw.extend_from_slice(&buf[..n]),
         }
     }
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("end of headers");
-    let head = std::str::from_utf8(&raw[..split]).unwrap();
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap();
-    let status = status_line.split(' ').nth(1).unwrap().parse().unwrap();
-    let headers: Vec<(String, String)> = lines
-        .map(|l| {
-            let (k, v) = l.split_once(':').unwrap();
-            (k.trim().to_string(), v.trim().to_string())
-        })
-        .collect();
-    let mut body = raw[split + 4..].to_vec();
-    let chunked = headers.iter().any(|(k, v)| {
-        k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
-    });
-    if chunked {
-        body = dechunk(&body);
-    } else if let Some((_, len)) = headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-    {
-        body.truncate(len.parse().unwrap());
-    }
-    Reply {
-        status,
-        headers,
-        body: String::from_utf8(body).unwrap(),
-    }
-}
-
-fn dechunk(mut data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let eol = data.windows(2).position(|w| w == b"\r\n").unwrap();
-        let size_str = std::str::from_utf8(&data[..eol]).unwrap();
-        let size = usize::from_str_radix(size_str.split(';').next().unwrap().trim(), 16).unwrap();
-        data = &data[eol + 2..];
-        if size == 0 {
-            return out;
-        }
-        out.extend_from_slice(&data[..size]);
-        data = &data[size + 2..];
-    }
+    parse(&raw)
 }
 
 /// A server on 127.0.0.1:0 over a fresh log.
@@ -164,13 +106,6 @@ impl Server {
             body,
         )
         .await
-    }
-}
-
-fn stream_config() -> StreamConfig {
-    StreamConfig {
-        fsync: FsyncPolicy::Always,
-        ..StreamConfig::default()
     }
 }
 
@@ -626,10 +561,7 @@ async fn serve_binds_and_shuts_down() {
     let dir = tempfile::tempdir().unwrap();
     let log = Arc::new(Log::open(dir.path()).unwrap());
     // Find a free port (serve binds it itself).
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let mut config = IngestConfig::new(addr);
     config.streams.push(("clicks".into(), stream_config()));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -3,12 +3,13 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use common::*;
 use weir_config::KafkaDelivery;
 use weir_connect::ConnectError;
+use weir_test_support::names::unique;
+use weir_test_support::net::free_port;
 
 #[test]
 fn a_missing_topic_is_named_by_source_and_sink() {
@@ -45,14 +46,9 @@ fn a_missing_topic_is_named_by_source_and_sink() {
     }
 }
 
-fn closed_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().unwrap().port()
-}
-
 #[test]
 fn unreachable_brokers_are_named_within_a_bounded_time() {
-    let brokers = format!("127.0.0.1:{}", closed_port());
+    let brokers = format!("127.0.0.1:{}", free_port());
     // Source and sink each wait out the metadata timeout (10 s): in
     // parallel, to keep the test short.
     let sink_brokers = brokers.clone();

@@ -15,6 +15,8 @@ use common::*;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use weir_config::KafkaDelivery;
 use weir_connect::{ConnectError, ConnectionState, SinkConnector};
+use weir_test_support::names::unique;
+use weir_test_support::rows::Rows;
 
 const PARTITIONS: i32 = 3;
 

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use weir_connect::{ConnectError, ConnectionState, Polled, Received, SourceConnector};
+use weir_test_support::names::unique;
 
 /// Polls until `End` (bounded), returning `(partition, offset, payload)`
 /// sorted by position.

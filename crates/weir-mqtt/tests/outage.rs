@@ -21,9 +21,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{read_to_end, unique, Broker};
+use common::read_to_end;
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 use weir_connect::ConnectionState;
+use weir_test_support::brokers::Broker;
+use weir_test_support::names::unique;
+use weir_test_support::net::free_port;
+use weir_test_support::wait::wait_for;
 
 #[derive(Clone, Default)]
 struct Logs(Arc<Mutex<Vec<u8>>>);
@@ -41,15 +45,6 @@ impl Write for Logs {
 impl Logs {
     fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-/// Waits up to `limit` for `cond`.
-fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !cond() {
-        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -98,27 +93,29 @@ fn the_source_reconnects_without_spinning_and_keeps_every_message_once() {
         .with_writer(move || writer.clone())
         .init();
 
-    let mut broker = Broker::start("allow_anonymous true");
-    let address = format!("127.0.0.1:{}", broker.port);
+    let broker_dir = tempfile::tempdir().unwrap();
+    let mut broker =
+        Broker::mosquitto_persistent(broker_dir.path(), free_port(), "allow_anonymous true");
+    let address = format!("127.0.0.1:{}", broker.port());
     let dir = tempfile::tempdir().unwrap();
     let topic = unique("outage");
     let mut config = common::source_config(&[&topic], dir.path(), 1000);
-    config.port = broker.port;
+    config.port = broker.port();
     let mut source = weir_mqtt::open_source("mqtt_in", &config, None, true).expect("open");
     let status = source.status();
 
     const N: usize = 300;
     let acked = Arc::new(AtomicUsize::new(0));
     let publisher = {
-        let (port, topic, acked) = (broker.port, topic.clone(), acked.clone());
+        let (port, topic, acked) = (broker.port(), topic.clone(), acked.clone());
         std::thread::spawn(move || publish_through_outages(port, topic, N, acked))
     };
 
-    wait_for("100 messages acknowledged", Duration::from_secs(20), || {
+    wait_for(Duration::from_secs(20), "100 messages acknowledged", || {
         acked.load(Ordering::SeqCst) >= 100
     });
     broker.terminate();
-    wait_for("the source noticed", Duration::from_secs(5), || {
+    wait_for(Duration::from_secs(5), "the source noticed", || {
         status.state() == ConnectionState::Reconnecting
     });
     let attempts_before = logs.text().matches("MQTT reconnect attempt failed").count();
@@ -133,7 +130,7 @@ fn the_source_reconnects_without_spinning_and_keeps_every_message_once() {
     assert_eq!(status.state(), ConnectionState::Reconnecting);
 
     broker.restart();
-    wait_for("the source reconnected", Duration::from_secs(15), || {
+    wait_for(Duration::from_secs(15), "the source reconnected", || {
         status.state() == ConnectionState::Connected && status.reconnects() == 1
     });
     publisher.join().expect("publisher");

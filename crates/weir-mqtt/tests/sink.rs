@@ -1,47 +1,26 @@
 //! The MQTT sink against a real broker: every row published with QoS 1
 //! reaches a subscriber, exactly as the row's JSON.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow_array::{ArrayRef, Int64Array, RecordBatch};
-use common::unique;
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
-use weir_connect::{ConnectionState, Output};
+use weir_connect::ConnectionState;
+use weir_test_support::names::unique;
+use weir_test_support::rows::Rows;
 
-/// Rows as the engine hands them over, and each row's JSON alone.
-struct Rows {
-    batch: RecordBatch,
-    ids: Vec<u64>,
-    json: Vec<u8>,
-    ends: Vec<usize>,
-    each: Vec<Vec<u8>>,
-}
-
-/// Rows `first..first + n`: a column `v`, ids `1000 + v`, their JSON.
-fn rows(first: i64, n: i64) -> Rows {
+/// Rows `first..first + n`: a column `v`, ids `1000 + v`; and each row's
+/// JSON alone.
+fn rows(first: i64, n: i64) -> (Rows, Vec<Vec<u8>>) {
     let values: ArrayRef = Arc::new(Int64Array::from_iter_values(first..first + n));
     let batch = RecordBatch::try_from_iter([("v", values)]).unwrap();
     let ids: Vec<u64> = (first..first + n).map(|v| 1000 + v as u64).collect();
-    let mut json = Vec::new();
-    let mut ends = Vec::new();
-    let mut each = Vec::new();
-    for (v, id) in (first..first + n).zip(&ids) {
-        let row = format!("{{\"_id\":{id},\"v\":{v}}}").into_bytes();
-        json.extend_from_slice(&row);
-        ends.push(json.len());
-        json.push(b'\n');
-        each.push(row);
-    }
-    Rows {
-        batch,
-        ids,
-        json,
-        ends,
-        each,
-    }
+    let each: Vec<Vec<u8>> = (first..first + n)
+        .zip(&ids)
+        .map(|(v, id)| format!("{{\"_id\":{id},\"v\":{v}}}").into_bytes())
+        .collect();
+    (Rows::from_parts(batch, &["v"], ids, &each), each)
 }
 
 #[test]
@@ -73,25 +52,11 @@ fn every_row_reaches_a_subscriber() {
     };
     let mut sink = weir_mqtt::open_sink("out", &config, true, None).expect("open the sink");
     assert_eq!(sink.status().state(), ConnectionState::Connected);
-    let columns = vec!["v".to_string()];
     let mut expected = Vec::new();
     // Two epochs, more rows than the sink keeps in flight.
     for (epoch, first, n) in [(1u64, 0i64, 700i64), (2, 700, 300)] {
-        let Rows {
-            batch,
-            ids,
-            json,
-            ends,
-            each,
-        } = rows(first, n);
-        let out = Output {
-            batch: &batch,
-            columns: &columns,
-            ids: &ids,
-            json: &json,
-            ends: &ends,
-        };
-        sink.write(epoch, &out).unwrap();
+        let (rows, each) = rows(first, n);
+        sink.write(epoch, &rows.output()).unwrap();
         // Every PUBACK is in: the part is empty, commit does nothing.
         assert_eq!(sink.prepare(epoch).unwrap(), Vec::<u8>::new());
         sink.commit(epoch).unwrap();

@@ -5,9 +5,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{numbered, publish, read_to_end, source_config, unique, Broker};
+use common::{numbered, publish, read_to_end, source_config};
 use weir_connect::{ConnectError, ConnectionState};
 use weir_log::{Log, StreamConfig, TailReader};
+use weir_test_support::brokers::Broker;
+use weir_test_support::names::unique;
+use weir_test_support::net::free_port;
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -110,7 +113,7 @@ fn the_dedup_window_drops_repeats_and_survives_a_restart() {
 #[test]
 fn a_closed_port_is_named_in_the_error() {
     let dir = tempfile::tempdir().unwrap();
-    let port = common::free_port();
+    let port = free_port();
     let mut config = source_config(&["t/#"], dir.path(), 0);
     config.port = port;
     let started = Instant::now();
@@ -152,7 +155,7 @@ fn bad_topics_are_configuration_errors() {
     let dir = tempfile::tempdir().unwrap();
     // Checked before any connection: the port is never dialled.
     let mut config = source_config(&["ok/+", "a/#/b"], dir.path(), 0);
-    config.port = common::free_port();
+    config.port = free_port();
     match weir_mqtt::open_source("mqtt_in", &config, None, false).err() {
         Some(ConnectError::Config(m)) => {
             assert_eq!(
@@ -183,15 +186,17 @@ fn bad_topics_are_configuration_errors() {
 #[ignore = "integration: needs the mosquitto binary"]
 fn a_refused_connack_says_why() {
     // No anonymous clients and no password file: every CONNECT is refused.
-    let broker = Broker::start("allow_anonymous false");
+    let broker_dir = tempfile::tempdir().unwrap();
+    let broker =
+        Broker::mosquitto_persistent(broker_dir.path(), free_port(), "allow_anonymous false");
     let dir = tempfile::tempdir().unwrap();
     let mut config = source_config(&["t/#"], dir.path(), 0);
-    config.port = broker.port;
+    config.port = broker.port();
     config.credentials.user = Some("weir".into());
     config.credentials.password = Some(weir_config::Secret::new("hunter2", "test"));
     match weir_mqtt::open_source("mqtt_in", &config, None, false).err() {
         Some(ConnectError::Connect { address, message }) => {
-            assert_eq!(address, format!("127.0.0.1:{}", broker.port));
+            assert_eq!(address, format!("127.0.0.1:{}", broker.port()));
             assert_eq!(message, "the broker refused the connection: not authorized");
             assert!(!message.contains("hunter2"));
         }

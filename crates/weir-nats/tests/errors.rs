@@ -5,6 +5,9 @@ mod common;
 
 use common::*;
 use weir_connect::ConnectError;
+use weir_test_support::names::unique;
+use weir_test_support::net::free_port;
+use weir_test_support::rows::Rows;
 
 fn message(e: ConnectError) -> String {
     e.to_string()

@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use weir_connect::{ConnectionState, Received};
+use weir_test_support::names::unique;
+use weir_test_support::rows::Rows;
+use weir_test_support::wait::wait_for;
 
 const POLL_WAIT: Duration = Duration::from_millis(100);
 /// How long the server stays down.
@@ -25,17 +28,13 @@ const DOWN: Duration = Duration::from_secs(3);
 /// one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-fn expected(seqs: impl IntoIterator<Item = u64>) -> Vec<(u64, String)> {
-    seqs.into_iter().map(|s| (s, format!("m{s}"))).collect()
-}
-
 #[test]
 #[ignore = "integration: needs the nats-server binary"]
 fn source_survives_a_server_kill() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let mut server = PrivateServer::start(dir.path());
-    let url = server.url();
+    let mut server = private_server(dir.path());
+    let url = server_url(server.port());
     let stream = unique("outsrc");
     let subject = format!("{stream}.x");
     {
@@ -55,7 +54,7 @@ fn source_survives_a_server_kill() {
     ack(&[51]);
     {
         let js = Js::connect(&url);
-        wait_for("ack floor 50", Duration::from_secs(10), || {
+        wait_for(Duration::from_secs(10), "ack floor 50", || {
             js.consumer_info(&stream, "c").ack_floor.stream_sequence == 50
         });
     }
@@ -64,7 +63,7 @@ fn source_survives_a_server_kill() {
     let (t0, cpu0) = (Instant::now(), cpu_time());
     let mut polls = 0u32;
     let mut r = Received::default();
-    wait_for("reconnecting", Duration::from_secs(5), || {
+    wait_for(Duration::from_secs(5), "reconnecting", || {
         status.state() == ConnectionState::Reconnecting
     });
     while t0.elapsed() < DOWN {
@@ -112,7 +111,7 @@ fn source_survives_a_server_kill() {
     // Acknowledgements work on the new connection.
     ack(&[301]);
     let js = Js::connect(&url);
-    wait_for("ack floor 300", Duration::from_secs(10), || {
+    wait_for(Duration::from_secs(10), "ack floor 300", || {
         js.consumer_info(&stream, "c").ack_floor.stream_sequence == 300
     });
 }
@@ -122,8 +121,8 @@ fn source_survives_a_server_kill() {
 fn sink_survives_a_server_kill() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let mut server = PrivateServer::start(dir.path());
-    let url = server.url();
+    let mut server = private_server(dir.path());
+    let url = server_url(server.port());
     let stream = unique("outsink");
     let subject = format!("{stream}.out");
     {
@@ -144,7 +143,7 @@ fn sink_survives_a_server_kill() {
         sink.finish()?;
         Ok::<_, weir_connect::ConnectError>(sink)
     });
-    wait_for("reconnecting", Duration::from_secs(5), || {
+    wait_for(Duration::from_secs(5), "reconnecting", || {
         status.state() == ConnectionState::Reconnecting
     });
     std::thread::sleep(DOWN.saturating_sub(t0.elapsed()));
@@ -159,7 +158,7 @@ fn sink_survives_a_server_kill() {
     );
 
     server.restart();
-    wait_for("the writer", Duration::from_secs(60), || {
+    wait_for(Duration::from_secs(60), "the writer", || {
         writer.is_finished()
     });
     let mut sink = writer.join().unwrap().unwrap();
@@ -182,30 +181,15 @@ fn draining_source_killed_mid_delivery() {
     // deliver every message once, in order, and end only after the last.
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let mut server = PrivateServer::start(dir.path());
-    let url = server.url();
+    let mut server = private_server(dir.path());
+    let url = server_url(server.port());
     let stream = unique("outmid");
     let subject = format!("{stream}.x");
     let n = 20_000u64;
     {
         let js = Js::connect(&url);
         std::mem::forget(js.stream(&stream, &[&subject]));
-        js.rt.block_on(async {
-            let mut acks = Vec::new();
-            for i in 1..=n {
-                acks.push(
-                    js.js
-                        .publish(subject.clone(), format!("m{i}").into_bytes().into())
-                        .await
-                        .unwrap(),
-                );
-                if acks.len() == 1000 || i == n {
-                    for a in acks.drain(..) {
-                        a.await.unwrap();
-                    }
-                }
-            }
-        });
+        js.publish_numbered(&subject, n, 1000);
     }
     let mut src =
         weir_nats::open_source("in", &source_config(&url, &stream, "c", None), None, true).unwrap();

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use common::*;
 use weir_connect::ConnectionState;
+use weir_test_support::names::unique;
+use weir_test_support::rows::Rows;
 
 #[test]
 #[ignore = "integration: needs NATS JetStream on 127.0.0.1:4222"]

@@ -8,12 +8,10 @@ use std::time::Duration;
 
 use common::*;
 use weir_connect::{ConnectionState, Polled, Received};
+use weir_test_support::names::unique;
+use weir_test_support::wait::wait_for;
 
 const IGNORE: &str = "integration: needs NATS JetStream on 127.0.0.1:4222";
-
-fn expected(seqs: impl IntoIterator<Item = u64>) -> Vec<(u64, String)> {
-    seqs.into_iter().map(|s| (s, format!("m{s}"))).collect()
-}
 
 #[test]
 #[ignore = "integration: needs NATS JetStream on 127.0.0.1:4222"]
@@ -40,13 +38,13 @@ fn reads_acknowledges_and_restarts() {
     // A checkpoint at 21 acknowledges 1..=20: the ack floor becomes 20.
     let mut ack = src.on_checkpoint();
     ack(&[21]);
-    wait_for("ack floor 20", Duration::from_secs(10), || {
+    wait_for(Duration::from_secs(10), "ack floor 20", || {
         js.consumer_info(&stream, "pipe").ack_floor.stream_sequence == 20
     });
     // The same again, and one further: the floor only moves forward.
     ack(&[21]);
     ack(&[41]);
-    wait_for("ack floor 40", Duration::from_secs(10), || {
+    wait_for(Duration::from_secs(10), "ack floor 40", || {
         js.consumer_info(&stream, "pipe").ack_floor.stream_sequence == 40
     });
     drop(ack);
@@ -59,7 +57,7 @@ fn reads_acknowledges_and_restarts() {
     let got = poll_to_end(src.as_mut(), Duration::from_secs(20));
     assert_eq!(got, expected(21..=50));
     src.on_checkpoint()(&[31]);
-    wait_for("ack floor 30", Duration::from_secs(10), || {
+    wait_for(Duration::from_secs(10), "ack floor 30", || {
         js.consumer_info(&stream, "pipe").ack_floor.stream_sequence == 30
     });
     drop(src);
@@ -113,7 +111,7 @@ fn subject_filter_keeps_stream_sequences() {
     assert_eq!(src.position(), vec![31]);
     src.on_checkpoint()(&[16]);
     // Ack-all on message 15 (the last delivered below 16).
-    wait_for("ack floor 15", Duration::from_secs(10), || {
+    wait_for(Duration::from_secs(10), "ack floor 15", || {
         js.consumer_info(&stream, "filtered")
             .ack_floor
             .stream_sequence
@@ -141,23 +139,8 @@ fn many_messages_in_bounded_polls() {
     let subject = format!("{stream}.x");
     let _guard = js.stream(&stream, &[&subject]);
     let n = 6000u64;
-    js.rt.block_on(async {
-        // In pieces: the context allows 5000 unacknowledged publishes.
-        let mut acks = Vec::new();
-        for i in 1..=n {
-            acks.push(
-                js.js
-                    .publish(subject.clone(), format!("m{i}").into_bytes().into())
-                    .await
-                    .unwrap(),
-            );
-            if acks.len() == 500 || i == n {
-                for a in acks.drain(..) {
-                    a.await.unwrap();
-                }
-            }
-        }
-    });
+    // In pieces: the context allows 5000 unacknowledged publishes.
+    js.publish_numbered(&subject, n, 500);
     let config = source_config(SERVER, &stream, "many", None);
     let mut src = weir_nats::open_source("in", &config, None, true).unwrap();
     let mut ack = src.on_checkpoint();
@@ -180,7 +163,7 @@ fn many_messages_in_bounded_polls() {
         }
     }
     assert_eq!(got, expected(1..=n));
-    wait_for("everything acknowledged", Duration::from_secs(10), || {
+    wait_for(Duration::from_secs(10), "everything acknowledged", || {
         js.consumer_info(&stream, "many").ack_floor.stream_sequence == n
     });
 }

@@ -17,18 +17,10 @@ use arrow_array::{
 use arrow_schema::{DataType, Field, Schema};
 use postgres::{Client, NoTls};
 use weir_config::{Credentials, PostgresSink};
-use weir_connect::{ConnectError, ConnectionState, Output, SinkConnector};
-
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-/// A name no other test (or run) uses at the same time.
-fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}_{}_{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
+use weir_connect::{ConnectError, ConnectionState, SinkConnector};
+use weir_test_support::names::unique;
+use weir_test_support::net::free_port;
+use weir_test_support::rows::Rows;
 
 fn admin() -> Client {
     Client::connect("host=127.0.0.1 port=5432 user=postgres dbname=test", NoTls)
@@ -93,62 +85,35 @@ fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'st
 const LIMIT: Duration = Duration::from_secs(60);
 
 /// A batch as the engine hands it over: the ids in a hidden UInt64 column
-/// (`__id`) and each row as JSON with its `_id`.
-struct TestBatch {
-    batch: RecordBatch,
-    columns: Vec<String>,
-    ids: Vec<u64>,
-    json: Vec<u8>,
-    ends: Vec<usize>,
+/// (`__id`) and each row as JSON with its `_id`. `columns` are the written
+/// ones; `fields` may hold more.
+fn test_batch(columns: &[&str], fields: Vec<(&str, ArrayRef)>, ids: Vec<u64>) -> Rows {
+    let mut all: Vec<(Field, ArrayRef)> = vec![(
+        Field::new("__id", DataType::UInt64, false),
+        Arc::new(UInt64Array::from(ids.clone())) as ArrayRef,
+    )];
+    for (name, array) in fields {
+        all.push((Field::new(name, array.data_type().clone(), true), array));
+    }
+    let schema = Arc::new(Schema::new(
+        all.iter().map(|(f, _)| f.clone()).collect::<Vec<_>>(),
+    ));
+    let batch = RecordBatch::try_new(schema, all.into_iter().map(|(_, a)| a).collect())
+        .expect("a valid test batch");
+    let json: Vec<String> = ids.iter().map(|id| format!("{{\"_id\":{id}}}")).collect();
+    Rows::from_parts(batch, columns, ids, json)
 }
 
-impl TestBatch {
-    /// `columns` are the written ones; `fields` may hold more.
-    fn new(columns: &[&str], fields: Vec<(&str, ArrayRef)>, ids: Vec<u64>) -> TestBatch {
-        let mut all: Vec<(Field, ArrayRef)> = vec![(
-            Field::new("__id", DataType::UInt64, false),
-            Arc::new(UInt64Array::from(ids.clone())) as ArrayRef,
-        )];
-        for (name, array) in fields {
-            all.push((Field::new(name, array.data_type().clone(), true), array));
-        }
-        let schema = Arc::new(Schema::new(
-            all.iter().map(|(f, _)| f.clone()).collect::<Vec<_>>(),
-        ));
-        let batch = RecordBatch::try_new(schema, all.into_iter().map(|(_, a)| a).collect())
-            .expect("a valid test batch");
-        let id_column = batch
-            .column(0)
-            .as_any()
-            .downcast_ref::<UInt64Array>()
-            .expect("ids are UInt64");
-        let ids: Vec<u64> = id_column.values().to_vec();
-        let mut json = Vec::new();
-        let mut ends = Vec::new();
-        for id in &ids {
-            json.extend_from_slice(format!("{{\"_id\":{id}}}").as_bytes());
-            ends.push(json.len());
-            json.push(b'\n');
-        }
-        TestBatch {
-            batch,
-            columns: columns.iter().map(|c| c.to_string()).collect(),
-            ids,
-            json,
-            ends,
-        }
-    }
+/// Opening a sink for a test batch's columns and schema.
+trait OpenSink {
+    fn open(
+        &self,
+        name: &str,
+        config: &PostgresSink,
+    ) -> Result<Box<dyn SinkConnector>, ConnectError>;
+}
 
-    fn output(&self) -> Output<'_> {
-        Output {
-            batch: &self.batch,
-            columns: &self.columns,
-            ids: &self.ids,
-            json: &self.json,
-            ends: &self.ends,
-        }
-    }
-
+impl OpenSink for Rows {
     fn open(
         &self,
         name: &str,
@@ -157,8 +122,8 @@ impl TestBatch {
         weir_postgres::open_sink(
             name,
             config,
-            &self.columns,
-            &self.batch.schema(),
+            self.columns(),
+            &self.batch().schema(),
             true,
             None,
         )
@@ -166,8 +131,8 @@ impl TestBatch {
 }
 
 /// A batch of (id, n, s) rows with columns `n` (Int64) and `s` (Utf8).
-fn rows(rows: &[(u64, Option<i64>, Option<&str>)]) -> TestBatch {
-    TestBatch::new(
+fn rows(rows: &[(u64, Option<i64>, Option<&str>)]) -> Rows {
+    test_batch(
         &["n", "s"],
         vec![
             (
@@ -233,7 +198,7 @@ fn a_sink_without_a_user_is_refused_before_connecting() {
 fn columns_the_sink_cannot_write_are_refused_with_their_type() {
     let mut cfg = config("t");
     cfg.port = 1;
-    let dates = TestBatch::new(
+    let dates = test_batch(
         &["n", "day"],
         vec![
             ("n", Arc::new(Int64Array::from(vec![1])) as ArrayRef),
@@ -249,13 +214,12 @@ fn columns_the_sink_cannot_write_are_refused_with_their_type() {
         "PostgreSQL sink dates: column \"day\" has type Date32, which the sink cannot write \
          (Boolean, Int32, Int64, UInt32, UInt64, Float32, Float64, Utf8)"
     );
-    let mut missing = rows(&[(1, Some(1), None)]);
-    missing.columns.push("gone".into());
+    let missing = rows(&[(1, Some(1), None)]).with_columns(&["n", "s", "gone"]);
     assert_eq!(
         error_of(missing.open("missing", &cfg)).to_string(),
         "PostgreSQL sink missing: column \"gone\" is not in the sink's input"
     );
-    let clash = TestBatch::new(
+    let clash = test_batch(
         &["_id"],
         vec![("_id", Arc::new(Int64Array::from(vec![1])) as ArrayRef)],
         vec![1],
@@ -267,8 +231,8 @@ fn columns_the_sink_cannot_write_are_refused_with_their_type() {
     let restored = weir_postgres::open_sink(
         "cp",
         &cfg,
-        &missing.columns[..2],
-        &missing.batch.schema(),
+        &missing.columns()[..2],
+        &missing.batch().schema(),
         true,
         Some(b"xy"),
     );
@@ -290,7 +254,7 @@ fn every_type_lands_with_its_exact_value() {
         let high_id = (1u64 << 63) + 5;
         // Written columns in another order than the batch's, and a batch
         // column (`hidden`) that is not written.
-        let batch = TestBatch::new(
+        let batch = test_batch(
             &["s", "flag", "i32", "i64", "u32", "u64", "f32", "f64"],
             vec![
                 (
@@ -685,11 +649,7 @@ fn an_unreachable_database_is_named_with_the_servers_words() {
         }
 
         // A port nobody listens on (bound, then released).
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let mut cfg = config("t");
         cfg.port = port;
         let e = error_of(batch.open("closed", &cfg));

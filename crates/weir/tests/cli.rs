@@ -3,21 +3,16 @@
 
 mod common;
 
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use common::{repo, weir};
-
-/// The fraud example with its model path made absolute, so a copy works
-/// from any directory.
-fn fraud_pipeline_text() -> String {
-    let text =
-        std::fs::read_to_string(repo().join("examples/fraud/pipeline.toml")).expect("example");
-    let model = repo().join("examples/fraud/model/fraud_lr.onnx");
-    text.replace(
-        "path = \"model/fraud_lr.onnx\"",
-        &format!("path = {:?}", model.display().to_string()),
-    )
-}
+use common::{weir, WEIR};
+use weir_test_support::net::free_port;
+use weir_test_support::pipelines::{fraud_text, FRAUD_FILE_SINK, FRAUD_FILE_SOURCE};
+use weir_test_support::process;
+use weir_test_support::repo_root;
+use weir_test_support::tmpfs::Tmpfs;
+use weir_test_support::wait::wait_for;
 
 #[test]
 fn examples_validate() {
@@ -28,7 +23,10 @@ fn examples_validate() {
         "pipeline-mqtt.toml",
         "pipeline-live.toml",
     ] {
-        let out = weir(&["validate", &format!("examples/fraud/{name}")], &repo());
+        let out = weir(
+            &["validate", &format!("examples/fraud/{name}")],
+            &repo_root(),
+        );
         assert!(
             out.status.success(),
             "{name}: {}",
@@ -42,7 +40,7 @@ fn examples_validate() {
 /// error naming the field path and the line.
 #[test]
 fn broken_pipelines_name_the_field_and_line() {
-    let good = fraud_pipeline_text();
+    let good = fraud_text();
     let line_of = |needle: &str| {
         good.lines()
             .position(|l| l.contains(needle))
@@ -164,8 +162,7 @@ fn broken_pipelines_name_the_field_and_line() {
 #[test]
 fn run_reads_a_generated_file_and_reports() {
     let dir = tempfile::tempdir().expect("temp dir");
-    std::fs::write(dir.path().join("pipeline.toml"), fraud_pipeline_text())
-        .expect("write pipeline");
+    std::fs::write(dir.path().join("pipeline.toml"), fraud_text()).expect("write pipeline");
     let generated = weir(&["generate", "fraud-v1", "--events", "20000"], dir.path());
     assert!(generated.status.success());
     let mut input = generated.stdout;
@@ -195,7 +192,7 @@ fn run_reads_a_generated_file_and_reports() {
 fn bench_prints_the_reference_line() {
     let out = weir(
         &["bench", "fraud-v1", "--events", "100000", "--shards", "2"],
-        &repo(),
+        &repo_root(),
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -215,7 +212,7 @@ fn bench_prints_the_reference_line() {
 fn bench_compares_runs_without_and_with_metrics() {
     // A copy of the example, so its alerts file is this test's own.
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("pipeline.toml"), fraud_pipeline_text()).expect("write");
+    std::fs::write(dir.path().join("pipeline.toml"), fraud_text()).expect("write");
     let out = weir(
         &[
             "bench",
@@ -252,7 +249,7 @@ fn bench_compares_runs_without_and_with_metrics() {
 
 #[test]
 fn unknown_workload_is_an_error() {
-    let out = weir(&["bench", "fraud-v9"], &repo());
+    let out = weir(&["bench", "fraud-v9"], &repo_root());
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown workload"));
 }
@@ -263,7 +260,7 @@ fn bench_baseline_prints_the_reference_line() {
     // file (out/alerts-baseline.jsonl beside the sink's) lands there.
     let dir = tempfile::tempdir().expect("temp dir");
     let pipeline = dir.path().join("pipeline.toml");
-    std::fs::write(&pipeline, fraud_pipeline_text()).expect("write pipeline");
+    std::fs::write(&pipeline, fraud_text()).expect("write pipeline");
     let out = weir(
         &[
             "bench",
@@ -320,12 +317,12 @@ type = "stdout"
 input = "doubled"
 "#;
     std::fs::write(dir.path().join("echo.toml"), pipeline).expect("write");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
+    let mut child = Command::new(WEIR)
         .args(["run", "echo.toml", "--shards", "1"])
         .current_dir(dir.path())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
     {
@@ -356,13 +353,10 @@ input = "doubled"
 fn ingested_events_flow_into_a_pipeline() {
     use std::io::{Read, Write};
     let dir = tempfile::tempdir().expect("temp dir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("free port")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args([
+    let port = free_port();
+    let mut server = process::start(
+        WEIR,
+        &[
             "ingest",
             "--listen",
             &format!("127.0.0.1:{port}"),
@@ -372,10 +366,10 @@ fn ingested_events_flow_into_a_pipeline() {
             "transactions",
             "--fsync",
             "interval",
-        ])
-        .current_dir(dir.path())
-        .spawn()
-        .expect("start weir ingest");
+        ],
+        dir.path(),
+        Stdio::inherit(),
+    );
     let post = |body: &[u8]| -> String {
         let send = || -> std::io::Result<String> {
             let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
@@ -392,15 +386,9 @@ fn ingested_events_flow_into_a_pipeline() {
         send().unwrap_or_else(|e| format!("request failed: {e}"))
     };
     let events = weir_workloads::fraud_v1::encode_json(20_000);
-    // Wait for the server to listen (bounded).
-    let started = std::time::Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(20),
-            "weir ingest did not start"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait_for(Duration::from_secs(20), "weir ingest to listen", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
     let mut accepted = 0;
     let lines: Vec<&[u8]> = events.split_inclusive(|&b| b == b'\n').collect();
     for chunk in lines.chunks(5_000) {
@@ -419,8 +407,8 @@ fn ingested_events_flow_into_a_pipeline() {
     server.kill().expect("stop server");
     let _ = server.wait();
 
-    let pipeline = fraud_pipeline_text().replace(
-        "type = \"file\"\npath = \"transactions.jsonl\"\nframing = \"lines\"",
+    let pipeline = fraud_text().replace(
+        FRAUD_FILE_SOURCE,
         "type = \"log\"\npath = \"log\"\nstream = \"transactions\"",
     );
     assert!(pipeline.contains("type = \"log\""));
@@ -578,14 +566,12 @@ stream = "dead-letters"
     );
 }
 
-/// Hostile conditions at run time: an output directory that cannot be
-/// created and a disk that fills up both stop the run with an error naming
-/// the path, never a panic.
+/// An output directory that cannot be created stops the run with an
+/// error naming the path, never a panic.
 #[test]
-fn unwritable_and_full_outputs_are_clear_errors() {
+fn unwritable_output_is_a_clear_error() {
     let dir = tempfile::tempdir().expect("temp dir");
-    std::fs::write(dir.path().join("pipeline.toml"), fraud_pipeline_text())
-        .expect("write pipeline");
+    std::fs::write(dir.path().join("pipeline.toml"), fraud_text()).expect("write pipeline");
     std::fs::write(
         dir.path().join("transactions.jsonl"),
         weir_workloads::fraud_v1::encode_json(1_000),
@@ -601,26 +587,17 @@ fn unwritable_and_full_outputs_are_clear_errors() {
         "{stderr}"
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
 
-    let is_root = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false);
-    if !is_root {
-        eprintln!("the full-disk half needs root to mount a tmpfs; not run");
-        return;
-    }
-    std::fs::remove_file(dir.path().join("out")).expect("remove file");
-    std::fs::create_dir(dir.path().join("out")).expect("mount point");
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
-        .arg(dir.path().join("out"))
-        .status()
-        .expect("mount");
-    assert!(mounted.success(), "mounting a tmpfs as root failed");
+/// A disk that fills up stops the run with an error naming the path,
+/// never a panic.
+#[test]
+#[ignore = "needs root: mounts a tmpfs to fill the disk"]
+fn full_output_disk_is_a_clear_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let tmpfs = Tmpfs::mount(&dir.path().join("out"), "64k");
     // Every decoded record goes to the sink: far more than 64 KiB.
-    let all = fraud_pipeline_text()
+    let all = fraud_text()
         .replace("input = \"over_threshold\"", "input = \"decode\"")
         .replace(
             "columns = [\"txn_id\", \"card_id\", \"score\"]",
@@ -633,7 +610,7 @@ fn unwritable_and_full_outputs_are_clear_errors() {
     )
     .expect("input");
     let out = weir(&["run", "all.toml"], dir.path());
-    let _ = Command::new("umount").arg(dir.path().join("out")).status();
+    drop(tmpfs);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(
@@ -649,33 +626,28 @@ fn unwritable_and_full_outputs_are_clear_errors() {
 fn unreachable_connectors_are_named() {
     let dir = tempfile::tempdir().expect("temp dir");
     // Nothing listens on a port just released.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port");
+    let port = free_port();
     std::fs::write(dir.path().join("secret"), "hunter2-secret\n").expect("secret file");
-    let base = fraud_pipeline_text();
-    let file_source = "type = \"file\"\npath = \"transactions.jsonl\"\nframing = \"lines\"";
-    let file_sink = "type = \"file\"\ninput = \"over_threshold\"\npath = \"out/alerts.jsonl\"";
+    let base = fraud_text();
     let cases = [
         (
             "nats",
             base.replace(
-                file_source,
+                FRAUD_FILE_SOURCE,
                 &format!("type = \"nats\"\nurl = \"nats://127.0.0.1:{port}\"\nstream = \"TRANSACTIONS\"\nuser = \"weir\"\npassword_file = \"secret\""),
             ),
         ),
         (
             "mqtt",
             base.replace(
-                file_source,
+                FRAUD_FILE_SOURCE,
                 &format!("type = \"mqtt\"\nurl = \"mqtt://127.0.0.1:{port}\"\ntopics = [\"t\"]\nbuffer = \"buffer\""),
             ),
         ),
         (
             "postgres",
             base.replace(
-                file_sink,
+                FRAUD_FILE_SINK,
                 &format!("type = \"postgres\"\ninput = \"over_threshold\"\nurl = \"postgres://weir@127.0.0.1:{port}/test\"\ntable = \"alerts\"\npassword_file = \"secret\""),
             ),
         ),
@@ -693,7 +665,7 @@ fn unreachable_connectors_are_named() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{what}: run succeeded");
         assert!(
-            started.elapsed() < std::time::Duration::from_secs(20),
+            started.elapsed() < Duration::from_secs(20),
             "{what}: took {:?}",
             started.elapsed()
         );
@@ -719,7 +691,7 @@ fn logs_are_json_lines_when_asked() {
     let dir = tempfile::tempdir().expect("temp dir");
     let input = dir.path().join("transactions.jsonl");
     std::fs::write(&input, weir_workloads::fraud_v1::encode_json(2_000)).expect("input");
-    let text = fraud_pipeline_text().replace(
+    let text = fraud_text().replace(
         "[dead_letter]",
         "[checkpoint]\ndir = \"checkpoints\"\ninterval = \"50ms\"\n\n[dead_letter]",
     );

@@ -8,7 +8,10 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use common::{append, fraud_pipeline, free_port, get, repo, start};
+use common::{append, get, start};
+use weir_test_support::net::free_port;
+use weir_test_support::pipelines::fraud_text_following_log;
+use weir_test_support::repo_root;
 
 /// The metric families of the observability spec (name, type), as
 /// `weir run --metrics-address` serves them. The dashboard may query only
@@ -53,7 +56,7 @@ const SPEC: &[(&str, &str)] = &[
 const ONLY_WITH_CONNECTORS: &[&str] = &["weir_connector_up", "weir_connector_reconnects_total"];
 
 fn dashboard() -> serde_json::Value {
-    let path = repo().join("deploy/grafana/weir-dashboard.json");
+    let path = repo_root().join("deploy/grafana/weir-dashboard.json");
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
@@ -376,7 +379,7 @@ fn every_dashboard_metric_is_exposed() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(
         dir.path().join("pipeline.toml"),
-        fraud_pipeline(4096, 2, true),
+        fraud_text_following_log(4096, 2, true),
     )
     .expect("write pipeline");
     // Events for records to flow through every step to the sink, and one

@@ -1,16 +1,12 @@
 //! The CLI's exit code and message follow the class of the error: a
 //! configuration problem (78), the outside world failing (75), a bug (70).
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
-fn weir(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("weir runs")
-}
+use std::path::Path;
+
+use common::weir;
+use weir_test_support::net::free_port;
 
 fn pipeline(dir: &Path, source: &str) -> String {
     let text = format!(
@@ -64,10 +60,7 @@ fn an_invalid_pipeline_file_is_a_configuration_error() {
 fn an_unreachable_broker_is_worth_retrying() {
     let dir = tempfile::tempdir().expect("temp dir");
     // Nothing listens on a port just released.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port");
+    let port = free_port();
     let p = pipeline(
         dir.path(),
         &format!("type = \"nats\"\nurl = \"nats://127.0.0.1:{port}\"\nstream = \"EVENTS\""),

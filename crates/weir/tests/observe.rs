@@ -4,14 +4,15 @@
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::net::TcpStream;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{append, fraud_pipeline, free_port, get, repo, start};
+use common::{append, get, start};
+use weir_test_support::brokers::Broker;
+use weir_test_support::net::free_port;
+use weir_test_support::pipelines::{example_text, fraud_text_following_log};
 
 /// One scrape, parsed: (metric name, labels) to value. Histograms appear
 /// as their `_count` and `_sum`, each bucket by its `le`.
@@ -102,7 +103,7 @@ fn metrics_move_as_events_flow_and_the_cli_reads_them() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(
         dir.path().join("pipeline.toml"),
-        fraud_pipeline(1024, 2, true),
+        fraud_text_following_log(1024, 2, true),
     )
     .expect("write");
     append(dir.path(), 0, 20_000, &[b"{not json"]);
@@ -351,7 +352,7 @@ fn readiness_goes_from_recovering_to_lagging_to_ready() {
     assert!(made.success());
     std::fs::write(
         dir.path().join("pipeline.toml"),
-        fraud_pipeline(256, 2, false),
+        fraud_text_following_log(256, 2, false),
     )
     .expect("write");
     append(dir.path(), 0, 200_000, &[]);
@@ -436,42 +437,6 @@ fn readiness_goes_from_recovering_to_lagging_to_ready() {
     drain.join().expect("drained");
 }
 
-/// A private mosquitto on `port`, killed (SIGKILL) when dropped.
-struct Mosquitto(std::process::Child);
-
-impl Mosquitto {
-    fn start(dir: &Path, port: u16) -> Mosquitto {
-        let conf = dir.join("mosquitto.conf");
-        // `user root`: started as root (as on CI), mosquitto would switch to
-        // its own user; ignored when not root.
-        std::fs::write(
-            &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\nuser root\n"),
-        )
-        .expect("broker config");
-        let child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto starts");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "mosquitto did not listen");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Mosquitto(child)
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// `/readyz` fails while the source's broker is away, and the connector
 /// metrics say so; it recovers with the broker.
 #[test]
@@ -479,21 +444,17 @@ impl Drop for Mosquitto {
 fn readiness_follows_the_source_connection() {
     let dir = tempfile::tempdir().expect("tempdir");
     let broker_port = free_port();
-    let text =
-        std::fs::read_to_string(repo().join("examples/fraud/pipeline-mqtt.toml")).expect("example");
-    let model = repo().join("examples/fraud/model/fraud_lr.onnx");
-    let text = text
-        .replace(
-            "mqtt://127.0.0.1:1883",
-            &format!("mqtt://127.0.0.1:{broker_port}"),
-        )
-        .replace(
-            "path = \"model/fraud_lr.onnx\"",
-            &format!("path = {:?}", model.display().to_string()),
-        );
+    let text = example_text("pipeline-mqtt.toml").replace(
+        "mqtt://127.0.0.1:1883",
+        &format!("mqtt://127.0.0.1:{broker_port}"),
+    );
     assert!(text.contains(&broker_port.to_string()));
     std::fs::write(dir.path().join("pipeline.toml"), text).expect("write");
-    let mut broker = Some(Mosquitto::start(dir.path(), broker_port));
+    let mut broker = Some(Broker::mosquitto(
+        dir.path(),
+        broker_port,
+        "allow_anonymous true",
+    ));
     let port = free_port();
     let _run = start(
         dir.path(),
@@ -531,7 +492,11 @@ fn readiness_follows_the_source_connection() {
     assert_eq!(value(&away, "weir_ready", &[]), Some(0.0));
     assert_eq!(get(port, "/healthz"), Ok((200, "ok\n".into())));
 
-    broker = Some(Mosquitto::start(dir.path(), broker_port));
+    broker = Some(Broker::mosquitto(
+        dir.path(),
+        broker_port,
+        "allow_anonymous true",
+    ));
     readyz_is((200, "ready\n"));
     let back = scrape(port).expect("scrape");
     assert_eq!(up(&back), Some(1.0));

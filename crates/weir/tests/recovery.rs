@@ -9,26 +9,18 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{append, weir, Running};
-
-fn spawn(args: &[&str], dir: &Path) -> Running {
-    Running(
-        Command::new(env!("CARGO_BIN_EXE_weir"))
-            .args(args)
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("weir starts"),
-    )
-}
+use common::{append, start, weir};
+use weir_test_support::fraud::{parse_alert, reference, Alert};
+use weir_test_support::pipelines::{
+    fraud_text_following_log, replace_once, FRAUD_FILE_SINK, TRANSACTION_FIELDS,
+};
+use weir_test_support::process::Running;
 
 /// The fraud example reading the log stream, checkpointed every 50 ms.
 fn fraud_pipeline(shards: usize) -> String {
-    common::fraud_pipeline(4096, shards, true)
+    fraud_text_following_log(4096, shards, true)
 }
 
 /// Per-country tumbling windows over the same events: fixed-window state
@@ -54,14 +46,7 @@ input = "transactions"
 format = "json"
 event_time = "ts"
 max_out_of_orderness = "0s"
-fields = [
-  {{ name = "txn_id", type = "u64" }},
-  {{ name = "card_id", type = "u64" }},
-  {{ name = "merchant_id", type = "u32" }},
-  {{ name = "amount_cents", type = "i64" }},
-  {{ name = "country", type = "string" }},
-  {{ name = "ts", type = "i64" }},
-]
+{fields}
 
 [[steps]]
 name = "by_country"
@@ -91,7 +76,8 @@ path = "out/dead_letter.jsonl"
 dir = "checkpoints"
 interval = "50ms"
 keep = 3
-"#
+"#,
+        fields = TRANSACTION_FIELDS,
     )
 }
 
@@ -153,7 +139,7 @@ fn killed_fraud_pipeline_recovers_exactly() {
     append(dir.path(), 0, 30_000, &[]);
 
     // Killed once some output is committed, with more input arriving after.
-    let mut run = spawn(&["run", "pipeline.toml"], dir.path());
+    let mut run = start(dir.path(), &[]);
     wait_for_lines(&alerts, 50, &mut run);
     run.kill().expect("SIGKILL");
     run.wait().expect("reaped");
@@ -162,7 +148,7 @@ fn killed_fraud_pipeline_recovers_exactly() {
 
     // Restarted on three shards (state moves by key group), killed again.
     std::fs::write(dir.path().join("pipeline.toml"), fraud_pipeline(3)).expect("write");
-    let mut run = spawn(&["run", "pipeline.toml"], dir.path());
+    let mut run = start(dir.path(), &[]);
     wait_for_lines(&alerts, committed + 50, &mut run);
     run.kill().expect("SIGKILL");
     run.wait().expect("reaped");
@@ -217,7 +203,7 @@ fn killed_window_pipeline_falls_back_past_a_damaged_checkpoint() {
     std::fs::write(dir.path().join("pipeline.toml"), windows_pipeline(2)).expect("write");
     let stats = dir.path().join("out/stats.jsonl");
     append(dir.path(), 0, 20_000, &[]);
-    let mut run = spawn(&["run", "pipeline.toml"], dir.path());
+    let mut run = start(dir.path(), &[]);
     wait_for_lines(&stats, 100, &mut run);
     // Let a few more checkpoints complete, so there is an older one.
     std::thread::sleep(Duration::from_millis(300));
@@ -340,16 +326,16 @@ fn stream_records(dir: &Path, stream: &str) -> Vec<Vec<u8>> {
 #[test]
 fn killed_pipeline_with_a_log_sink_appends_each_alert_once() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let pipeline = fraud_pipeline(2).replace(
-        "type = \"file\"\ninput = \"over_threshold\"\npath = \"out/alerts.jsonl\"",
+    let pipeline = replace_once(
+        &fraud_pipeline(2),
+        FRAUD_FILE_SINK,
         "type = \"log\"\ninput = \"over_threshold\"\npath = \"outlog\"\nstream = \"alerts\"",
     );
-    assert!(pipeline.contains("stream = \"alerts\""));
     std::fs::write(dir.path().join("pipeline.toml"), pipeline).expect("write");
     append(dir.path(), 0, 30_000, &[]);
     let out_log = dir.path().join("outlog");
     for round in 0..2 {
-        let mut run = spawn(&["run", "pipeline.toml"], dir.path());
+        let mut run = start(dir.path(), &[]);
         let deadline = Instant::now() + Duration::from_secs(120);
         let before = stream_records(&out_log, "alerts").len();
         while stream_records(&out_log, "alerts").len() < before + 50 {
@@ -370,24 +356,17 @@ fn killed_pipeline_with_a_log_sink_appends_each_alert_once() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let reference = weir_workloads::fraud_v1::alerts(60_000);
-    let mut got: Vec<(u64, u64, u64)> = stream_records(&out_log, "alerts")
+    let mut got: Vec<Alert> = stream_records(&out_log, "alerts")
         .iter()
         .map(|r| {
-            let v: serde_json::Value = serde_json::from_slice(r).expect("JSON record");
-            let txn = v["txn_id"].as_u64().expect("txn_id");
-            assert_eq!(v["_id"].as_u64(), Some(txn));
-            let score = v["score"].as_f64().expect("score").to_bits();
-            (txn, v["card_id"].as_u64().expect("card_id"), score)
+            let (alert, id) = parse_alert(r);
+            assert_eq!(id, alert.0);
+            alert
         })
         .collect();
     got.sort_unstable();
     let before = got.len();
     got.dedup_by_key(|g| g.0);
     assert_eq!(before, got.len(), "an alert was appended twice");
-    let want: Vec<(u64, u64, u64)> = reference
-        .iter()
-        .map(|&(t, c, s)| (t, c, s.to_bits()))
-        .collect();
-    assert_eq!(got, want);
+    assert_eq!(got, reference(60_000));
 }

@@ -1,5 +1,6 @@
-//! A minimal HTTP/1.1 client over any async stream (plain TCP or TLS), for
-//! the TLS and consumer-lag tests.
+//! A minimal HTTP/1.1 client for the ingest tests: requests written and
+//! responses read whole over any async stream (plain TCP or TLS), and
+//! parsed.
 
 #![allow(dead_code)]
 
@@ -71,7 +72,8 @@ pub async fn exchange_raw(
     raw
 }
 
-/// Parses a whole response with a `Content-Length` body.
+/// Parses a whole response, its body cut to `Content-Length` or decoded
+/// from `Transfer-Encoding: chunked`.
 pub fn parse(raw: &[u8]) -> Reply {
     let split = raw
         .windows(4)
@@ -94,7 +96,12 @@ pub fn parse(raw: &[u8]) -> Reply {
         })
         .collect();
     let mut body = raw[split + 4..].to_vec();
-    if let Some((_, len)) = headers
+    let chunked = headers.iter().any(|(k, v)| {
+        k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+    });
+    if chunked {
+        body = dechunk(&body);
+    } else if let Some((_, len)) = headers
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
     {
@@ -104,6 +111,22 @@ pub fn parse(raw: &[u8]) -> Reply {
         status,
         headers,
         body: String::from_utf8(body).unwrap(),
+    }
+}
+
+/// Decodes a `Transfer-Encoding: chunked` body.
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let eol = data.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size_str = std::str::from_utf8(&data[..eol]).unwrap();
+        let size = usize::from_str_radix(size_str.split(';').next().unwrap().trim(), 16).unwrap();
+        data = &data[eol + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&data[..size]);
+        data = &data[size + 2..];
     }
 }
 

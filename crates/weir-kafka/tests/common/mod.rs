@@ -1,14 +1,11 @@
-//! Helpers shared by the Kafka tests: unique names, configs, a plain
-//! producer and a read_committed reader, and owned output batches, all
-//! against librdkafka's mock cluster (in-process, loopback only).
+//! What the Kafka tests need beyond weir-test-support: configs, a plain
+//! producer, a read_committed reader and the group's committed offsets,
+//! all against librdkafka's mock cluster (in-process, loopback only).
 
 #![allow(dead_code)]
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use arrow_array::{ArrayRef, RecordBatch, UInt64Array};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -17,23 +14,10 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use weir_config::{Credentials, KafkaDelivery, KafkaSink, KafkaSource};
-use weir_connect::Output;
+use weir_test_support::names::unique;
+use weir_test_support::rows::row_json;
 
 pub type Mock = MockCluster<'static, rdkafka::producer::DefaultProducerContext>;
-
-/// A name no other test (or run) uses.
-pub fn unique(prefix: &str) -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!(
-        "{prefix}-{}-{}-{nanos}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
 
 /// A mock cluster of one broker with `topic` of `partitions` partitions.
 pub fn cluster_with_topic(topic: &str, partitions: i32) -> Mock {
@@ -151,51 +135,6 @@ pub fn committed(brokers: &str, topic: &str, group: &str, partitions: i32) -> Ve
             _ => None,
         })
         .collect()
-}
-
-/// An output batch owned by the test, lent as an [`Output`].
-pub struct Rows {
-    batch: RecordBatch,
-    columns: Vec<String>,
-    ids: Vec<u64>,
-    json: Vec<u8>,
-    ends: Vec<usize>,
-}
-
-/// The JSON row the tests write for `id`.
-pub fn row_json(id: u64) -> String {
-    format!("{{\"_id\":{id},\"v\":\"row-{id}\"}}")
-}
-
-impl Rows {
-    pub fn new(ids: impl IntoIterator<Item = u64>) -> Rows {
-        let ids: Vec<u64> = ids.into_iter().collect();
-        let mut json = Vec::new();
-        let mut ends = Vec::new();
-        for &id in &ids {
-            json.extend_from_slice(row_json(id).as_bytes());
-            ends.push(json.len());
-            json.push(b'\n');
-        }
-        let column: ArrayRef = Arc::new(UInt64Array::from(ids.clone()));
-        Rows {
-            batch: RecordBatch::try_from_iter([("_id", column)]).unwrap(),
-            columns: vec!["_id".to_string()],
-            ids,
-            json,
-            ends,
-        }
-    }
-
-    pub fn output(&self) -> Output<'_> {
-        Output {
-            batch: &self.batch,
-            columns: &self.columns,
-            ids: &self.ids,
-            json: &self.json,
-            ends: &self.ends,
-        }
-    }
 }
 
 /// `(id, row_json(id))` for each id, sorted: what a topic should hold.

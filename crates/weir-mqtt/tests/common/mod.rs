@@ -1,22 +1,14 @@
-//! Helpers shared by the integration tests: unique names, a QoS 1
-//! publisher that waits for every PUBACK, reading a source to its end, and
-//! a private Mosquitto on a free port.
+//! What the MQTT tests need beyond weir-test-support: a source config on
+//! the shared broker, a QoS 1 publisher that waits for every PUBACK and
+//! reading a source to its end.
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 use weir_connect::{Polled, Received, SourceConnector};
-
-/// A name no other test run uses.
-pub fn unique(what: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!("weir-{what}-{}-{nanos}", std::process::id())
-}
+use weir_test_support::names::unique;
 
 /// A source config on the shared broker (127.0.0.1:1883).
 pub fn source_config(
@@ -111,114 +103,4 @@ pub fn numbered(first: u64, payloads: &[&[u8]]) -> Vec<(u64, Vec<u8>)> {
         .enumerate()
         .map(|(i, p)| (first + i as u64, p.to_vec()))
         .collect()
-}
-
-/// A port nothing listens on right now.
-pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    l.local_addr().unwrap().port()
-}
-
-/// A private Mosquitto with its own config and persistence directory.
-pub struct Broker {
-    pub port: u16,
-    dir: tempfile::TempDir,
-    conf: PathBuf,
-    child: Option<Child>,
-}
-
-impl Broker {
-    /// Starts `mosquitto -c <conf>` on a free port; `extra` is appended to
-    /// the config.
-    pub fn start(extra: &str) -> Broker {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let conf = dir.path().join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\n\
-                 persistence true\n\
-                 persistence_location {}/\n\
-                 autosave_interval 1\n\
-                 user root\n\
-                 {extra}\n",
-                dir.path().display()
-            ),
-        )
-        .unwrap();
-        let mut b = Broker {
-            port,
-            dir,
-            conf,
-            child: None,
-        };
-        b.spawn();
-        b
-    }
-
-    fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("mosquitto.log"))
-            .unwrap();
-        let child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(&self.conf)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("run mosquitto");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "mosquitto did not listen on {} within 10 s",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Stops the broker with SIGTERM (it saves its store on the way out)
-    /// and waits for it to exit.
-    pub fn terminate(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let status = Command::new("kill")
-                .arg("-TERM")
-                .arg(child.id().to_string())
-                .status()
-                .expect("run kill");
-            assert!(status.success());
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while child.try_wait().unwrap().is_none() {
-                assert!(
-                    Instant::now() < deadline,
-                    "mosquitto did not stop within 10 s"
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    }
-
-    /// Starts it again, same port and store.
-    pub fn restart(&mut self) {
-        self.spawn();
-    }
-
-    /// What the broker logged.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
 }

@@ -1,17 +1,17 @@
-//! Helpers for the NATS integration tests: a test-side JetStream client
-//! (streams made and deleted per test), connector configurations, output
-//! batches and a private `nats-server` for the outage tests.
+//! What the NATS tests need beyond weir-test-support: a test-side
+//! JetStream client (streams made and deleted per test), connector
+//! configurations, polling a source, and a private `nats-server` that is
+//! ready only once JetStream answers.
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::path::Path;
+use std::time::{Duration, Instant};
 
-use arrow_array::{ArrayRef, RecordBatch, UInt64Array};
 use async_nats::jetstream::{self, consumer, stream};
 use weir_config::{Credentials, NatsSink, NatsSource};
-use weir_connect::{Output, Polled, Received, SourceConnector};
+use weir_connect::{Polled, Received, SourceConnector};
+use weir_test_support::brokers::Broker;
+use weir_test_support::rows::row_json;
 
 /// Logs to the test's output when `RUST_LOG` is set.
 pub fn logs() {
@@ -25,15 +25,6 @@ pub fn logs() {
 
 /// The machine's NATS server (JetStream enabled).
 pub const SERVER: &str = "nats://127.0.0.1:4222";
-
-/// A name no other test run uses (stream and consumer names: no dots).
-pub fn unique(tag: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("weirtest_{tag}_{}_{nanos}", std::process::id())
-}
 
 /// A JetStream client for the test's own setup and checks.
 pub struct Js {
@@ -87,6 +78,28 @@ impl Js {
                 .await
                 .unwrap()
                 .sequence
+        })
+    }
+
+    /// Publishes `m1` to `m<n>` to `subject`, waiting for the stream's
+    /// acks every `piece` messages (the context allows 5000 unacknowledged
+    /// publishes).
+    pub fn publish_numbered(&self, subject: &str, n: u64, piece: usize) {
+        self.rt.block_on(async {
+            let mut acks = Vec::new();
+            for i in 1..=n {
+                acks.push(
+                    self.js
+                        .publish(subject.to_string(), format!("m{i}").into_bytes().into())
+                        .await
+                        .unwrap(),
+                );
+                if acks.len() == piece || i == n {
+                    for a in acks.drain(..) {
+                        a.await.unwrap();
+                    }
+                }
+            }
         })
     }
 
@@ -160,6 +173,12 @@ pub fn sink_config(server: &str, subject: &str, max_in_flight: usize) -> NatsSin
     }
 }
 
+/// `(sequence, payload)` of the messages [`Js::publish_numbered`]
+/// publishes (and the tests publish one by one) at `seqs`.
+pub fn expected(seqs: impl IntoIterator<Item = u64>) -> Vec<(u64, String)> {
+    seqs.into_iter().map(|s| (s, format!("m{s}"))).collect()
+}
+
 /// Polls until `n` records arrived; panics after `limit`.
 pub fn poll_n(src: &mut dyn SourceConnector, n: usize, limit: Duration) -> Vec<(u64, String)> {
     let deadline = Instant::now() + limit;
@@ -214,60 +233,6 @@ pub fn collect(r: &Received, got: &mut Vec<(u64, String)>) {
     }
 }
 
-/// Waits up to `limit` for `cond`.
-pub fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !cond() {
-        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// An output batch owned by the test, lent as an [`Output`].
-pub struct Rows {
-    batch: RecordBatch,
-    columns: Vec<String>,
-    ids: Vec<u64>,
-    json: Vec<u8>,
-    ends: Vec<usize>,
-}
-
-/// The JSON row the tests write for `id`.
-pub fn row_json(id: u64) -> String {
-    format!("{{\"_id\":{id},\"v\":\"row-{id}\"}}")
-}
-
-impl Rows {
-    pub fn new(ids: impl IntoIterator<Item = u64>) -> Rows {
-        let ids: Vec<u64> = ids.into_iter().collect();
-        let mut json = Vec::new();
-        let mut ends = Vec::new();
-        for &id in &ids {
-            json.extend_from_slice(row_json(id).as_bytes());
-            ends.push(json.len());
-            json.push(b'\n');
-        }
-        let column: ArrayRef = Arc::new(UInt64Array::from(ids.clone()));
-        Rows {
-            batch: RecordBatch::try_from_iter([("_id", column)]).unwrap(),
-            columns: vec!["_id".to_string()],
-            ids,
-            json,
-            ends,
-        }
-    }
-
-    pub fn output(&self) -> Output<'_> {
-        Output {
-            batch: &self.batch,
-            columns: &self.columns,
-            ids: &self.ids,
-            json: &self.json,
-            ends: &self.ends,
-        }
-    }
-}
-
 /// Checks that a stream holds each id of `ids` exactly once, with
 /// `Nats-Msg-Id` equal to the id and the row's JSON as payload.
 pub fn assert_holds_exactly(
@@ -291,12 +256,6 @@ pub fn assert_holds_exactly(
     assert_eq!(got, want);
 }
 
-/// A port nothing listens on (bound, then released).
-pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
 /// CPU time (user + system) this process has used.
 pub fn cpu_time() -> Duration {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
@@ -308,89 +267,20 @@ pub fn cpu_time() -> Duration {
     Duration::from_millis(ticks * 10) // USER_HZ is 100 on Linux
 }
 
-/// A private `nats-server` with JetStream, for outage tests.
-pub struct PrivateServer {
-    child: Option<Child>,
-    pub port: u16,
-    dir: PathBuf,
+/// A private `nats-server` with JetStream on a free port, storing in
+/// `dir`: each start waits until JetStream answers requests (a missing
+/// stream is an answer), not only until the port accepts connections.
+pub fn private_server(dir: &Path) -> Broker {
+    Broker::nats_server(dir).ready_when(|port| {
+        let js = Js::connect(&server_url(port));
+        let answer = js.rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(2), js.js.get_stream("weirtest_probe")).await
+        });
+        matches!(&answer, Ok(Err(e)) if e.to_string().contains("stream not found"))
+    })
 }
 
-impl PrivateServer {
-    /// Starts one on a free port, storing in `dir`.
-    pub fn start(dir: &Path) -> PrivateServer {
-        let mut s = PrivateServer {
-            child: None,
-            port: free_port(),
-            dir: dir.to_path_buf(),
-        };
-        s.restart();
-        s
-    }
-
-    pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    /// (Re)starts it on the same port and store, and waits until it
-    /// answers JetStream requests.
-    pub fn restart(&mut self) {
-        assert!(self.child.is_none(), "already running");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("server.log"))
-            .unwrap();
-        let child = Command::new("nats-server")
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-js",
-                "-sd",
-            ])
-            .arg(self.dir.join("store"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("nats-server must be installed (apt-get install nats-server)");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            assert!(
-                Instant::now() < deadline,
-                "nats-server on port {} did not come up",
-                self.port
-            );
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                let js = Js::connect(&self.url());
-                // JetStream answers (a missing stream is an answer).
-                let answer = js.rt.block_on(async {
-                    tokio::time::timeout(Duration::from_secs(2), js.js.get_stream("weirtest_probe"))
-                        .await
-                });
-                if let Ok(Err(e)) = &answer {
-                    if e.to_string().contains("stream not found") {
-                        return;
-                    }
-                }
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// SIGKILL: no goodbye to clients, no flush.
-    pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().unwrap();
-            c.wait().unwrap();
-        }
-    }
-}
-
-impl Drop for PrivateServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// The URL of a server on a loopback port.
+pub fn server_url(port: u16) -> String {
+    format!("nats://127.0.0.1:{port}")
 }

@@ -1,98 +1,46 @@
-//! Helpers of the tests that run the `weir` binary: starting and killing
-//! it, the fraud example on a log stream, appending events, talking to the
-//! endpoint of `weir run --metrics-address`.
+//! What the tests of the `weir` binary need beyond weir-test-support:
+//! running it, appending fraud events to the log stream its pipelines
+//! follow, and talking to the endpoint of `weir run --metrics-address`.
 
 #![allow(dead_code)] // each test file uses its own subset
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::path::Path;
+use std::process::Output;
 use std::time::Duration;
 
-/// A running process, killed (SIGKILL) when dropped — also when a test
-/// fails, so a following pipeline never outlives its test.
-pub struct Running(pub Child);
+use weir_test_support::fraud;
+use weir_test_support::process::{self, Running};
 
-impl Running {
-    pub fn kill(&mut self) -> std::io::Result<()> {
-        self.0.kill()
-    }
-    pub fn wait(&mut self) -> std::io::Result<ExitStatus> {
-        self.0.wait()
-    }
-    pub fn try_wait(&mut self) -> std::io::Result<Option<ExitStatus>> {
-        self.0.try_wait()
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+/// The `weir` binary of this build.
+pub const WEIR: &str = env!("CARGO_BIN_EXE_weir");
 
 /// `weir ARGS` in `dir`, to the end.
 pub fn weir(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("weir runs")
+    process::run(WEIR, args, dir)
 }
 
-pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("repository root")
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-/// The fraud example on `shards` shards, following the log stream
-/// `log/transactions` (it runs until killed), with micro-batches of at
-/// most `batch_rows` records and, when asked, checkpoints every 50 ms.
-pub fn fraud_pipeline(batch_rows: usize, shards: usize, checkpoint: bool) -> String {
-    let text =
-        std::fs::read_to_string(repo().join("examples/fraud/pipeline.toml")).expect("example");
-    let model = repo().join("examples/fraud/model/fraud_lr.onnx");
-    let text = text
-        .replace(
-            "path = \"model/fraud_lr.onnx\"",
-            &format!("path = {:?}", model.display().to_string()),
-        )
-        .replace(
-            "type = \"file\"\npath = \"transactions.jsonl\"\nframing = \"lines\"",
-            "type = \"log\"\npath = \"log\"\nstream = \"transactions\"\nfollow = true",
-        )
-        .replace(
-            "batch_rows = 4096",
-            &format!("batch_rows = {batch_rows}\nshards = {shards}"),
-        );
-    assert!(text.contains("follow = true") && text.contains("shards ="));
-    if checkpoint {
-        format!("{text}\n[checkpoint]\ndir = \"checkpoints\"\ninterval = \"50ms\"\n")
-    } else {
-        text
-    }
+/// `weir run pipeline.toml ARGS` in `dir`, in the background, its standard
+/// error into `dir/weir.stderr`.
+pub fn start(dir: &Path, args: &[&str]) -> Running {
+    let stderr = std::fs::File::create(dir.join("weir.stderr")).expect("stderr file");
+    let args: Vec<&str> = ["run", "pipeline.toml"]
+        .iter()
+        .chain(args)
+        .copied()
+        .collect();
+    process::start(WEIR, &args, dir, stderr)
 }
 
 /// Appends fraud-v1 events `from..to`, then the `extra` records, to the
 /// stream `log/transactions` under `dir`.
 pub fn append(dir: &Path, from: usize, to: usize, extra: &[&[u8]]) {
-    let all = weir_workloads::fraud_v1::encode_json(to as u64);
-    let records: Vec<&[u8]> = all
-        .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
+    let events = fraud::events(to as u64);
+    let records: Vec<&[u8]> = events
+        .iter()
         .skip(from)
+        .map(Vec::as_slice)
         .chain(extra.iter().copied())
         .collect();
     let log = weir_log::Log::open(dir.join("log")).expect("log");
@@ -103,23 +51,6 @@ pub fn append(dir: &Path, from: usize, to: usize, extra: &[&[u8]]) {
         stream.partition(0).append(chunk).expect("append");
     }
     stream.flush().expect("flush");
-}
-
-/// `weir run pipeline.toml ARGS` in `dir`, its standard error into
-/// `dir/weir.stderr`.
-pub fn start(dir: &Path, args: &[&str]) -> Running {
-    let stderr = std::fs::File::create(dir.join("weir.stderr")).expect("stderr file");
-    Running(
-        Command::new(env!("CARGO_BIN_EXE_weir"))
-            .arg("run")
-            .arg("pipeline.toml")
-            .args(args)
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("weir starts"),
-    )
 }
 
 /// `GET path` over plain HTTP/1.1: the status and body, or why there is
