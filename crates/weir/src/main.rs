@@ -4,7 +4,7 @@ mod baseline;
 mod bench;
 mod chaos;
 mod dlq;
-mod http_get;
+mod http_client;
 mod ingest;
 mod observe;
 mod progress;
