@@ -15,7 +15,7 @@ use anyhow::{anyhow, bail, Context};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{CONTENT_TYPE, HOST, USER_AGENT};
-use hyper::Request;
+use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::runtime::Runtime;
@@ -92,8 +92,7 @@ pub fn get(
     timeout: Duration,
     max_body: usize,
 ) -> anyhow::Result<Response> {
-    let request = Request::get(path).body(Full::new(Bytes::new()));
-    whole(endpoint, request, timeout, max_body)
+    whole(endpoint, Method::GET, path, None, timeout, max_body)
 }
 
 /// POSTs `body` (of type `content_type`) to `path` and reads the whole
@@ -106,10 +105,8 @@ pub fn post(
     timeout: Duration,
     max_body: usize,
 ) -> anyhow::Result<Response> {
-    let request = Request::post(path)
-        .header(CONTENT_TYPE, content_type)
-        .body(Full::new(body));
-    whole(endpoint, request, timeout, max_body)
+    let body = Some((content_type, body));
+    whole(endpoint, Method::POST, path, body, timeout, max_body)
 }
 
 /// GETs `path` and returns once the head has arrived, with the body to read
@@ -122,18 +119,20 @@ pub fn get_streaming(
     timeout: Duration,
     body_timeout: Option<Duration>,
 ) -> anyhow::Result<Streaming> {
-    let request = Request::get(path).body(Full::new(Bytes::new()));
-    send(endpoint, request, timeout, body_timeout)
+    send(endpoint, Method::GET, path, None, timeout, body_timeout)
 }
 
+/// Sends a request and reads the whole answer.
 fn whole(
     endpoint: &Endpoint,
-    request: hyper::http::Result<Request<Full<Bytes>>>,
+    method: Method,
+    path: &str,
+    body: Option<(&str, Bytes)>,
     timeout: Duration,
     max_body: usize,
 ) -> anyhow::Result<Response> {
-    let what = describe(&request, endpoint);
-    let mut r = send(endpoint, request, timeout, Some(timeout))?;
+    let what = format!("{method} {}", endpoint.url(path));
+    let mut r = send(endpoint, method, path, body, timeout, Some(timeout))?;
     let body = r
         .body
         .read_all(max_body)
@@ -145,32 +144,32 @@ fn whole(
     })
 }
 
-/// `GET http://host:port/path`, for messages.
-fn describe(request: &hyper::http::Result<Request<Full<Bytes>>>, endpoint: &Endpoint) -> String {
-    match request {
-        Ok(r) => format!("{} {}", r.method(), endpoint.url(&r.uri().to_string())),
-        Err(_) => format!("a request to {}", endpoint.authority()),
-    }
-}
-
-/// Connects, sends `request` and waits for the response head.
+/// Connects, sends `method path` (with `body` and its content type, if
+/// any) and waits for the response head.
 fn send(
     endpoint: &Endpoint,
-    request: hyper::http::Result<Request<Full<Bytes>>>,
+    method: Method,
+    path: &str,
+    body: Option<(&str, Bytes)>,
     timeout: Duration,
     body_timeout: Option<Duration>,
 ) -> anyhow::Result<Streaming> {
-    let what = describe(&request, endpoint);
-    let mut request = request.with_context(|| format!("{what}: invalid request"))?;
-    let headers = request.headers_mut();
-    headers.insert(
-        HOST,
-        endpoint
-            .authority()
-            .parse()
-            .with_context(|| format!("{what}: invalid host"))?,
-    );
-    headers.insert(USER_AGENT, hyper::header::HeaderValue::from_static("weir"));
+    let what = format!("{method} {}", endpoint.url(path));
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(HOST, endpoint.authority())
+        .header(USER_AGENT, "weir");
+    let body = match body {
+        Some((content_type, bytes)) => {
+            request = request.header(CONTENT_TYPE, content_type);
+            bytes
+        }
+        None => Bytes::new(),
+    };
+    let request = request
+        .body(Full::new(body))
+        .with_context(|| format!("{what}: invalid request"))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -92,42 +92,56 @@ fn tap(
         bail!("GET {url} answered {}{reason}: {text}", response.status);
     }
     let mut lines = LineSplitter::default();
-    let mut written = 0u64;
-    let mut emit = |line: &[u8]| -> io::Result<bool> {
-        if line.iter().all(u8::is_ascii_whitespace) {
-            return Ok(true);
-        }
-        out.write_all(line)?;
-        out.write_all(b"\n")?;
-        out.flush()?;
-        written += 1;
-        Ok(limit.is_none_or(|n| written < n))
-    };
-    let mut emit_all = |complete: Vec<Vec<u8>>| -> anyhow::Result<bool> {
-        for line in complete {
-            match emit(&line) {
-                Ok(true) => {}
-                Ok(false) => return Ok(false),
-                // The reader of standard output went away (`| head`): stop
-                // quietly.
-                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(false),
-                Err(e) => return Err(e).context("writing to standard output"),
-            }
-        }
-        Ok(true)
+    let mut printer = LinePrinter {
+        out,
+        limit,
+        written: 0,
     };
     while let Some(bytes) = response
         .body
         .next_bytes()
         .with_context(|| format!("GET {url}"))?
     {
-        let complete = lines.push(&bytes).with_context(|| format!("GET {url}"))?;
-        if !emit_all(complete)? {
-            return Ok(written);
+        for line in lines.push(&bytes).with_context(|| format!("GET {url}"))? {
+            if !printer.print(&line)? {
+                return Ok(printer.written);
+            }
         }
     }
-    emit_all(lines.finish().into_iter().collect())?;
-    Ok(written)
+    if let Some(line) = lines.finish() {
+        printer.print(&line)?;
+    }
+    Ok(printer.written)
+}
+
+/// Writes tapped lines out, each flushed, up to the limit.
+struct LinePrinter<'a, W> {
+    out: &'a mut W,
+    limit: Option<u64>,
+    written: u64,
+}
+
+impl<W: Write> LinePrinter<'_, W> {
+    /// Writes `line` (a blank one is skipped); returns whether to go on: no
+    /// longer at the limit, nor once the reader of the output went away
+    /// (`| head`), which is no error.
+    fn print(&mut self, line: &[u8]) -> anyhow::Result<bool> {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return Ok(true);
+        }
+        let written = self
+            .out
+            .write_all(line)
+            .and_then(|()| self.out.write_all(b"\n"))
+            .and_then(|()| self.out.flush());
+        match written {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(false),
+            Err(e) => return Err(e).context("writing to standard output"),
+        }
+        self.written += 1;
+        Ok(self.limit.is_none_or(|n| self.written < n))
+    }
 }
 
 /// Splits a byte stream into lines (without the `\n` or `\r\n`), holding
