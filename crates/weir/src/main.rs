@@ -214,10 +214,12 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     telemetry: Some(telemetry),
                     on_first_record: Some(weir_engine::FirstRecord(std::sync::Arc::new(
                         |restored| match restored {
-                            Some(id) => eprintln!(
+                            Some(id) => progress::print_line(&format!(
                                 "weir run: first record processed (restored checkpoint {id})"
+                            )),
+                            None => progress::print_line(
+                                "weir run: first record processed (no checkpoint)",
                             ),
-                            None => eprintln!("weir run: first record processed (no checkpoint)"),
                         },
                     ))),
                     ..Default::default()

@@ -39,6 +39,14 @@ impl Write for LogWriter {
     }
 }
 
+/// Writes `line` to standard error as log lines are written: above the
+/// progress line, if one is shown.
+pub fn print_line(line: &str) {
+    // One write, so the line is written whole while the progress line is
+    // hidden.
+    let _ = LogWriter.write_all(format!("{line}\n").as_bytes());
+}
+
 /// A running display; dropping it clears the line.
 pub struct Progress {
     bar: ProgressBar,
