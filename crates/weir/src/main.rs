@@ -4,7 +4,7 @@ mod baseline;
 mod bench;
 mod chaos;
 mod dlq;
-mod http_get;
+mod http_client;
 mod ingest;
 mod observe;
 mod progress;
@@ -226,10 +226,12 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     stop: Some(stop),
                     on_first_record: Some(weir_engine::FirstRecord(std::sync::Arc::new(
                         |restored| match restored {
-                            Some(id) => eprintln!(
+                            Some(id) => progress::print_line(&format!(
                                 "weir run: first record processed (restored checkpoint {id})"
+                            )),
+                            None => progress::print_line(
+                                "weir run: first record processed (no checkpoint)",
                             ),
-                            None => eprintln!("weir run: first record processed (no checkpoint)"),
                         },
                     ))),
                     ..Default::default()

@@ -1,55 +1,79 @@
 //! The one-line progress display of `weir run` on a terminal: records
-//! read, rate, source lag and elapsed time, redrawn in place. Off when
-//! standard error is not a terminal, so logs and pipes stay clean.
+//! read, rate, source lag and elapsed time, as an indicatif spinner with a
+//! message. Off when standard error is not a terminal, so logs and pipes
+//! stay clean; log lines are written while the line is hidden
+//! ([`LogWriter`]), so none starts in the middle of it.
 
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use weir_engine::telemetry::Telemetry;
 
-/// Whether a progress line is on screen: log lines clear it first.
-static SHOWN: AtomicBool = AtomicBool::new(false);
+/// The progress line on screen, if any.
+static SHOWN: Mutex<Option<ProgressBar>> = Mutex::new(None);
 
-/// Standard error for log lines: clears a progress line before writing,
-/// so a log line never starts in the middle of one (the next tick redraws
-/// it below).
+fn shown() -> MutexGuard<'static, Option<ProgressBar>> {
+    SHOWN.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Standard error for log lines: hides a progress line while writing, so a
+/// log line never starts in the middle of one (it is drawn again below).
 pub struct LogWriter;
 
 impl Write for LogWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let mut err = std::io::stderr().lock();
-        if SHOWN.swap(false, Ordering::Relaxed) {
-            err.write_all(b"\r\x1b[2K")?;
+        // Cloned out of the lock: the bar has its own, taken by `suspend`.
+        let bar = shown().clone();
+        let write = || std::io::stderr().lock().write_all(buf);
+        match bar {
+            Some(bar) => bar.suspend(write)?,
+            None => write()?,
         }
-        err.write(buf)
+        Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
         std::io::stderr().flush()
     }
 }
 
+/// Writes `line` to standard error as log lines are written: above the
+/// progress line, if one is shown.
+pub fn print_line(line: &str) {
+    // One write, so the line is written whole while the progress line is
+    // hidden.
+    let _ = LogWriter.write_all(format!("{line}\n").as_bytes());
+}
+
 /// A running display; dropping it clears the line.
 pub struct Progress {
+    bar: ProgressBar,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-/// Starts the display when standard error is a terminal.
+/// Starts the display when standard error is a terminal. The line appears
+/// after a second, then shows the rate over the last second.
 pub fn start(telemetry: &Telemetry, pipeline: &weir_config::Pipeline) -> Option<Progress> {
     if !std::io::stderr().is_terminal() {
         return None;
     }
     let records = telemetry.source_records(pipeline);
     let health = telemetry.health.clone();
+    let style = ProgressStyle::with_template("{spinner} {msg}").ok()?;
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()).with_style(style);
+    *shown() = Some(bar.clone());
     let stop = Arc::new(AtomicBool::new(false));
     let stopped = stop.clone();
+    let shown_bar = bar.clone();
     let thread = std::thread::Builder::new()
         .name("weir-progress".into())
         .spawn(move || {
             let started = Instant::now();
             let mut last = (started, 0u64);
+            let mut ticking = false;
             while !stopped.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(250));
                 let now = Instant::now();
@@ -57,23 +81,33 @@ pub fn start(telemetry: &Telemetry, pipeline: &weir_config::Pipeline) -> Option<
                     continue;
                 }
                 let n = records.get();
-                let rate = (n - last.1) as f64 / now.duration_since(last.0).as_secs_f64();
+                let rate =
+                    n.saturating_sub(last.1) as f64 / now.duration_since(last.0).as_secs_f64();
                 last = (now, n);
-                let line = status_line(n, rate, health.lag(), now.duration_since(started));
-                let mut err = std::io::stderr().lock();
-                let _ = write!(err, "\r\x1b[2K{line}");
-                let _ = err.flush();
-                SHOWN.store(true, Ordering::Relaxed);
+                shown_bar.set_message(status_line(
+                    n,
+                    rate,
+                    health.lag(),
+                    now.duration_since(started),
+                ));
+                if !ticking {
+                    // Shown from the first update on, the spinner turning.
+                    shown_bar.enable_steady_tick(Duration::from_millis(120));
+                    ticking = true;
+                }
             }
-            let mut err = std::io::stderr().lock();
-            let _ = write!(err, "\r\x1b[2K");
-            SHOWN.store(false, Ordering::Relaxed);
-        })
-        .ok()?;
-    Some(Progress {
-        stop,
-        thread: Some(thread),
-    })
+        });
+    match thread {
+        Ok(thread) => Some(Progress {
+            bar,
+            stop,
+            thread: Some(thread),
+        }),
+        Err(_) => {
+            *shown() = None;
+            None
+        }
+    }
 }
 
 impl Drop for Progress {
@@ -82,6 +116,8 @@ impl Drop for Progress {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+        *shown() = None;
+        self.bar.finish_and_clear();
     }
 }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 
-use crate::http_get::{self, Endpoint};
+use crate::http_client::{self, Endpoint};
 
 /// How long to wait for the connection and the response head.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -64,7 +64,7 @@ fn tap(
 ) -> anyhow::Result<u64> {
     let path = tap_path(step, rate, limit);
     let url = endpoint.url(&path);
-    let (head, mut body) = http_get::get_streaming(endpoint, &path, CONNECT_TIMEOUT, None)
+    let mut response = http_client::get_streaming(endpoint, &path, CONNECT_TIMEOUT, None)
         .with_context(|| {
             format!(
                 "cannot tap step {step:?} at {} (is `weir run --metrics-address {}` running?)",
@@ -72,56 +72,76 @@ fn tap(
                 endpoint.authority()
             )
         })?;
-    if head.status != 200 {
-        let text = body
+    if response.status != 200 {
+        let text = response
+            .body
             .read_all(MAX_ERROR_BODY)
             .map(|b| String::from_utf8_lossy(&b).trim().to_string())
             .unwrap_or_default();
-        if head.status == 404 && !text.is_empty() {
+        if response.status == 404 && !text.is_empty() {
             bail!("{text}");
         }
-        let reason = if head.reason.is_empty() {
+        let reason = if response.reason.is_empty() {
             String::new()
         } else {
-            format!(" {}", head.reason)
+            format!(" {}", response.reason)
         };
         if text.is_empty() {
-            bail!("GET {url} answered {}{reason}", head.status);
+            bail!("GET {url} answered {}{reason}", response.status);
         }
-        bail!("GET {url} answered {}{reason}: {text}", head.status);
+        bail!("GET {url} answered {}{reason}: {text}", response.status);
     }
     let mut lines = LineSplitter::default();
-    let mut written = 0u64;
-    let mut emit = |line: &[u8]| -> io::Result<bool> {
+    let mut printer = LinePrinter {
+        out,
+        limit,
+        written: 0,
+    };
+    while let Some(bytes) = response
+        .body
+        .next_bytes()
+        .with_context(|| format!("GET {url}"))?
+    {
+        for line in lines.push(&bytes).with_context(|| format!("GET {url}"))? {
+            if !printer.print(&line)? {
+                return Ok(printer.written);
+            }
+        }
+    }
+    if let Some(line) = lines.finish() {
+        printer.print(&line)?;
+    }
+    Ok(printer.written)
+}
+
+/// Writes tapped lines out, each flushed, up to the limit.
+struct LinePrinter<'a, W> {
+    out: &'a mut W,
+    limit: Option<u64>,
+    written: u64,
+}
+
+impl<W: Write> LinePrinter<'_, W> {
+    /// Writes `line` (a blank one is skipped); returns whether to go on: no
+    /// longer at the limit, nor once the reader of the output went away
+    /// (`| head`), which is no error.
+    fn print(&mut self, line: &[u8]) -> anyhow::Result<bool> {
         if line.iter().all(u8::is_ascii_whitespace) {
             return Ok(true);
         }
-        out.write_all(line)?;
-        out.write_all(b"\n")?;
-        out.flush()?;
-        written += 1;
-        Ok(limit.is_none_or(|n| written < n))
-    };
-    let result: io::Result<()> = (|| {
-        while let Some(bytes) = body.next_bytes()? {
-            for line in lines.push(&bytes)? {
-                if !emit(&line)? {
-                    return Ok(());
-                }
-            }
+        let written = self
+            .out
+            .write_all(line)
+            .and_then(|()| self.out.write_all(b"\n"))
+            .and_then(|()| self.out.flush());
+        match written {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(false),
+            Err(e) => return Err(e).context("writing to standard output"),
         }
-        if let Some(line) = lines.finish() {
-            emit(&line)?;
-        }
-        Ok(())
-    })();
-    match result {
-        Ok(()) => {}
-        // The reader of standard output went away (`| head`): stop quietly.
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
-        Err(e) => return Err(e).with_context(|| format!("GET {url}")),
+        self.written += 1;
+        Ok(self.limit.is_none_or(|n| self.written < n))
     }
-    Ok(written)
 }
 
 /// Splits a byte stream into lines (without the `\n` or `\r\n`), holding
@@ -177,7 +197,7 @@ fn percent_encode(segment: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http_get::tests::serve;
+    use crate::http_client::tests::serve;
 
     fn split_all(input: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
         let mut s = LineSplitter::default();

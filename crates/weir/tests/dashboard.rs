@@ -13,39 +13,7 @@ use weir_test_support::net::free_port;
 use weir_test_support::pipelines::fraud_text_following_log;
 use weir_test_support::repo_root;
 
-/// The metric families of the observability spec (name, type), as
-/// `weir run --metrics-address` serves them. The dashboard may query only
-/// these (histograms through their `_bucket`, `_sum` and `_count` series).
-const SPEC: &[(&str, &str)] = &[
-    ("weir_source_records_total", "counter"),
-    ("weir_source_batch_records", "histogram"),
-    ("weir_step_records_in_total", "counter"),
-    ("weir_step_records_out_total", "counter"),
-    ("weir_sink_records_total", "counter"),
-    ("weir_sink_batch_records", "histogram"),
-    ("weir_ingest_to_sink_seconds", "histogram"),
-    ("weir_event_time_to_sink_seconds", "histogram"),
-    ("weir_model_inference_seconds", "histogram"),
-    ("weir_model_batch_records", "histogram"),
-    ("weir_window_state_entries", "gauge"),
-    ("weir_watermark_lag_seconds", "gauge"),
-    ("weir_checkpoint_duration_seconds", "histogram"),
-    ("weir_checkpoint_size_bytes", "gauge"),
-    ("weir_checkpoint_age_seconds", "gauge"),
-    ("weir_checkpoints_total", "counter"),
-    ("weir_log_size_bytes", "gauge"),
-    ("weir_log_consumer_lag_records", "gauge"),
-    ("weir_dead_letters_total", "counter"),
-    ("weir_connector_up", "gauge"),
-    ("weir_connector_reconnects_total", "counter"),
-    ("weir_ready", "gauge"),
-    ("process_cpu_seconds_total", "counter"),
-    ("process_resident_memory_bytes", "gauge"),
-    ("process_virtual_memory_bytes", "gauge"),
-    ("process_open_fds", "gauge"),
-    ("process_start_time_seconds", "gauge"),
-    ("process_threads", "gauge"),
-];
+use weir_engine::telemetry::names::{self, FAMILIES};
 
 /// Families that exist only in pipelines with a broker or database
 /// connector (Kafka, MQTT, NATS, PostgreSQL): the connection state and its
@@ -53,7 +21,7 @@ const SPEC: &[(&str, &str)] = &[
 /// writes a file, so it has no connector and exposes neither; they are the
 /// only dashboard metrics allowed to be absent from its `/metrics`.
 /// Starting a broker is out of reach of a self-contained test.
-const ONLY_WITH_CONNECTORS: &[&str] = &["weir_connector_up", "weir_connector_reconnects_total"];
+const ONLY_WITH_CONNECTORS: &[&str] = &[names::CONNECTOR_UP, names::CONNECTOR_RECONNECTS_TOTAL];
 
 fn dashboard() -> serde_json::Value {
     let path = repo_root().join("deploy/grafana/weir-dashboard.json");
@@ -267,9 +235,13 @@ fn family(queried: &str, types: &BTreeMap<String, String>) -> String {
     queried.to_string()
 }
 
+/// The metric families `weir run --metrics-address` serves (name → type),
+/// as the engine defines them. The dashboard may query only these
+/// (histograms through their `_bucket`, `_sum` and `_count` series).
 fn spec_types() -> BTreeMap<String, String> {
-    SPEC.iter()
-        .map(|(name, kind)| (name.to_string(), kind.to_string()))
+    FAMILIES
+        .iter()
+        .map(|(name, kind)| (name.to_string(), kind.as_str().to_string()))
         .collect()
 }
 

@@ -14,6 +14,9 @@ use weir_test_support::brokers::Broker;
 use weir_test_support::net::free_port;
 use weir_test_support::pipelines::{example_text, fraud_text_following_log};
 
+use weir_engine::telemetry::names;
+use weir_metrics::process;
+
 /// One scrape, parsed: (metric name, labels) to value. Histograms appear
 /// as their `_count` and `_sum`, each bucket by its `le`.
 type Scrape = HashMap<(String, Vec<(String, String)>), f64>;
@@ -69,6 +72,11 @@ fn value(s: &Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     s.get(&(name.to_string(), want)).copied()
 }
 
+/// The `_sum` series of histogram `family`.
+fn sum(family: &str) -> String {
+    format!("{family}_sum")
+}
+
 /// Scrapes until `done` holds, or fails after `secs` with the last scrape.
 fn scrape_until(port: u16, secs: u64, what: &str, done: impl Fn(&Scrape) -> bool) -> Scrape {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -114,11 +122,11 @@ fn metrics_move_as_events_flow_and_the_cli_reads_them() {
     let source = |s: &Scrape| {
         value(
             s,
-            "weir_source_records_total",
+            names::SOURCE_RECORDS_TOTAL,
             &[("source", "transactions")],
         )
     };
-    let sink = |s: &Scrape| value(s, "weir_sink_records_total", &[("sink", "alerts")]);
+    let sink = |s: &Scrape| value(s, names::SINK_RECORDS_TOTAL, &[("sink", "alerts")]);
     let first = scrape_until(port, 120, "the first 20,001 records", |s| {
         source(s) == Some(20_001.0) && sink(s) == Some(alerts(20_000))
     });
@@ -128,7 +136,7 @@ fn metrics_move_as_events_flow_and_the_cli_reads_them() {
             && sink(s) == Some(alerts(50_000))
             && value(
                 s,
-                "weir_log_consumer_lag_records",
+                names::LOG_CONSUMER_LAG_RECORDS,
                 &[("stream", "transactions")],
             ) == Some(0.0)
     });
@@ -136,11 +144,11 @@ fn metrics_move_as_events_flow_and_the_cli_reads_them() {
     // Per step, in and out, exactly.
     for (s, events) in [(&first, 20_000.0), (&second, 50_000.0)] {
         let step = |name: &str, dir: &str| {
-            value(
-                s,
-                &format!("weir_step_records_{dir}_total"),
-                &[("step", name)],
-            )
+            let family = match dir {
+                "in" => names::STEP_RECORDS_IN_TOTAL,
+                _ => names::STEP_RECORDS_OUT_TOTAL,
+            };
+            value(s, family, &[("step", name)])
         };
         assert_eq!(step("decode", "in"), Some(events + 1.0));
         assert_eq!(step("decode", "out"), Some(events));
@@ -150,7 +158,7 @@ fn metrics_move_as_events_flow_and_the_cli_reads_them() {
         assert_eq!(
             value(
                 s,
-                "weir_dead_letters_total",
+                names::DEAD_LETTERS_TOTAL,
                 &[("step", "decode"), ("reason", "malformed")]
             ),
             Some(1.0)
@@ -162,9 +170,9 @@ fn metrics_move_as_events_flow_and_the_cli_reads_them() {
     };
     let alerts_sink = [("sink", "alerts")];
     for name in [
-        "weir_ingest_to_sink_seconds",
-        "weir_event_time_to_sink_seconds",
-        "weir_sink_batch_records",
+        names::INGEST_TO_SINK_SECONDS,
+        names::EVENT_TIME_TO_SINK_SECONDS,
+        names::SINK_BATCH_RECORDS,
     ] {
         let (a, b) = (
             count(&first, name, &alerts_sink),
@@ -186,32 +194,37 @@ fn metrics_move_as_events_flow_and_the_cli_reads_them() {
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
         .as_secs_f64();
-    let lag_sum = value(&second, "weir_event_time_to_sink_seconds_sum", &alerts_sink).expect("sum");
-    let mean_lag = lag_sum / count(&second, "weir_event_time_to_sink_seconds", &alerts_sink);
+    let lag_sum = value(
+        &second,
+        &sum(names::EVENT_TIME_TO_SINK_SECONDS),
+        &alerts_sink,
+    )
+    .expect("sum");
+    let mean_lag = lag_sum / count(&second, names::EVENT_TIME_TO_SINK_SECONDS, &alerts_sink);
     assert!(
         mean_lag >= now - newest_ms as f64 / 1e3 - 60.0 && mean_lag <= now + 1.0,
         "mean event-time lag {mean_lag} s; newest event {newest_ms} ms"
     );
     // Latency histograms count records; the batch histogram counts batches.
     assert_eq!(
-        count(&second, "weir_ingest_to_sink_seconds", &alerts_sink),
+        count(&second, names::INGEST_TO_SINK_SECONDS, &alerts_sink),
         alerts(50_000)
     );
     assert_eq!(
-        value(&second, "weir_sink_batch_records_sum", &alerts_sink),
+        value(&second, &sum(names::SINK_BATCH_RECORDS), &alerts_sink),
         Some(alerts(50_000))
     );
     assert_eq!(
         value(
             &second,
-            "weir_source_batch_records_sum",
+            &sum(names::SOURCE_BATCH_RECORDS),
             &[("source", "transactions")]
         ),
         Some(50_001.0)
     );
     let model = second
         .keys()
-        .find(|(n, _)| n == "weir_model_inference_seconds_count")
+        .find(|(n, _)| *n == format!("{}_count", names::MODEL_INFERENCE_SECONDS))
         .expect("model inference series")
         .1
         .clone();
@@ -221,42 +234,42 @@ fn metrics_move_as_events_flow_and_the_cli_reads_them() {
         .collect();
     assert!(model.contains(&("model", "fraud_lr")) && model.contains(&("step", "score")));
     assert_eq!(
-        value(&second, "weir_model_batch_records_sum", &model),
+        value(&second, &sum(names::MODEL_BATCH_RECORDS), &model),
         Some(50_000.0)
     );
     assert!(
-        count(&second, "weir_model_inference_seconds", &model)
-            > count(&first, "weir_model_inference_seconds", &model)
+        count(&second, names::MODEL_INFERENCE_SECONDS, &model)
+            > count(&first, names::MODEL_INFERENCE_SECONDS, &model)
     );
     // State, watermarks, checkpoints, the log, the process.
     let entries = |s: &Scrape| {
         (0..2)
-            .map(|i| value(s, "weir_window_state_entries", &[("shard", &i.to_string())]))
+            .map(|i| value(s, names::WINDOW_STATE_ENTRIES, &[("shard", &i.to_string())]))
             .sum::<Option<f64>>()
             .expect("state per shard")
     };
     assert!(entries(&first) > 0.0 && entries(&second) > entries(&first));
-    assert!(value(&second, "weir_watermark_lag_seconds", &[("shard", "1")]).expect("lag") > 0.0);
+    assert!(value(&second, names::WATERMARK_LAG_SECONDS, &[("shard", "1")]).expect("lag") > 0.0);
     let completed = |s: &Scrape| {
-        value(s, "weir_checkpoints_total", &[("outcome", "completed")]).expect("checkpoints")
+        value(s, names::CHECKPOINTS_TOTAL, &[("outcome", "completed")]).expect("checkpoints")
     };
     assert!(completed(&first) >= 1.0 && completed(&second) > completed(&first));
     assert_eq!(
-        value(&second, "weir_checkpoints_total", &[("outcome", "failed")]),
+        value(&second, names::CHECKPOINTS_TOTAL, &[("outcome", "failed")]),
         Some(0.0)
     );
-    assert!(value(&second, "weir_checkpoint_size_bytes", &[]).expect("size") > 0.0);
-    assert!(value(&second, "weir_checkpoint_age_seconds", &[]).expect("age") < 60.0);
+    assert!(value(&second, names::CHECKPOINT_SIZE_BYTES, &[]).expect("size") > 0.0);
+    assert!(value(&second, names::CHECKPOINT_AGE_SECONDS, &[]).expect("age") < 60.0);
     let log_size = |s: &Scrape| {
-        value(s, "weir_log_size_bytes", &[("stream", "transactions")]).expect("log size")
+        value(s, names::LOG_SIZE_BYTES, &[("stream", "transactions")]).expect("log size")
     };
     assert!(log_size(&second) > log_size(&first));
     assert!(
-        value(&second, "process_cpu_seconds_total", &[]).expect("cpu")
-            > value(&first, "process_cpu_seconds_total", &[]).expect("cpu")
+        value(&second, process::PROCESS_CPU_SECONDS_TOTAL, &[]).expect("cpu")
+            > value(&first, process::PROCESS_CPU_SECONDS_TOTAL, &[]).expect("cpu")
     );
-    assert!(value(&second, "process_resident_memory_bytes", &[]).expect("rss") > 1e6);
-    assert_eq!(value(&second, "weir_ready", &[]), Some(1.0));
+    assert!(value(&second, process::PROCESS_RESIDENT_MEMORY_BYTES, &[]).expect("rss") > 1e6);
+    assert_eq!(value(&second, names::READY, &[]), Some(1.0));
     assert_eq!(get(port, "/healthz"), Ok((200, "ok\n".into())));
     assert_eq!(get(port, "/readyz"), Ok((200, "ready\n".into())));
 
@@ -408,15 +421,21 @@ fn readiness_goes_from_recovering_to_lagging_to_ready() {
     );
     assert!(!body.contains("recovering"), "{body}");
     let metrics = scrape(port).expect("scrape");
-    assert_eq!(value(&metrics, "weir_ready", &[]), Some(0.0));
+    assert_eq!(value(&metrics, names::READY, &[]), Some(0.0));
     // No `[checkpoint]`, no checkpoint series.
+    let checkpoint_families = [
+        names::CHECKPOINT_DURATION_SECONDS,
+        names::CHECKPOINT_SIZE_BYTES,
+        names::CHECKPOINT_AGE_SECONDS,
+        names::CHECKPOINTS_TOTAL,
+    ];
     assert!(!metrics
         .keys()
-        .any(|(n, _)| n.starts_with("weir_checkpoint")));
+        .any(|(n, _)| checkpoint_families.iter().any(|f| n.starts_with(f))));
     assert!(
         value(
             &metrics,
-            "weir_log_consumer_lag_records",
+            names::LOG_CONSUMER_LAG_RECORDS,
             &[("stream", "transactions")]
         )
         .expect("lag")
@@ -430,7 +449,7 @@ fn readiness_goes_from_recovering_to_lagging_to_ready() {
     });
     assert_eq!(readyz("ready", 120), (200, "ready\n".into()));
     assert_eq!(
-        value(&scrape(port).expect("scrape"), "weir_ready", &[]),
+        value(&scrape(port).expect("scrape"), names::READY, &[]),
         Some(1.0)
     );
     drop(_run);
@@ -464,7 +483,7 @@ fn readiness_follows_the_source_connection() {
     let up = |s: &Scrape| {
         value(
             s,
-            "weir_connector_up",
+            names::CONNECTOR_UP,
             &[("connector", "transactions"), ("role", "source")],
         )
     };
@@ -489,7 +508,7 @@ fn readiness_follows_the_source_connection() {
     readyz_is((503, "not ready: source transactions is reconnecting\n"));
     let away = scrape(port).expect("scrape");
     assert_eq!(up(&away), Some(0.0));
-    assert_eq!(value(&away, "weir_ready", &[]), Some(0.0));
+    assert_eq!(value(&away, names::READY, &[]), Some(0.0));
     assert_eq!(get(port, "/healthz"), Ok((200, "ok\n".into())));
 
     broker = Some(Broker::mosquitto(
@@ -503,7 +522,7 @@ fn readiness_follows_the_source_connection() {
     assert!(
         value(
             &back,
-            "weir_connector_reconnects_total",
+            names::CONNECTOR_RECONNECTS_TOTAL,
             &[("connector", "transactions"), ("role", "source")]
         )
         .expect("reconnects")
