@@ -363,3 +363,152 @@ impl Operator for FixedWindows {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::Array;
+    use arrow_schema::{Field, Schema};
+    use weir_config::{Aggregate, AggregateFunction, LatePolicy};
+
+    #[test]
+    fn window_ids_tell_keys_and_starts_apart() {
+        // An integer key equal to a start, and the swapped pair.
+        assert_ne!(
+            window_id(&Key::Int(0), 10_000),
+            window_id(&Key::Int(10_000), 0)
+        );
+        assert_ne!(window_id(&Key::Null, 0), window_id(&Key::Int(0), 0));
+        assert_ne!(
+            window_id(&Key::Str("a".into()), 0),
+            window_id(&Key::Str("a".into()), 5000)
+        );
+        let id = window_id(&Key::Str("a".into()), 0);
+        assert_eq!(id, window_id(&Key::Str("a".into()), 0));
+        assert_eq!(id >> 63, 1, "source positions have the top bit clear");
+    }
+
+    /// Key `k`, event time `ts` and the hidden columns.
+    fn input_schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Utf8, false),
+            Field::new("ts", DataType::Int64, false),
+            Field::new(weir_config::POSITION_COLUMN, DataType::UInt64, false),
+            Field::new(weir_config::PRIOR_MAX_TIME_COLUMN, DataType::Int64, false),
+        ]))
+    }
+
+    /// A tumbling 10 s count window, no out-of-orderness, 5 s of allowed
+    /// lateness, revisions in `rev`.
+    fn operator() -> FixedWindows {
+        let output = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Utf8, false),
+            Field::new("window_start", DataType::Int64, false),
+            Field::new("window_end", DataType::Int64, false),
+            Field::new("n", DataType::Int64, true),
+            Field::new("rev", DataType::Int64, false),
+            Field::new(weir_config::POSITION_COLUMN, DataType::UInt64, false),
+            Field::new(weir_config::PRIOR_MAX_TIME_COLUMN, DataType::Int64, false),
+        ]));
+        let config = Window {
+            kind: WindowKind::Tumbling,
+            size_ms: 10_000,
+            time_column: "ts".into(),
+            key_column: "k".into(),
+            max_out_of_orderness_ms: 0,
+            aggregates: vec![Aggregate {
+                name: "n".into(),
+                function: AggregateFunction::Count,
+                column: None,
+                data_type: DataType::Int64,
+            }],
+            late: LatePolicy::DeadLetter,
+            allowed_lateness_ms: 5000,
+            revision_column: Some("rev".into()),
+        };
+        FixedWindows::new("w", &config, &input_schema(), &output).expect("operator")
+    }
+
+    /// Feeds one event at `ts` (source position `pos`) as its own batch
+    /// after events up to `max_before`; returns (start, n, rev, id) per
+    /// fired row and the number of dead letters.
+    fn feed(
+        op: &mut FixedWindows,
+        ts: i64,
+        pos: u64,
+        max_before: i64,
+    ) -> (Vec<(i64, i64, i64, u64)>, usize) {
+        let batch = RecordBatch::try_new(
+            input_schema(),
+            vec![
+                Arc::new(StringArray::from(vec!["a"])),
+                Arc::new(Int64Array::from(vec![ts])),
+                Arc::new(UInt64Array::from(vec![pos])),
+                Arc::new(Int64Array::from(vec![i64::MIN])),
+            ],
+        )
+        .expect("batch");
+        let mut rejected = Vec::new();
+        let mut out = Vec::new();
+        let mut ctx = Ctx {
+            rejected: &mut rejected,
+            prior_max_time: max_before,
+            max_time: max_before.max(ts),
+        };
+        op.process(batch, &mut ctx, &mut out).expect("process");
+        op.end_of_batch(&mut ctx, &mut out).expect("end of batch");
+        let col = |b: &RecordBatch, i: usize| {
+            b.column(i)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .expect("int column")
+                .clone()
+        };
+        let mut rows = Vec::new();
+        for (_, b) in &out {
+            let ids = b
+                .column(5)
+                .as_any()
+                .downcast_ref::<UInt64Array>()
+                .expect("ids");
+            for r in 0..b.num_rows() {
+                rows.push((
+                    col(b, 1).value(r),
+                    col(b, 3).value(r),
+                    col(b, 4).value(r),
+                    ids.value(r),
+                ));
+            }
+        }
+        (rows, rejected.len())
+    }
+
+    #[test]
+    fn a_restored_window_fires_again_with_the_next_revision() {
+        let mut op = operator();
+        assert_eq!(feed(&mut op, 1000, 0, i64::MIN).0, []);
+        let (fired, _) = feed(&mut op, 12_000, 1, 1000);
+        assert_eq!(fired.len(), 1);
+        let (start, n, rev, id) = fired[0];
+        assert_eq!((start, n, rev), (0, 1, 0));
+        assert_eq!(op.state_entries(), 2, "[0, 10000) retained, [10000, 20000) pending");
+
+        // Checkpoint, restore into a fresh operator, go on.
+        let mut parts = GroupParts::new();
+        op.snapshot(128, &mut parts);
+        let mut restored = operator();
+        for part in parts.values() {
+            restored.restore(part).expect("restore");
+        }
+        assert_eq!(restored.state_entries(), 2);
+        for o in [&mut op, &mut restored] {
+            // Within the allowed lateness: fires again, same id, revision 1.
+            assert_eq!(feed(o, 2000, 2, 12_000), (vec![(0, 2, 1, id)], 0));
+            // The watermark reaches 15000: [0, 10000) is dropped, so a
+            // later event for it is a dead letter, not a new window.
+            assert_eq!(feed(o, 15_000, 3, 12_000), (vec![], 0));
+            assert_eq!(feed(o, 3000, 4, 15_000), (vec![], 1));
+            assert_eq!(o.state_entries(), 1);
+        }
+    }
+}
