@@ -404,7 +404,11 @@ fn run_all(window: &str, list: &[(&str, i64, i64)]) -> Vec<Outcome> {
     let mut all = Vec::new();
     for batch_rows in [1, 4, 4096] {
         for shards in [1, 2] {
-            all.push(run_pipeline(&pipeline(batch_rows, 2000, window), &evs, shards));
+            all.push(run_pipeline(
+                &pipeline(batch_rows, 2000, window),
+                &evs,
+                shards,
+            ));
         }
     }
     for o in &all[1..] {
@@ -414,9 +418,10 @@ fn run_all(window: &str, list: &[(&str, i64, i64)]) -> Vec<Outcome> {
     all
 }
 
-fn windows_of(list: &[((&str, i64), (i64, i64))]) -> BTreeMap<(String, i64), (i64, i64)> {
+/// Windows as (key, start, count, sum).
+fn windows_of(list: &[(&str, i64, i64, i64)]) -> BTreeMap<(String, i64), (i64, i64)> {
     list.iter()
-        .map(|((k, s), v)| ((k.to_string(), *s), *v))
+        .map(|(k, s, n, sum)| ((k.to_string(), *s), (*n, *sum)))
         .collect()
 }
 
@@ -438,13 +443,15 @@ fn an_event_behind_the_watermark_counts_while_its_window_is_open() {
     );
     assert_eq!(
         upserted(&all[0].rows, 10_000),
-        windows_of(&[(("a", 0), (1, 1)), (("a", 10000), (2, 6))])
+        windows_of(&[("a", 0, 1, 1), ("a", 10000, 2, 6)])
     );
     assert_eq!(all[0].dead, [(3, "a".to_string(), 9999)]);
     assert_eq!(
         all[0].reasons,
-        ["late event: event time 9999: its windows had fired (the last ends at 10000, \
-          the watermark is 11000)"]
+        [
+            "late event: event time 9999: its windows had fired (the last ends at 10000, \
+          the watermark is 11000)"
+        ]
     );
 }
 
@@ -465,7 +472,7 @@ fn an_event_at_the_watermark_or_a_window_end_is_on_time() {
     );
     assert_eq!(
         upserted(&all[0].rows, 10_000),
-        windows_of(&[(("a", 0), (1, 1)), (("a", 10000), (2, 6))])
+        windows_of(&[("a", 0, 1, 1), ("a", 10000, 2, 6)])
     );
     assert_eq!(all[0].dead, [(3, "b".to_string(), 9000)]);
 }
@@ -488,13 +495,15 @@ fn allowed_lateness_ends_when_the_watermark_reaches_end_plus_lateness() {
     );
     assert_eq!(
         upserted(&all[0].rows, 10_000),
-        windows_of(&[(("a", 0), (2, 5)), (("a", 10000), (2, 10))])
+        windows_of(&[("a", 0, 2, 5), ("a", 10000, 2, 10)])
     );
     assert_eq!(all[0].dead, [(4, "a".to_string(), 3000)]);
     assert_eq!(
         all[0].reasons,
-        ["late event: event time 3000: its windows had fired (the last ends at 10000, \
-          the watermark is 15000) and their allowed lateness of 5000 ms had passed"]
+        [
+            "late event: event time 3000: its windows had fired (the last ends at 10000, \
+          the watermark is 15000) and their allowed lateness of 5000 ms had passed"
+        ]
     );
     // One record per batch, one shard: [0, 10000) fires at a@16999 with
     // {1}, again with {1, 2000's 4}; same id, revisions 0 and 1.
@@ -526,10 +535,10 @@ fn a_hopping_event_goes_into_its_open_windows_only() {
     assert_eq!(
         upserted(&all[0].rows, 10_000),
         windows_of(&[
-            (("a", -5000), (1, 1)),
-            (("a", 0), (1, 1)),
-            (("a", 5000), (2, 6)),
-            (("a", 10000), (1, 2)),
+            ("a", -5000, 1, 1),
+            ("a", 0, 1, 1),
+            ("a", 5000, 2, 6),
+            ("a", 10000, 1, 2),
         ])
     );
 }
@@ -551,10 +560,18 @@ fn late_update_past_the_allowed_lateness_is_a_dead_letter() {
     // late, whatever the batch size, and [0, 10000) is never re-opened.
     let window = "kind = \"tumbling\"\nsize = \"10s\"\nlate = \"update\"";
     for batch_rows in [1, 4096] {
-        let o = run_pipeline(&pipeline(batch_rows, 2000, window), &events(&REPRODUCTION), 1);
+        let o = run_pipeline(
+            &pipeline(batch_rows, 2000, window),
+            &events(&REPRODUCTION),
+            1,
+        );
         let got: Vec<(i64, i64)> = o.rows.iter().map(|r| (r.start, r.n)).collect();
         assert_eq!(got, [(0, 2), (50000, 1)], "batch_rows={batch_rows}");
-        assert_eq!(o.dead, [(3, "a".to_string(), 2000)], "batch_rows={batch_rows}");
+        assert_eq!(
+            o.dead,
+            [(3, "a".to_string(), 2000)],
+            "batch_rows={batch_rows}"
+        );
     }
 }
 
@@ -578,10 +595,14 @@ fn late_update_within_the_allowed_lateness_fires_the_window_again() {
     let final_per_record = final_rows(&per_record.rows, 10_000);
     let final_one_batch = final_rows(&one_batch.rows, 10_000);
     let ids = |m: &BTreeMap<(String, i64), Row>| m.values().map(|r| r.id).collect::<Vec<_>>();
-    assert_eq!(ids(&final_per_record), ids(&final_one_batch), "ids do not depend on batching");
+    assert_eq!(
+        ids(&final_per_record),
+        ids(&final_one_batch),
+        "ids do not depend on batching"
+    );
     assert_eq!(
         upserted(&per_record.rows, 10_000),
-        windows_of(&[(("a", 0), (3, 3)), (("a", 50000), (1, 1))])
+        windows_of(&[("a", 0, 3, 3), ("a", 50000, 1, 1)])
     );
     assert_eq!(
         upserted(&one_batch.rows, 10_000),
@@ -639,8 +660,10 @@ fn sliding_allowed_lateness_bounds_late_events() {
             assert_eq!(o.dead, [(4, "a".to_string(), 14999)]);
             assert_eq!(
                 o.reasons,
-                ["late event: event time 14999 is behind the watermark 18000 by more than \
-                  the allowed lateness of 3000 ms"]
+                [
+                    "late event: event time 14999 is behind the watermark 18000 by more than \
+                  the allowed lateness of 3000 ms"
+                ]
             );
         }
     }
@@ -657,7 +680,12 @@ fn sliding_late_update_takes_events_one_window_late_at_most() {
     for batch_rows in [1, 4096] {
         let o = run_pipeline(
             &pipeline(batch_rows, 2000, window),
-            &events(&[("a", 1000, 1), ("a", 30000, 2), ("a", 18000, 4), ("a", 17000, 8)]),
+            &events(&[
+                ("a", 1000, 1),
+                ("a", 30000, 2),
+                ("a", 18000, 4),
+                ("a", 17000, 8),
+            ]),
             1,
         );
         assert_eq!(sliding_rows(&o), [(0, 1, 1), (1, 1, 2), (2, 1, 4)]);

@@ -491,7 +491,11 @@ mod tests {
         assert_eq!(fired.len(), 1);
         let (start, n, rev, id) = fired[0];
         assert_eq!((start, n, rev), (0, 1, 0));
-        assert_eq!(op.state_entries(), 2, "[0, 10000) retained, [10000, 20000) pending");
+        assert_eq!(
+            op.state_entries(),
+            2,
+            "[0, 10000) retained, [10000, 20000) pending"
+        );
 
         // Checkpoint, restore into a fresh operator, go on.
         let mut parts = GroupParts::new();
