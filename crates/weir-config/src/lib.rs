@@ -379,6 +379,13 @@ pub struct Window {
     pub aggregates: Vec<Aggregate>,
     /// What to do with events behind the watermark.
     pub late: LatePolicy,
+    /// How long past its end, in watermark time, a window still takes
+    /// late events (ms): `allowed_lateness`, else one window size with
+    /// `late = "update"`, else 0. Later events go to the dead letters.
+    pub allowed_lateness_ms: i64,
+    /// Tumbling and hopping windows: the declared column numbering the
+    /// firings of one key's window (0, then 1 for its first re-firing, …).
+    pub revision_column: Option<String>,
 }
 
 /// Window shapes.
@@ -395,12 +402,15 @@ pub enum WindowKind {
     },
 }
 
-/// What happens to an event whose time is behind the watermark.
+/// What happens to a late event: one whose windows have all fired.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LatePolicy {
-    /// Send it to the dead-letter destination.
+    /// Send it to the dead-letter destination, unless an allowed lateness
+    /// is set.
     DeadLetter,
-    /// Apply it anyway: windows it belongs to are updated (and re-emitted).
+    /// Update its windows (they fire again) for an allowed lateness of one
+    /// window size unless set otherwise; later events go to the dead
+    /// letters.
     Update,
 }
 

@@ -150,6 +150,10 @@ pub(crate) struct WindowSpec {
     pub aggregates: toml::Table,
     #[serde(default)]
     pub late: Option<String>,
+    #[serde(default)]
+    pub allowed_lateness: Option<String>,
+    #[serde(default)]
+    pub revision_column: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -63,11 +63,37 @@ pub(super) fn check_window(
     };
     let kind = window_kind(c, path, span, s, size_ms)?;
     let late = late_policy(c, path, span, s)?;
+    let allowed_lateness_ms = match (&s.allowed_lateness, late) {
+        (Some(text), _) => match crate::parse_duration_ms(text) {
+            Ok(ms) => ms,
+            Err(e) => {
+                c.at(
+                    format!("{path}.allowed_lateness"),
+                    span,
+                    "allowed_lateness",
+                    e,
+                );
+                ok = false;
+                0
+            }
+        },
+        (None, LatePolicy::Update) => size_ms,
+        (None, LatePolicy::DeadLetter) => 0,
+    };
     let aggregates = aggregates(c, path, span, s, up, &mut ok);
+    let revision_column = revision_column(c, path, span, s, kind, &key, &aggregates, &mut ok);
     if !ok {
         return None;
     }
-    let out = output(up, &key, &time_column, bound, kind, &aggregates);
+    let out = output(
+        up,
+        &key,
+        &time_column,
+        bound,
+        kind,
+        &aggregates,
+        revision_column.as_deref(),
+    );
     Some((
         StepKind::Window(Window {
             kind,
@@ -77,6 +103,8 @@ pub(super) fn check_window(
             max_out_of_orderness_ms: bound,
             aggregates,
             late,
+            allowed_lateness_ms,
+            revision_column,
         }),
         out.schema.clone(),
         out,
@@ -143,6 +171,42 @@ fn late_policy(
     }
 }
 
+/// The column numbering a fixed window's firings, when declared: a new
+/// visible column that is not the sinks' `_id`.
+#[allow(clippy::too_many_arguments)]
+fn revision_column(
+    c: &mut Checker<'_>,
+    path: &str,
+    span: &Range<usize>,
+    s: &WindowSpec,
+    kind: WindowKind,
+    key: &str,
+    aggregates: &[Aggregate],
+    ok: &mut bool,
+) -> Option<String> {
+    let name = s.revision_column.as_deref()?;
+    let problem = if kind == WindowKind::Sliding {
+        "`revision_column` applies to tumbling and hopping windows only".to_string()
+    } else if name.is_empty()
+        || crate::is_hidden(name)
+        || name == "_id"
+        || [key, "window_start", "window_end"].contains(&name)
+        || aggregates.iter().any(|a| a.name == name)
+    {
+        format!("column {name:?} already exists or is reserved")
+    } else {
+        return Some(name.to_string());
+    };
+    c.at(
+        format!("{path}.revision_column"),
+        span,
+        "revision_column",
+        problem,
+    );
+    *ok = false;
+    None
+}
+
 /// The aggregates, each a new column; `ok` turns false when one is wrong
 /// or none is declared.
 fn aggregates(
@@ -204,8 +268,9 @@ fn aggregates(
 }
 
 /// What a window emits. A sliding window emits each event with its
-/// aggregates appended; the others emit one row per key and window (key,
-/// bounds, aggregates), whose event time is the window's end.
+/// aggregates appended; the others emit one row per key and window firing
+/// (key, bounds, aggregates, the revision when declared), whose event time
+/// is the window's end.
 fn output(
     up: &PortInfo,
     key: &str,
@@ -213,6 +278,7 @@ fn output(
     bound: i64,
     kind: WindowKind,
     aggregates: &[Aggregate],
+    revision_column: Option<&str>,
 ) -> PortInfo {
     let schema = &up.schema;
     let agg_fields: Vec<Field> = aggregates
@@ -237,6 +303,9 @@ fn output(
         Field::new("window_end", DataType::Int64, false),
     ];
     fields.extend(agg_fields);
+    if let Some(name) = revision_column {
+        fields.push(Field::new(name, DataType::Int64, false));
+    }
     fields.push(Field::new(POSITION_COLUMN, DataType::UInt64, false));
     fields.push(Field::new(PRIOR_MAX_TIME_COLUMN, DataType::Int64, false));
     PortInfo {
@@ -412,6 +481,34 @@ mod tests {
                 "unknown late-event policy \"drop\" (expected \"dead_letter\" or \"update\")",
             ),
             case(
+                "allowed lateness that is no duration",
+                window("kind = \"tumbling\"\nsize = \"1m\"\nallowed_lateness = \"-5s\"\naggregates = { n = \"count(*)\" }"),
+                "steps[2].allowed_lateness",
+                Some("allowed_lateness ="),
+                "duration \"-5s\" must start with a whole number, e.g. \"60s\"",
+            ),
+            case(
+                "revision column on a sliding window",
+                window("kind = \"sliding\"\nsize = \"1m\"\nrevision_column = \"rev\"\naggregates = { n = \"count(*)\" }"),
+                "steps[2].revision_column",
+                Some("revision_column ="),
+                "`revision_column` applies to tumbling and hopping windows only",
+            ),
+            case(
+                "revision column named like an aggregate",
+                window("kind = \"tumbling\"\nsize = \"1m\"\nrevision_column = \"n\"\naggregates = { n = \"count(*)\" }"),
+                "steps[2].revision_column",
+                Some("revision_column ="),
+                "column \"n\" already exists or is reserved",
+            ),
+            case(
+                "revision column named like the output id",
+                window("kind = \"hopping\"\nsize = \"1m\"\nslide = \"10s\"\nrevision_column = \"_id\"\naggregates = { n = \"count(*)\" }"),
+                "steps[2].revision_column",
+                Some("revision_column ="),
+                "column \"_id\" already exists or is reserved",
+            ),
+            case(
                 "no aggregates",
                 aggregates("{}"),
                 "steps[2].aggregates",
@@ -538,5 +635,47 @@ mod tests {
         };
         assert_eq!(spec.kind, crate::WindowKind::Hopping { slide_ms: 10_000 });
         assert_eq!(spec.late, crate::LatePolicy::Update);
+        assert_eq!(spec.allowed_lateness_ms, 60_000, "update keeps one window");
+        assert_eq!(spec.revision_column, None);
+    }
+
+    #[test]
+    fn allowed_lateness_and_revision_column() {
+        let spec_of = |lines: &str| {
+            let p = parse(&window(lines)).expect("valid");
+            let w = p.step("w").expect("window step").clone();
+            let crate::StepKind::Window(spec) = w.kind else {
+                panic!("not a window: {:?}", w.kind)
+            };
+            (spec, w.output_schema)
+        };
+        let (spec, _) =
+            spec_of("kind = \"tumbling\"\nsize = \"1m\"\naggregates = { n = \"count(*)\" }");
+        assert_eq!(spec.allowed_lateness_ms, 0, "none by default");
+        let (spec, schema) = spec_of(
+            "kind = \"tumbling\"\nsize = \"1m\"\nallowed_lateness = \"5s\"\nrevision_column = \"_revision\"\naggregates = { n = \"count(*)\" }",
+        );
+        assert_eq!(spec.allowed_lateness_ms, 5000);
+        assert_eq!(spec.revision_column.as_deref(), Some("_revision"));
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "card",
+                "window_start",
+                "window_end",
+                "n",
+                "_revision",
+                crate::POSITION_COLUMN,
+                crate::PRIOR_MAX_TIME_COLUMN
+            ]
+        );
+        let (spec, _) = spec_of(
+            "kind = \"sliding\"\nsize = \"1m\"\nlate = \"update\"\nallowed_lateness = \"0s\"\naggregates = { n = \"count(*)\" }",
+        );
+        assert_eq!(
+            spec.allowed_lateness_ms, 0,
+            "a set lateness wins over update's"
+        );
     }
 }
