@@ -201,6 +201,9 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             max_lag,
             stop_timeout,
         } => {
+            // First, so a signal during start-up stops the run as well.
+            let stop = weir_engine::Stop::new();
+            let signals = signals::watch(stop.clone(), stop_timeout, "weir run")?;
             let p = weir_config::load(&pipeline)?;
             let telemetry = weir_engine::telemetry::Telemetry::new(&p, max_lag);
             let _endpoint = match &metrics_address {
@@ -214,8 +217,6 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 }
                 None => None,
             };
-            let stop = weir_engine::Stop::new();
-            let signals = signals::watch(stop.clone(), stop_timeout, "weir run")?;
             let progress = progress::start(&telemetry, &p);
             let summary = weir_engine::run(
                 &p,

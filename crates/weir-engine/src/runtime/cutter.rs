@@ -181,7 +181,10 @@ impl Cutter {
     fn cut_with(&mut self, data: Arc<Vec<u8>>, at_end: bool, created: Option<Instant>) -> usize {
         let mut offset = 0;
         while offset < data.len() {
-            if self.stop_requested() {
+            // A byte source's position is the record count, so it may
+            // stop between any two batches; a connector's records are all
+            // cut, as its position is already past them.
+            if self.count_position && self.stop_requested() {
                 return offset;
             }
             // Records a restored checkpoint already covers.
