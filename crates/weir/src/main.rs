@@ -6,6 +6,7 @@ mod chaos;
 mod dlq;
 mod http_get;
 mod ingest;
+mod ingest_client;
 mod observe;
 mod progress;
 mod tap;
