@@ -7,7 +7,7 @@
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use weir_checkpoint::{
@@ -226,24 +226,36 @@ fn checkpoint_writer_child() {
     }
 }
 
+/// A child process, killed and reaped when dropped (also when a test fails).
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn a_writer_killed_at_any_moment_leaves_a_store_that_restores() {
     let dir = tempfile::tempdir().unwrap();
     let mut last_committed = 0;
     for round in 0..6u64 {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "checkpoint_writer_child",
-                "--ignored",
-                "--nocapture",
-            ])
-            .env(CHILD_DIR, dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut child = Killed(
+            Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "checkpoint_writer_child",
+                    "--exact",
+                    "--ignored",
+                    "--nocapture",
+                ])
+                .env(CHILD_DIR, dir.path())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
         // Wait for a few commits, then kill it at some moment of a write.
         let mut seen = 0;
         while seen < 3 {
@@ -254,8 +266,8 @@ fn a_writer_killed_at_any_moment_leaves_a_store_that_restores() {
             }
         }
         std::thread::sleep(Duration::from_micros(700 * round));
-        child.kill().unwrap();
-        child.wait().unwrap();
+        child.0.kill().unwrap(); // SIGKILL
+        child.0.wait().unwrap();
         for line in lines {
             if let Some(id) = line.unwrap().strip_prefix("committed ") {
                 last_committed = id.parse().unwrap();
