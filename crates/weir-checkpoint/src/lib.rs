@@ -69,10 +69,10 @@
 //! ones that fail verification, or whose file is missing, are reported in
 //! [`Restored::skipped`] and logged with `tracing::warn!`; nothing is
 //! deleted. Ids still continue after the newest listed one, so a run that
-//! restored an older checkpoint writes its next one as usual. If the newest valid
-//! checkpoint was written by a different pipeline fingerprint the store
-//! refuses with [`CheckpointError::Incompatible`] rather than silently
-//! falling back further.
+//! restored an older checkpoint writes its next one as usual. If the newest
+//! valid checkpoint was written by a different pipeline fingerprint the
+//! store refuses with [`CheckpointError::Incompatible`] rather than
+//! silently falling back further.
 #![deny(missing_docs)]
 
 pub mod format;
