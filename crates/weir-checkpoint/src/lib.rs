@@ -38,24 +38,45 @@
 //! 4. delete checkpoint files no longer listed (pruning).
 //!
 //! A crash before step 3's rename leaves the old manifest, so the old set of
-//! checkpoints is what is restored; after it, the new set. Temporary files
-//! and checkpoint files not listed in the manifest (an uncommitted new one,
-//! or old ones whose pruning was interrupted) are deleted by
-//! [`CheckpointStore::open`]. A failed write (a full disk, say) deletes its
-//! temporary file and leaves the committed checkpoints untouched.
+//! checkpoints is what is restored; after it, the new set. A failed write (a
+//! full disk, say) deletes its temporary file and leaves the committed
+//! checkpoints untouched.
+//!
+//! A checkpoint file is deleted only once it is provably superseded: it is
+//! not listed in the manifest and a newer id is (pruning, also finishing an
+//! interrupted prune in [`CheckpointStore::open`]). A file newer than every
+//! listed id — a write that crashed before its commit — stays until a newer
+//! checkpoint commits; it is never restored, but ids continue after it
+//! ([`CheckpointStore::next_id`]), so it is never overwritten either.
+//! `open` deletes temporary files.
+//!
+//! # A lost manifest
+//!
+//! If `MANIFEST` is missing but checkpoint files are present (someone
+//! deleted it), [`CheckpointStore::open`] does not start over: it verifies
+//! every checkpoint file (its checksums and the id in its header), writes a
+//! new manifest listing the ones that verify (atomically, as a write does),
+//! logs a warning and reports what it did in
+//! [`CheckpointStore::manifest_recovery`]. Files that do not verify are kept
+//! and reported there, and also in [`Restored::skipped`] when they are
+//! newer than the restored checkpoint. The pipeline fingerprint is checked
+//! when restoring, as always.
 //!
 //! # Restoring
 //!
 //! [`CheckpointStore::latest_valid`] returns the newest listed checkpoint
 //! that verifies (per-part CRCs and the whole-checkpoint checksum). Newer
-//! ones that fail verification are reported in [`Restored::skipped`] and
-//! logged with `tracing::warn!`; nothing is deleted. If the newest valid
-//! checkpoint was written by a different pipeline fingerprint the store
-//! refuses with [`CheckpointError::Incompatible`] rather than silently
-//! falling back further.
+//! ones that fail verification, or whose file is missing, are reported in
+//! [`Restored::skipped`] and logged with `tracing::warn!`; nothing is
+//! deleted. Ids still continue after the newest listed one, so a run that
+//! restored an older checkpoint writes its next one as usual. If the newest
+//! valid checkpoint was written by a different pipeline fingerprint the
+//! store refuses with [`CheckpointError::Incompatible`] rather than
+//! silently falling back further.
 #![deny(missing_docs)]
 
 pub mod format;
+mod recover;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -65,6 +86,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use format::Manifest;
+pub use recover::ManifestRecovery;
 
 /// Name of the manifest file in the store directory.
 pub const MANIFEST: &str = "MANIFEST";
@@ -254,6 +276,8 @@ pub struct CheckpointStore {
     dir: PathBuf,
     keep: usize,
     write_lock: Mutex<()>,
+    /// What `open` did when the manifest was missing.
+    recovery: Option<ManifestRecovery>,
 }
 
 /// The file name of checkpoint `id`.
@@ -285,9 +309,11 @@ impl CheckpointStore {
     /// Opens (creating if needed) the store in `dir`, keeping the last
     /// `keep` checkpoints.
     ///
-    /// Checks that the directory is writable, and deletes leftovers of an
-    /// interrupted write: temporary files and checkpoint files not listed in
-    /// the manifest.
+    /// Checks that the directory is writable, deletes temporary files and
+    /// finishes an interrupted prune (unlisted checkpoint files older than
+    /// the newest listed one). Without a manifest but with checkpoint files,
+    /// writes a new manifest from the files that verify (see
+    /// [`manifest_recovery`](Self::manifest_recovery)).
     pub fn open(dir: &Path, keep: usize) -> Result<Self, CheckpointError> {
         if keep == 0 {
             return Err(CheckpointError::InvalidKeep {
@@ -298,14 +324,55 @@ impl CheckpointStore {
         let probe = dir.join(format!("{TMP_PREFIX}probe-{}", std::process::id()));
         File::create(&probe).map_err(io_err("write in directory", dir))?;
         fs::remove_file(&probe).map_err(io_err("remove", &probe))?;
-        let store = CheckpointStore {
+        let mut store = CheckpointStore {
             dir: dir.to_path_buf(),
             keep,
             write_lock: Mutex::new(()),
+            recovery: None,
         };
-        let manifest = store.read_manifest()?;
+        let manifest = match store.try_read_manifest()? {
+            Some(manifest) => manifest,
+            None => {
+                let (manifest, recovery) = store.recover_manifest()?;
+                store.recovery = recovery;
+                manifest
+            }
+        };
         store.remove_unlisted(&manifest.ids, true)?;
         Ok(store)
+    }
+
+    /// What [`open`](Self::open) did because the manifest was missing
+    /// while checkpoint files were present; `None` when it was not.
+    pub fn manifest_recovery(&self) -> Option<&ManifestRecovery> {
+        self.recovery.as_ref()
+    }
+
+    /// The id the next checkpoint should take: one more than the largest
+    /// id the manifest lists or any checkpoint file present has. A listed
+    /// checkpoint whose file is missing or damaged, and a file left by a
+    /// write that crashed before its commit, therefore never have their id
+    /// reused.
+    pub fn next_id(&self) -> Result<u64, CheckpointError> {
+        let listed = self.read_manifest()?.ids.last().copied().unwrap_or(0);
+        let present = self.checkpoint_files()?.into_iter().max().unwrap_or(0);
+        Ok(listed.max(present).saturating_add(1))
+    }
+
+    /// The ids of the checkpoint files in the directory, unsorted.
+    fn checkpoint_files(&self) -> Result<Vec<u64>, CheckpointError> {
+        let mut ids = Vec::new();
+        for entry in fs::read_dir(&self.dir).map_err(io_err("list", &self.dir))? {
+            let entry = entry.map_err(io_err("list", &self.dir))?;
+            if let Some(id) = entry
+                .file_name()
+                .to_str()
+                .and_then(parse_checkpoint_file_name)
+            {
+                ids.push(id);
+            }
+        }
+        Ok(ids)
     }
 
     /// The store directory.
@@ -322,12 +389,14 @@ impl CheckpointStore {
         self.dir.join(MANIFEST)
     }
 
-    fn read_manifest(&self) -> Result<Manifest, CheckpointError> {
+    /// The manifest, or `None` when there is no manifest file.
+    fn try_read_manifest(&self) -> Result<Option<Manifest>, CheckpointError> {
         let path = self.manifest_path();
         match fs::read(&path) {
             Ok(bytes) => Manifest::decode(&bytes)
+                .map(Some)
                 .map_err(|reason| CheckpointError::CorruptManifest { path, reason }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Manifest::new(Vec::new())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(CheckpointError::Io {
                 op: "read",
                 path,
@@ -336,8 +405,42 @@ impl CheckpointStore {
         }
     }
 
-    /// Deletes checkpoint files not in `ids` and, if `temps`, temp files.
+    /// The manifest; an empty one when there is no manifest file.
+    fn read_manifest(&self) -> Result<Manifest, CheckpointError> {
+        Ok(self
+            .try_read_manifest()?
+            .unwrap_or_else(|| Manifest::new(Vec::new())))
+    }
+
+    /// Writes `MANIFEST.tmp` listing `ids`, fsyncs it, renames it over
+    /// `MANIFEST` and fsyncs the directory: the commit point of a write.
+    fn commit_manifest(
+        &self,
+        ids: Vec<u64>,
+        fault: Option<Fault>,
+    ) -> Result<Manifest, CheckpointError> {
+        let manifest = Manifest::new(ids);
+        let mtmp = self.dir.join(MANIFEST_TMP);
+        let mut mfile = File::create(&mtmp).map_err(io_err("create", &mtmp))?;
+        mfile
+            .write_all(&manifest.encode())
+            .and_then(|_| mfile.sync_all())
+            .map_err(io_err("write", &mtmp))?;
+        drop(mfile);
+        if fault == Some(Fault::CrashMidManifest) {
+            return Err(CheckpointError::SimulatedCrash(Fault::CrashMidManifest));
+        }
+        let mpath = self.manifest_path();
+        fs::rename(&mtmp, &mpath).map_err(io_err("rename into place", &mpath))?;
+        sync_dir(&self.dir)?;
+        Ok(manifest)
+    }
+
+    /// Deletes the checkpoint files that `ids` (a committed manifest)
+    /// supersedes — those not in `ids` and older than its newest id — and,
+    /// if `temps`, temp files.
     fn remove_unlisted(&self, ids: &[u64], temps: bool) -> Result<(), CheckpointError> {
+        let newest = ids.last().copied().unwrap_or(0);
         let mut removed = false;
         let entries = fs::read_dir(&self.dir).map_err(io_err("list", &self.dir))?;
         for entry in entries {
@@ -346,7 +449,7 @@ impl CheckpointStore {
             let Some(name) = name.to_str() else { continue };
             let path = entry.path();
             let stale = if let Some(id) = parse_checkpoint_file_name(name) {
-                !ids.contains(&id)
+                id < newest && !ids.contains(&id)
             } else {
                 temps && (name.starts_with(TMP_PREFIX) || name == MANIFEST_TMP)
             };
@@ -455,20 +558,7 @@ impl CheckpointStore {
         ids.push(cp.id);
         let drop_n = ids.len().saturating_sub(self.keep);
         ids.drain(..drop_n);
-        let new_manifest = Manifest::new(ids);
-        let mtmp = self.dir.join(MANIFEST_TMP);
-        let mut mfile = File::create(&mtmp).map_err(io_err("create", &mtmp))?;
-        mfile
-            .write_all(&new_manifest.encode())
-            .and_then(|_| mfile.sync_all())
-            .map_err(io_err("write", &mtmp))?;
-        drop(mfile);
-        if fault == Some(Fault::CrashMidManifest) {
-            return Err(CheckpointError::SimulatedCrash(Fault::CrashMidManifest));
-        }
-        let mpath = self.manifest_path();
-        fs::rename(&mtmp, &mpath).map_err(io_err("rename into place", &mpath))?;
-        sync_dir(&self.dir)?;
+        let new_manifest = self.commit_manifest(ids, fault)?;
         if fault == Some(Fault::CrashBeforePrune) {
             return Err(CheckpointError::SimulatedCrash(Fault::CrashBeforePrune));
         }
@@ -527,7 +617,7 @@ impl CheckpointStore {
                     return Ok(Some(Restored {
                         checkpoint,
                         path,
-                        skipped,
+                        skipped: self.with_unverified(skipped, id),
                     }));
                 }
                 Err(reason) => {
@@ -541,6 +631,7 @@ impl CheckpointStore {
                 }
             }
         }
+        let skipped = self.with_unverified(skipped, 0);
         if !skipped.is_empty() {
             tracing::warn!(
                 count = skipped.len(),

@@ -131,10 +131,10 @@ impl Recovery {
         };
         let store = CheckpointStore::open(&c.dir, c.keep)?;
         let restore = restore(&store, &p.fingerprint())?;
-        // Barrier ids continue after every id the store lists, including
-        // damaged ones that were skipped.
-        let listed = store.list()?.iter().map(|c| c.id).max().unwrap_or(0);
-        let next_id = listed.max(restore.id) + 1;
+        // Barrier ids continue after every id the store lists or has a file
+        // for, including skipped ones (damaged, or listed with the file
+        // missing).
+        let next_id = store.next_id()?.max(restore.id + 1);
         if restore.id > 0 {
             tracing::info!(checkpoint = restore.id, "restored checkpoint");
         }

@@ -276,8 +276,11 @@ impl std::fmt::Debug for IngestState {
 }
 
 impl IngestState {
-    /// Opens every configured stream in `log` (blocking file I/O: recovery
-    /// of the streams' partitions) and keeps the limits of `config`.
+    /// Opens every configured stream in `log` for writing (blocking file
+    /// I/O: recovery of the streams' partitions) and keeps the limits of
+    /// `config`. The server is then the streams' one writer: a stream that
+    /// another process has open for writing is
+    /// [`LogError::Locked`](weir_log::LogError::Locked), naming it.
     pub fn new(config: &IngestConfig, log: &Log, lag: LagFn) -> Result<IngestState, IngestError> {
         let mut streams = HashMap::new();
         for (name, stream_config) in &config.streams {

@@ -35,7 +35,13 @@
 //!   ([`LogError::Failed`]): what it wrote can no longer be trusted to be
 //!   durable, and it must be reopened.
 //!
-//! A directory must be opened by one [`Log`] in one process at a time.
+//! * **One writer per stream**: [`Log::stream`] takes an OS lock on the
+//!   stream (see [`writer`](mod@writer)) that the returned [`Stream`] holds
+//!   until it is dropped or the process ends; another process opening the
+//!   stream for writing meanwhile gets [`LogError::Locked`] naming the
+//!   holder. Within one process, every [`Log`] opening a stream gets the
+//!   same [`Stream`]. Readers in other processes use [`TailReader`], which
+//!   takes no lock.
 #![deny(missing_docs)]
 
 pub mod consumers;
@@ -43,6 +49,7 @@ pub mod format;
 mod partition;
 mod segment;
 mod tail;
+pub mod writer;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -53,6 +60,7 @@ use std::time::{Duration, SystemTime};
 pub use format::MAX_BATCH_BYTES;
 pub use partition::Partition;
 pub use tail::{commit_consumer_position, TailReader};
+pub use writer::Holder;
 
 /// When appended data is forced to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,6 +182,23 @@ pub enum LogError {
         /// What was wrong with it.
         reason: &'static str,
     },
+    /// Another process has the stream open for writing
+    /// ([`Log::stream`]); it stays refused until that process drops the
+    /// stream or ends.
+    #[error(
+        "stream {stream:?} in {} is being written by {}; stop it or write through it",
+        dir.display(),
+        writer::describe(holder)
+    )]
+    Locked {
+        /// The stream.
+        stream: String,
+        /// The log directory.
+        dir: PathBuf,
+        /// The process holding the stream, as it recorded itself (`None`
+        /// if it has not yet).
+        holder: Option<Holder>,
+    },
     /// The partition stopped accepting appends after an error that may have
     /// lost acknowledged-looking data (a failed fsync, or a failed write that
     /// could not be cut back). Reopen the log to recover.
@@ -224,11 +249,16 @@ impl Log {
         &self.dir
     }
 
-    /// Opens (creating if needed) the stream `name` with `config`.
+    /// Opens (creating if needed) the stream `name` with `config`, for
+    /// writing: the stream's writer lock is taken before anything on disk is
+    /// read or repaired, and held until the last handle to the returned
+    /// stream is dropped. If another process holds it, this fails with
+    /// [`LogError::Locked`] naming that process.
     ///
     /// Names are 1 to 200 characters from `A-Z a-z 0-9 . _ -`, not starting
-    /// with `.`. Opening a stream that this `Log` already has open returns
-    /// the same stream if the configuration is equal and an error if not.
+    /// with `.`. Opening a stream that this process already has open (through
+    /// this or another `Log` on the same directory) returns the same stream
+    /// if the configuration is equal and an error if not.
     pub fn stream(&self, name: &str, config: StreamConfig) -> Result<Arc<Stream>> {
         let invalid = |reason: &str| LogError::InvalidConfig {
             stream: name.to_string(),
@@ -261,7 +291,10 @@ impl Log {
             }
             return Ok(s.clone());
         }
-        let stream = Arc::new(Stream::open(self.dir.join(name), name, config)?);
+        let dir = self.dir.join(name);
+        let stream = writer::open_shared(&dir, name, &config, || {
+            Stream::open(dir.clone(), name, config.clone())
+        })?;
         streams.insert(name.to_string(), stream.clone());
         Ok(stream)
     }
@@ -275,6 +308,10 @@ pub struct Stream {
     config: StreamConfig,
     partitions: Arc<[Partition]>,
     flusher: Option<Flusher>,
+    // Dropped last, in this order: the lock once the partitions are closed,
+    // then the entry in the process's table of open streams.
+    _lock: writer::WriterLock,
+    registration: Option<writer::Registration>,
 }
 
 #[derive(Debug)]
@@ -286,6 +323,7 @@ struct Flusher {
 impl Stream {
     fn open(dir: PathBuf, name: &str, config: StreamConfig) -> Result<Stream> {
         std::fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
+        let lock = writer::WriterLock::acquire(&dir, name)?;
         for entry in std::fs::read_dir(&dir).map_err(io_err("list directory", &dir))? {
             let entry = entry.map_err(io_err("list directory", &dir))?;
             let p = entry
@@ -320,6 +358,8 @@ impl Stream {
             config,
             partitions,
             flusher,
+            _lock: lock,
+            registration: None,
         })
     }
 

@@ -6,6 +6,7 @@ mod chaos;
 mod dlq;
 mod http_client;
 mod ingest;
+mod ingest_client;
 mod observe;
 mod progress;
 mod signals;

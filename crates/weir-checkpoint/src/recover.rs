@@ -1,0 +1,91 @@
+//! Rebuilding a lost manifest from the checkpoint files.
+//!
+//! The manifest is the store's commit record. If it is deleted while
+//! checkpoint files remain, treating the store as empty would restart the
+//! pipeline from the beginning and then prune every file as unlisted. A
+//! checkpoint file only ever appears under its final name after it was
+//! written completely and fsynced, so a file that verifies is a complete
+//! checkpoint: the store lists those again, and keeps (without listing)
+//! the ones that do not verify, so that nothing is lost that a person may
+//! want to look at.
+
+use std::fs;
+
+use crate::format::{self, Manifest};
+use crate::{io_err, CheckpointError, CheckpointStore};
+
+/// What [`CheckpointStore::open`] found and did when the manifest was
+/// missing but checkpoint files were present.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestRecovery {
+    /// The ids the rebuilt manifest lists: every checkpoint file that
+    /// verified, oldest first.
+    pub listed: Vec<u64>,
+    /// Checkpoint files that did not verify, oldest first, with the reason:
+    /// kept on disk, not listed.
+    pub unverified: Vec<(u64, String)>,
+}
+
+impl CheckpointStore {
+    /// Called by `open` when there is no manifest: lists the checkpoint
+    /// files that verify in a new manifest (committed like a write's), or
+    /// does nothing when there are no checkpoint files (a new store).
+    pub(crate) fn recover_manifest(
+        &self,
+    ) -> Result<(Manifest, Option<ManifestRecovery>), CheckpointError> {
+        let mut ids = self.checkpoint_files()?;
+        if ids.is_empty() {
+            return Ok((Manifest::new(Vec::new()), None));
+        }
+        ids.sort_unstable();
+        let mut listed = Vec::new();
+        let mut unverified = Vec::new();
+        for id in ids {
+            let path = self.checkpoint_path(id);
+            let bytes = fs::read(&path).map_err(io_err("read", &path))?;
+            match format::decode(&bytes, Some(id)) {
+                Ok(_) => listed.push(id),
+                Err(reason) => {
+                    tracing::warn!(
+                        id,
+                        path = %path.display(),
+                        %reason,
+                        "checkpoint file does not verify; keeping it, not listing it"
+                    );
+                    unverified.push((id, reason));
+                }
+            }
+        }
+        let manifest = self.commit_manifest(listed.clone(), None)?;
+        tracing::warn!(
+            dir = %self.dir.display(),
+            listed = ?listed,
+            unverified = unverified.len(),
+            "the checkpoint manifest was missing; rebuilt it from the checkpoint files that verify"
+        );
+        Ok((manifest, Some(ManifestRecovery { listed, unverified })))
+    }
+
+    /// `skipped` (newest first) with the files that did not verify when the
+    /// manifest was rebuilt and are newer than `restored` added, so a run
+    /// reports them like damaged listed checkpoints.
+    pub(crate) fn with_unverified(
+        &self,
+        mut skipped: Vec<(u64, String)>,
+        restored: u64,
+    ) -> Vec<(u64, String)> {
+        let Some(recovery) = &self.recovery else {
+            return skipped;
+        };
+        for (id, reason) in &recovery.unverified {
+            if *id > restored && !skipped.iter().any(|(s, _)| s == id) {
+                skipped.push((
+                    *id,
+                    format!("{reason} (left out of the manifest rebuilt at open)"),
+                ));
+            }
+        }
+        skipped.sort_by_key(|s| std::cmp::Reverse(s.0));
+        skipped
+    }
+}
