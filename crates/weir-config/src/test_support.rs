@@ -99,29 +99,6 @@ pub(crate) fn case<'a>(
     }
 }
 
-/// A case whose source is rejected: besides the source's own problem, the
-/// decode step is then reported as reading something unknown.
-pub(crate) fn source_case<'a>(
-    what: &'a str,
-    text: String,
-    path: &'a str,
-    line: Option<&'a str>,
-    message: &'a str,
-) -> Case<'a> {
-    Case {
-        what,
-        text,
-        problems: vec![
-            (path, line, message),
-            (
-                "steps[0].input",
-                Some("input = \"events\""),
-                "input \"events\" is not a source or step of this pipeline",
-            ),
-        ],
-    }
-}
-
 /// Asserts that each case yields exactly its problems; reports every case
 /// that does not.
 pub(crate) fn check(cases: &[Case<'_>]) {

@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use arrow_schema::Schema;
 
-use crate::check::{backticked, Checker};
+use crate::check::{field_named, Checker};
 use crate::connectors::Context;
 use crate::spec::FileSpec;
 use crate::{Pipeline, Problem, Sink, Step, StepKind};
@@ -54,8 +54,14 @@ pub(crate) fn validate(text: &str, base_dir: &Path) -> Result<Pipeline, Vec<Prob
         .as_ref()
         .and_then(|t| settings::check_checkpoint(&mut c, t, base_dir, source.as_ref()));
     graph::check_names(&mut c, source.as_ref(), &step_tables.steps, &sink_tables);
-    let source_name = source.as_ref().map(|s| s.name.as_str());
-    let order = graph::order(&mut c, &step_tables.steps, source_name);
+    // The source's name as written: steps reading it are checked even when
+    // the source itself is wrong (its problem is reported once, above).
+    let source_name = file
+        .sources
+        .first()
+        .and_then(|t| t.get_ref().get("name"))
+        .and_then(|v| v.as_str());
+    let order = graph::order(&mut c, &step_tables.steps, source_name, &step_tables.failed);
     let built = build_steps(&mut c, &step_tables, &order, source_name, base_dir);
     let (sinks, sink_inputs) = build_sinks(
         &mut c,
@@ -97,9 +103,29 @@ pub(crate) fn validate(text: &str, base_dir: &Path) -> Result<Pipeline, Vec<Prob
 /// The file's top level; a TOML syntax error is the only problem reported.
 fn parse_file(text: &str) -> Result<FileSpec, Vec<Problem>> {
     toml::from_str(text).map_err(|e| {
-        let line = e.span().map(|s| Checker::new(text).line(s.start));
+        let at = e.span().map(|s| s.start.min(text.len()));
+        let line = at.map(|at| Checker::new(text).line(at));
         let message = e.message().trim().to_string();
-        let path = backticked(&message).unwrap_or_else(|| "(file)".into());
+        // A wrongly typed top-level value: the key on the value's line.
+        let key_at = |at: usize| {
+            let line_text = text
+                .get(..at)
+                .unwrap_or("")
+                .rsplit('\n')
+                .next()
+                .unwrap_or("");
+            let key = line_text.split('=').next().unwrap_or("").trim();
+            (line_text.contains('=') && !key.is_empty() && !key.starts_with('['))
+                .then(|| key.to_string())
+        };
+        let path = field_named(&message)
+            .or_else(|| {
+                message
+                    .starts_with("invalid")
+                    .then(|| at.and_then(key_at))
+                    .flatten()
+            })
+            .unwrap_or_else(|| "(file)".into());
         vec![Problem {
             path,
             line,
@@ -124,7 +150,7 @@ struct Built {
     placed: HashMap<String, Placed>,
     /// The routes of each checked route step, by name.
     routes: HashMap<String, Vec<String>>,
-    /// The (last) decode step reading the source.
+    /// The decode step: the one step reading the source.
     decode: Option<usize>,
 }
 
@@ -156,13 +182,25 @@ fn build_steps(
                 continue;
             };
             let routes = built.routes.get(node);
-            let Some(port) = graph::step_input_port(c, &path, &p.span, &p.input, routes) else {
+            let Some(port) = graph::input_port(c, &path, &p.span, &p.input, routes) else {
                 continue;
             };
             (Some(up.info.clone()), Some((up.index, port)))
         };
         let is_decode = matches!(p.spec, StepSpec::Decode(_));
         if !graph::check_decode_placement(c, &path, &p.span, from_source, is_decode) {
+            continue;
+        }
+        if let (true, Some(first)) = (from_source, built.decode) {
+            c.at(
+                format!("{path}.input"),
+                &p.span,
+                "input",
+                format!(
+                    "the source is already decoded by step {:?}: one decode step reads the source, other steps read it",
+                    built.steps[first].name
+                ),
+            );
             continue;
         }
         let checked = match (&p.spec, &upstream) {
@@ -226,7 +264,7 @@ fn build_sinks(
             continue;
         };
         let routes = built.routes.get(&input.node);
-        let Some(port) = graph::sink_input_port(c, &path, &t.span, &input, routes) else {
+        let Some(port) = graph::input_port(c, &path, &t.span, &input, routes) else {
             continue;
         };
         if let Some(sink) = sinks::check_sink(c, &path, &t.span, t.spec, input, &up.info, context) {
@@ -257,6 +295,13 @@ mod tests {
                 "version",
                 Some("version ="),
                 "unknown field `version`, expected one of `name`, `settings`, `sources`, `steps`, `sinks`, `dead_letter`, `checkpoint`",
+            ),
+            case(
+                "wrongly typed name",
+                patched(&minimal(), "name = \"cases\"", "name = 5"),
+                "name",
+                Some("name = 5"),
+                "invalid type: integer `5`, expected a string",
             ),
             case(
                 "no name",

@@ -182,65 +182,64 @@ mod tests {
                 Some("[[sources]]\nname = \"more\""),
                 "a pipeline has exactly one source at present, found 2",
             ),
-            Case {
-                what: "no source",
-                text: patched(&minimal(), "[[sources]]\nname = \"events\"\ntype = \"memory\"\n", ""),
-                problems: vec![
-                    (
-                        "sources",
-                        None,
-                        "a pipeline has exactly one source at present, found 0",
-                    ),
-                    (
-                        "steps[0].input",
-                        Some("input = \"events\""),
-                        "input \"events\" is not a source or step of this pipeline",
-                    ),
-                ],
-            },
-            source_case(
+            // The decode step reads the source that is missing: one problem.
+            case(
+                "no source",
+                patched(&minimal(), "[[sources]]\nname = \"events\"\ntype = \"memory\"\n", ""),
+                "sources",
+                None,
+                "a pipeline has exactly one source at present, found 0",
+            ),
+            case(
                 "unknown key",
                 source("type = \"file\"\npaths = \"in.jsonl\""),
                 "sources[0].paths",
                 Some("paths ="),
                 "unknown field `paths`, expected one of `name`, `type`, `path`, `framing`, `stream`, `partitions`, `follow`",
             ),
-            source_case(
+            case(
+                "wrongly typed value",
+                source("type = \"file\"\npath = 5"),
+                "sources[0].path",
+                Some("path = 5"),
+                "invalid type: integer `5`, expected a string",
+            ),
+            case(
                 "unknown framing",
                 source("type = \"stdin\"\nframing = \"csv\""),
                 "sources[0].framing",
                 Some("framing ="),
                 "unknown framing \"csv\" (expected \"lines\" or \"length_delimited\")",
             ),
-            source_case(
+            case(
                 "file without path",
                 source("type = \"file\""),
                 "sources[0].path",
                 Some("type = \"file\""),
                 "a file source needs `path`",
             ),
-            source_case(
+            case(
                 "log without stream",
                 source("type = \"log\"\npath = \"log\""),
                 "sources[0].stream",
                 Some("type = \"log\""),
                 "a log source needs `path` (the log directory) and `stream`",
             ),
-            source_case(
+            case(
                 "log with no partitions",
                 source("type = \"log\"\npath = \"log\"\nstream = \"s\"\npartitions = 0"),
                 "sources[0].partitions",
                 Some("partitions ="),
                 "must be between 1 and 4096, got 0",
             ),
-            source_case(
+            case(
                 "unknown type",
                 source("type = \"s3\""),
                 "sources[0].type",
                 Some("type = \"s3\""),
                 "unknown source type \"s3\" (expected file, stdin, memory, log, nats, mqtt or kafka)",
             ),
-            source_case(
+            case(
                 "log keys on a file source",
                 source("type = \"file\"\npath = \"in.jsonl\"\nfollow = true"),
                 "sources[0].stream",
