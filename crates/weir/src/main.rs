@@ -246,8 +246,11 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Checks a pipeline as far as can be done without running it: the file,
+/// its source file, its models against their steps, the connectors built in.
 fn validate(path: &Path) -> ExitCode {
-    let p = match weir_config::load(path) {
+    let checks = weir_config::Checks::all(&weir_engine::ops::model::OnnxShapes);
+    let p = match weir_config::load_with(path, &checks) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("{e}");

@@ -31,18 +31,23 @@ use arrow_schema::Schema;
 use crate::check::{field_named, Checker};
 use crate::connectors::Context;
 use crate::spec::FileSpec;
-use crate::{Pipeline, Problem, Sink, Step, StepKind};
+use crate::{Checks, Pipeline, Problem, Sink, Step, StepKind};
 use schema::PortInfo;
 use tables::{parse_port, SinkTable, StepSpec, StepTables};
 
 /// Checks pipeline text (relative paths resolve against `base_dir`): the
 /// typed pipeline, or every problem found, in file order.
-pub(crate) fn validate(text: &str, base_dir: &Path) -> Result<Pipeline, Vec<Problem>> {
+pub(crate) fn validate(
+    text: &str,
+    base_dir: &Path,
+    checks: &Checks<'_>,
+) -> Result<Pipeline, Vec<Problem>> {
     let file = parse_file(text)?;
     let mut c = Checker::new(text);
     let context = Context {
         base_dir,
         pipeline: &file.name,
+        checks,
     };
     let settings = settings::check_settings(&mut c, file.settings.as_ref());
     let source = source::check_sources(&mut c, &file.sources, &context);
@@ -62,7 +67,7 @@ pub(crate) fn validate(text: &str, base_dir: &Path) -> Result<Pipeline, Vec<Prob
         .and_then(|t| t.get_ref().get("name"))
         .and_then(|v| v.as_str());
     let order = graph::order(&mut c, &step_tables.steps, source_name, &step_tables.failed);
-    let built = build_steps(&mut c, &step_tables, &order, source_name, base_dir);
+    let built = build_steps(&mut c, &step_tables, &order, source_name, &context);
     let (sinks, sink_inputs) = build_sinks(
         &mut c,
         sink_tables,
@@ -161,7 +166,7 @@ fn build_steps(
     tables: &StepTables,
     order: &[usize],
     source_name: Option<&str>,
-    base_dir: &Path,
+    context: &Context<'_>,
 ) -> Built {
     let mut built = Built {
         steps: Vec::new(),
@@ -204,8 +209,10 @@ fn build_steps(
             continue;
         }
         let checked = match (&p.spec, &upstream) {
-            (StepSpec::Decode(s), None) => decode::check_decode(c, &path, &p.span, s, base_dir),
-            (spec, Some(up)) => steps::check_step(c, &path, &p.span, spec, up, base_dir),
+            (StepSpec::Decode(s), None) => {
+                decode::check_decode(c, &path, &p.span, s, context.base_dir)
+            }
+            (spec, Some(up)) => steps::check_step(c, &path, &p.span, spec, up, context),
             (_, None) => None,
         };
         let Some((kind, output_schema, info)) = checked else {
@@ -312,5 +319,90 @@ mod tests {
                 "missing field `name`",
             ),
         ]);
+    }
+
+    /// `${VAR}` references, as a pipeline file meets them: each problem
+    /// once, with its field and line, and never a value from the
+    /// environment.
+    #[test]
+    fn interpolation_problems() {
+        const SECRET: &str = "hunter2-very-secret";
+        let vars = [("PW", SECRET), ("FRAMING", "csv"), ("DIR", "in")];
+        let source = |lines: &str| patched(&minimal(), "type = \"memory\"", lines);
+        check_in(
+            &[
+                case(
+                    "unset variable",
+                    source("type = \"file\"\npath = \"${DATA}/in.jsonl\""),
+                    "sources[0].path",
+                    Some("path ="),
+                    "environment variable DATA is not set (set it, or give a default: ${DATA:-default})",
+                ),
+                case(
+                    "reference outside a string",
+                    patched(&minimal(), "name = \"cases\"", "name = \"cases\"\n\n[settings]\nbatch_rows = ${ROWS}"),
+                    "settings.batch_rows",
+                    Some("batch_rows ="),
+                    "`${` outside a quoted string: variables are put into strings only (write \"${NAME}\")",
+                ),
+                case(
+                    "value the field does not take",
+                    source("type = \"stdin\"\nframing = \"${FRAMING}\""),
+                    "sources[0].framing",
+                    Some("framing ="),
+                    "unknown framing \"${FRAMING}\" (expected \"lines\" or \"length_delimited\")",
+                ),
+                case(
+                    "secret in a URL",
+                    source("type = \"nats\"\nurl = \"nats://u:${PW}@127.0.0.1\"\nstream = \"S\""),
+                    "sources[0].url",
+                    Some("url ="),
+                    "the URL holds a password: give it with `password_env` or `password_file` instead",
+                ),
+                case(
+                    "secret of the wrong type",
+                    patched(&minimal(), "name = \"cases\"", "name = \"cases\"\n\n[settings]\nbatch_rows = \"${PW}\""),
+                    "settings.batch_rows",
+                    Some("batch_rows ="),
+                    "invalid type: string \"${PW}\", expected i64",
+                ),
+            ],
+            &crate::Checks::default(),
+            &vars,
+        );
+        let p = parse_in(
+            &source("type = \"file\"\npath = \"${DIR}/${NAME:-events}.jsonl\""),
+            &crate::Checks::default(),
+            &vars,
+        )
+        .expect("valid");
+        assert_eq!(
+            p.source.kind,
+            crate::SourceKind::File {
+                path: std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("in/events.jsonl")
+            }
+        );
+    }
+
+    /// A secret read through a variable named by interpolation stays a
+    /// `Secret`: the pipeline's `Debug` names where it came from only.
+    #[test]
+    fn secrets_stay_out_of_debug() {
+        const SECRET: &str = "s3cr3t-token-from-the-environment";
+        std::env::set_var("WEIR_CONFIG_CASES_INTERPOLATED_TOKEN", SECRET);
+        let text = patched(
+            &minimal(),
+            "type = \"memory\"",
+            "type = \"nats\"\nurl = \"nats://127.0.0.1\"\nstream = \"S\"\ntoken_env = \"${TOKEN_VAR}\"",
+        );
+        let vars = [("TOKEN_VAR", "WEIR_CONFIG_CASES_INTERPOLATED_TOKEN")];
+        let p = parse_in(&text, &crate::Checks::default(), &vars).expect("valid");
+        let debug = format!("{p:?}");
+        assert!(!debug.contains(SECRET), "{debug}");
+        assert!(
+            debug
+                .contains("Secret(from environment variable WEIR_CONFIG_CASES_INTERPOLATED_TOKEN)"),
+            "{debug}"
+        );
     }
 }
