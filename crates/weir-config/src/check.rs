@@ -85,12 +85,13 @@ impl<'a> Checker<'a> {
                     .and_then(|(text, first_line)| {
                         let err = toml::from_str::<T>(text).err()?;
                         let at = err.span()?.start;
-                        let line_text = text[..at].rsplit('\n').next().unwrap_or("");
+                        let before = text.get(..at)?;
+                        let line_text = before.rsplit('\n').next().unwrap_or("");
                         let key = line_text.split('=').next().unwrap_or("").trim().to_string();
-                        let line = first_line + text[..at].matches('\n').count();
+                        let line = first_line + before.matches('\n').count();
                         Some((line, key))
                     });
-                let key = backticked(&message).filter(|_| !message.starts_with("missing field"));
+                let key = field_named(&message).filter(|_| !message.starts_with("missing field"));
                 let (line, key) = match (located, key) {
                     (_, Some(k)) => (self.lines.key_line(&table.span(), &k), Some(k)),
                     (Some((line, k)), None) => (
@@ -114,8 +115,19 @@ impl<'a> Checker<'a> {
     }
 }
 
-/// First `name` in a serde message such as "unknown field `wher`, expected ...".
-pub(crate) fn backticked(message: &str) -> Option<String> {
+/// The field a serde message names: `wher` in "unknown field `wher`,
+/// expected ..." (also "missing field" and "duplicate field"). Other
+/// messages quote a value, not a field ("invalid type: integer `5`").
+pub(crate) fn field_named(message: &str) -> Option<String> {
+    ["unknown field", "missing field", "duplicate field"]
+        .iter()
+        .any(|m| message.starts_with(m))
+        .then(|| backticked(message))
+        .flatten()
+}
+
+/// First `name` in backticks.
+fn backticked(message: &str) -> Option<String> {
     let start = message.find('`')? + 1;
     let len = message[start..].find('`')?;
     Some(message[start..start + len].to_string())

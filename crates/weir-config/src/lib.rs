@@ -1,10 +1,14 @@
 //! Pipeline files for weir.
 //!
 //! A pipeline is a TOML file declaring one source, a tree of steps and one or
-//! more sinks. [`load`] reads and checks it without touching anything outside
-//! the file (no connections, no model loading): unknown keys, wrong types,
-//! references to undefined steps or columns, expressions that do not
-//! type-check, and cycles are all reported with the field path and line.
+//! more sinks. [`load`] reads and checks it without connecting anywhere or
+//! loading models: `${VAR}` references are replaced from the environment,
+//! then unknown keys, wrong types, references to undefined steps or
+//! columns, expressions that do not type-check, and cycles are all
+//! reported with the field path and line, one problem per mistake.
+//! [`load_with`] and [`Checks`] add what `weir validate` checks outside the
+//! file: that a file source's file exists, and (through a [`ModelShapes`]
+//! the engine provides) that each model step fits its model.
 //! The result, [`Pipeline`], carries each step's input and output schema and
 //! the resolved [`Graph`] of steps and sinks, so the engine builds its
 //! operators without re-deriving types or wiring.
@@ -13,9 +17,12 @@
 //! of this file, the vocabulary they all share):
 //!
 //! - `error`, `duration`: problems with their lines; human durations.
+//! - `interpolate`: `${VAR}` references replaced before the text is parsed.
 //! - `spec`: the file's form, one serde struct per component kind.
 //! - `check`: the [`Problem`] collector shared by validation and connectors.
 //! - `graph`: the resolved tree the engine runs ([`Graph`], [`Consumer`]).
+//! - `fingerprint`: what the pipeline's saved state means
+//!   ([`Pipeline::fingerprint`]).
 //! - `connectors`: one file per connector (NATS, MQTT, Kafka, PostgreSQL)
 //!   and their registry; uses `check`, never `validate`.
 //! - `validate`: one module per concern; uses all of the above and builds
@@ -27,7 +34,9 @@ mod check;
 mod connectors;
 mod duration;
 mod error;
+mod fingerprint;
 mod graph;
+mod interpolate;
 mod spec;
 #[cfg(test)]
 mod test_support;
@@ -56,8 +65,16 @@ pub const POSITION_COLUMN: &str = "__pos";
 /// per-record watermark, independent of how input was cut into batches.
 pub const PRIOR_MAX_TIME_COLUMN: &str = "__prior_max_ts";
 
-/// Reads and validates a pipeline file.
+/// Reads and validates a pipeline file, with the checks of what lies
+/// outside it that every run needs ([`Checks::default`]).
 pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
+    load_with(path, &Checks::default())
+}
+
+/// Reads and validates a pipeline file, with `checks` of what lies outside
+/// it. `${VAR}` references are replaced from the environment first (see
+/// the README); problems show `${VAR}` where a value would appear.
+pub fn load_with(path: &Path, checks: &Checks<'_>) -> Result<Pipeline, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
         path: path.display().to_string(),
         source,
@@ -66,7 +83,7 @@ pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
-    parse(&text, &base_dir).map_err(|problems| ConfigError::Invalid {
+    parse_with(&text, &base_dir, checks).map_err(|problems| ConfigError::Invalid {
         file: path.display().to_string(),
         problems,
     })
@@ -74,7 +91,69 @@ pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
 
 /// Validates pipeline text; relative paths in it resolve against `base_dir`.
 pub fn parse(text: &str, base_dir: &Path) -> Result<Pipeline, Vec<Problem>> {
-    validate::validate(text, base_dir)
+    parse_with(text, base_dir, &Checks::default())
+}
+
+/// Validates pipeline text with `checks` of what lies outside it; relative
+/// paths in it resolve against `base_dir`.
+pub fn parse_with(
+    text: &str,
+    base_dir: &Path,
+    checks: &Checks<'_>,
+) -> Result<Pipeline, Vec<Problem>> {
+    check_text(text, base_dir, checks, &interpolate::from_environment)
+}
+
+/// Interpolates `text` with variables from `lookup`, then validates it.
+fn check_text(
+    text: &str,
+    base_dir: &Path,
+    checks: &Checks<'_>,
+    lookup: &dyn Fn(&str) -> Result<Option<String>, String>,
+) -> Result<Pipeline, Vec<Problem>> {
+    let done = interpolate::interpolate(text, lookup)?;
+    validate::validate(&done.text, base_dir, checks).map_err(|problems| done.scrub(problems))
+}
+
+/// What validation checks outside the pipeline file. Always: that the
+/// files steps read exist (a model, a Protobuf schema) and that credentials
+/// can be read. [`Checks::all`] adds what `weir validate` checks before
+/// anything runs.
+#[derive(Clone, Copy, Default)]
+pub struct Checks<'a> {
+    /// A file source's file must exist. Off by default: a run may be handed
+    /// its input otherwise (tests, benchmarks, the Rust API), and one whose
+    /// file is missing fails when it opens it.
+    pub source_files: bool,
+    /// Reads model files, to check that each model step names as many
+    /// inputs and outputs as its model has.
+    pub models: Option<&'a dyn ModelShapes>,
+}
+
+impl<'a> Checks<'a> {
+    /// Every check: source files exist, models fit their steps.
+    pub fn all(models: &'a dyn ModelShapes) -> Checks<'a> {
+        Checks {
+            source_files: true,
+            models: Some(models),
+        }
+    }
+}
+
+/// What a model file declares, for [`Checks::models`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModelShape {
+    /// Features per row the model takes.
+    pub inputs: usize,
+    /// Values per row it produces, all outputs together.
+    pub outputs: usize,
+}
+
+/// Reads model files (weir-config does not: the engine's model crate does).
+pub trait ModelShapes {
+    /// The shape of the model in this file, or why it cannot be used (in
+    /// words that name the file).
+    fn shape(&self, path: &Path) -> Result<ModelShape, String>;
 }
 
 /// A checked pipeline, ready for the engine to build.
@@ -118,41 +197,17 @@ impl Pipeline {
         self.steps.iter().find(|s| s.name == name)
     }
 
-    /// Identifies the layout of the pipeline's state: the key groups and,
-    /// per step, its name, kind, window shape and output schema. A
-    /// checkpoint restores only into a pipeline with the same fingerprint;
-    /// changes that keep the state's meaning (a filter's predicate, a sink's
-    /// path, batch sizes, shard counts) keep it.
+    /// Identifies what the pipeline's saved state means: the key group
+    /// count and, per window step, its name, key column and type, shape
+    /// (kind, size, slide, event-time column, out-of-orderness bound, late
+    /// policy) and aggregates (output column, function, input column,
+    /// output type). A checkpoint restores only into a pipeline with the
+    /// same fingerprint; changes that keep the state's meaning (a filter's
+    /// predicate, an expression, a step without state, a source's or sink's
+    /// path, batch sizes, shard counts) keep it. `name@hash`, the hash the
+    /// same in every Rust version.
     pub fn fingerprint(&self) -> String {
-        use std::fmt::Write;
-        let mut text = format!("key_groups={};", self.settings.key_groups);
-        for s in &self.steps {
-            let kind = match &s.kind {
-                StepKind::Decode(_) => "decode".to_string(),
-                StepKind::Filter { .. } => "filter".into(),
-                StepKind::Derive { .. } => "derive".into(),
-                StepKind::Select { .. } => "select".into(),
-                StepKind::KeyBy { key } => format!("key_by({key})"),
-                StepKind::Window(w) => format!(
-                    "window({:?},{},{},{},{:?})",
-                    w.kind, w.size_ms, w.time_column, w.max_out_of_orderness_ms, w.late
-                ),
-                StepKind::Model(_) => "model".into(),
-                StepKind::Route { .. } => "route".into(),
-            };
-            let _ = write!(text, "{}:{}:", s.name, kind);
-            for f in s.output_schema.fields() {
-                let _ = write!(text, "{} {},", f.name(), f.data_type());
-            }
-            text.push(';');
-        }
-        // FNV-1a: stable across Rust versions, unlike `DefaultHasher`.
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in text.bytes() {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        format!("{}@{h:016x}", self.name)
+        fingerprint::fingerprint(self)
     }
 }
 

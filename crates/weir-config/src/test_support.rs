@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::{Pipeline, Problem};
+use crate::{Checks, Pipeline, Problem};
 
 /// A valid pipeline: a memory source `events`, a JSON decode step `decode`
 /// (`id` u64, `card` string, `amount` f64, `ts` i64 as event time with a
@@ -99,32 +99,31 @@ pub(crate) fn case<'a>(
     }
 }
 
-/// A case whose source is rejected: besides the source's own problem, the
-/// decode step is then reported as reading something unknown.
-pub(crate) fn source_case<'a>(
-    what: &'a str,
-    text: String,
-    path: &'a str,
-    line: Option<&'a str>,
-    message: &'a str,
-) -> Case<'a> {
-    Case {
-        what,
-        text,
-        problems: vec![
-            (path, line, message),
-            (
-                "steps[0].input",
-                Some("input = \"events\""),
-                "input \"events\" is not a source or step of this pipeline",
-            ),
-        ],
-    }
-}
-
 /// Asserts that each case yields exactly its problems; reports every case
 /// that does not.
 pub(crate) fn check(cases: &[Case<'_>]) {
+    check_in(cases, &Checks::default(), &[]);
+}
+
+/// `text` validated with `checks`, its `${VAR}` references looked up in
+/// `vars` (and nowhere else).
+pub(crate) fn parse_in(
+    text: &str,
+    checks: &Checks<'_>,
+    vars: &[(&str, &str)],
+) -> Result<Pipeline, Vec<Problem>> {
+    let lookup = |name: &str| {
+        Ok(vars
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_string()))
+    };
+    crate::check_text(text, Path::new(env!("CARGO_MANIFEST_DIR")), checks, &lookup)
+}
+
+/// [`check`] with `checks` of what lies outside the file, and `${VAR}`
+/// references looked up in `vars`.
+pub(crate) fn check_in(cases: &[Case<'_>], checks: &Checks<'_>, vars: &[(&str, &str)]) {
     let mut failures = Vec::new();
     for c in cases {
         let want: Vec<Problem> = c
@@ -136,7 +135,7 @@ pub(crate) fn check(cases: &[Case<'_>]) {
                 message: message.to_string(),
             })
             .collect();
-        match parse(&c.text) {
+        match parse_in(&c.text, checks, vars) {
             Ok(_) => failures.push(format!("{}: the pipeline was accepted", c.what)),
             Err(got) if got != want => failures.push(format!(
                 "{}:\n  got  {got:?}\n  want {want:?}\n{}",

@@ -271,8 +271,11 @@ fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
         .map_err(|_| format!("{text:?} is negative"))
 }
 
+/// Checks a pipeline as far as can be done without running it: the file,
+/// its source file, its models against their steps, the connectors built in.
 fn validate(path: &Path) -> ExitCode {
-    let p = match weir_config::load(path) {
+    let checks = weir_config::Checks::all(&weir_engine::ops::model::OnnxShapes);
+    let p = match weir_config::load_with(path, &checks) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("{e}");

@@ -16,6 +16,25 @@ use weir_test_support::wait::wait_for;
 
 #[test]
 fn examples_validate() {
+    // A copy of the example, with the input files `weir generate` writes
+    // (validate checks that a file source's file exists).
+    let dir = tempfile::tempdir().expect("temp dir");
+    let example = dir.path().join("examples/fraud");
+    std::fs::create_dir_all(example.join("model")).expect("mkdir");
+    for file in [
+        "model/fraud_lr.onnx",
+        "model/model.toml",
+        "transaction.proto",
+    ] {
+        std::fs::copy(
+            repo_root().join("examples/fraud").join(file),
+            example.join(file),
+        )
+        .expect("copy");
+    }
+    for input in ["transactions.jsonl", "transactions.pb"] {
+        std::fs::write(example.join(input), "").expect("write");
+    }
     for name in [
         "pipeline.toml",
         "pipeline-protobuf.toml",
@@ -23,10 +42,12 @@ fn examples_validate() {
         "pipeline-mqtt.toml",
         "pipeline-live.toml",
     ] {
-        let out = weir(
-            &["validate", &format!("examples/fraud/{name}")],
-            &repo_root(),
-        );
+        std::fs::copy(
+            repo_root().join("examples/fraud").join(name),
+            example.join(name),
+        )
+        .expect("copy");
+        let out = weir(&["validate", &format!("examples/fraud/{name}")], dir.path());
         assert!(
             out.status.success(),
             "{name}: {}",

@@ -191,7 +191,7 @@ mod tests {
         let empty_message = format!("{} is empty", empty.display());
         std::env::set_var("WEIR_CONFIG_CASES_EMPTY", "");
         check(&[
-            source_case(
+            case(
                 "environment variable and file",
                 with_credentials(
                     "user = \"u\"\npassword_env = \"A\"\npassword_file = \"Cargo.toml\"",
@@ -200,35 +200,35 @@ mod tests {
                 Some("password_env ="),
                 "give either `password_env` or `password_file`, not both",
             ),
-            source_case(
+            case(
                 "unset variable",
                 with_credentials("token_env = \"WEIR_CONFIG_CASES_UNSET\""),
                 "sources[0].token_env",
                 Some("token_env ="),
                 "environment variable WEIR_CONFIG_CASES_UNSET is not set",
             ),
-            source_case(
+            case(
                 "empty variable",
                 with_credentials("token_env = \"WEIR_CONFIG_CASES_EMPTY\""),
                 "sources[0].token_env",
                 Some("token_env ="),
                 "environment variable WEIR_CONFIG_CASES_EMPTY is empty",
             ),
-            source_case(
+            case(
                 "empty file",
                 with_credentials(&empty_file),
                 "sources[0].password_file",
                 Some("password_file ="),
                 &empty_message,
             ),
-            source_case(
+            case(
                 "missing file",
                 with_credentials("token_file = \"/nonexistent/token\""),
                 "sources[0].token_file",
                 Some("token_file ="),
                 "cannot read /nonexistent/token: No such file or directory (os error 2)",
             ),
-            source_case(
+            case(
                 "password without user",
                 with_credentials("password_file = \"Cargo.toml\""),
                 "sources[0].password_env",

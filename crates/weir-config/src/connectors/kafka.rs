@@ -236,42 +236,42 @@ mod tests {
     #[test]
     fn kafka_source_problems() {
         check(&[
-            source_case(
+            case(
                 "broker with a scheme",
                 source("brokers = \"kafka://127.0.0.1:9092\"\ntopic = \"t\""),
                 "sources[0].brokers",
                 Some("brokers ="),
                 "\"kafka://127.0.0.1:9092\": give brokers as host:port, without a scheme",
             ),
-            source_case(
+            case(
                 "broker without a port",
                 source("brokers = \"127.0.0.1:9092, kafka2\"\ntopic = \"t\""),
                 "sources[0].brokers",
                 Some("brokers ="),
                 "\"kafka2\" has no port (host:port)",
             ),
-            source_case(
+            case(
                 "broker with an invalid port",
                 source("brokers = \"kafka1:http\"\ntopic = \"t\""),
                 "sources[0].brokers",
                 Some("brokers ="),
                 "invalid port \"http\" in \"kafka1:http\"",
             ),
-            source_case(
+            case(
                 "empty topic",
                 source("brokers = \"127.0.0.1:9092\"\ntopic = \"\""),
                 "sources[0].topic",
                 Some("topic ="),
                 "must not be empty",
             ),
-            source_case(
+            case(
                 "property that is a list",
                 source("brokers = \"127.0.0.1:9092\"\ntopic = \"t\"\nproperties = { \"bootstrap.servers\" = [\"a\"] }"),
                 "sources[0].properties",
                 Some("properties ="),
                 "property \"bootstrap.servers\" must be a string, integer or boolean, got array",
             ),
-            source_case(
+            case(
                 "property holding a credential",
                 source("brokers = \"127.0.0.1:9092\"\ntopic = \"t\"\nproperties = { \"ssl.key.password\" = \"x\" }"),
                 "sources[0].properties",

@@ -49,6 +49,8 @@ pub(crate) struct Context<'a> {
     pub base_dir: &'a Path,
     /// The pipeline's name: the default consumer, client and group name.
     pub pipeline: &'a str,
+    /// What is checked outside the file.
+    pub checks: &'a crate::Checks<'a>,
 }
 
 /// Checks a source table of a connector's type: the source's name and

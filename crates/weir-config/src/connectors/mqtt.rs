@@ -262,56 +262,56 @@ mod tests {
     #[test]
     fn mqtt_source_problems() {
         check(&[
-            source_case(
+            case(
                 "no buffer",
                 source("url = \"mqtt://127.0.0.1\"\ntopics = [\"a\"]"),
                 "sources[0]",
                 Some("name = \"events\""),
                 "missing field `buffer`",
             ),
-            source_case(
+            case(
                 "URL that is not one",
                 source("url = \"127.0.0.1:1883\"\ntopics = [\"a\"]\nbuffer = \"b\""),
                 "sources[0].url",
                 Some("url ="),
                 "\"127.0.0.1:1883\" is not a URL (expected mqtt:// or tcp://host:port)",
             ),
-            source_case(
+            case(
                 "no topics",
                 source("url = \"mqtt://127.0.0.1\"\ntopics = []\nbuffer = \"b\""),
                 "sources[0].topics",
                 Some("topics ="),
                 "give at least one topic filter",
             ),
-            source_case(
+            case(
                 "empty topic filter",
                 source("url = \"mqtt://127.0.0.1\"\ntopics = [\"\"]\nbuffer = \"b\""),
                 "sources[0].topics",
                 Some("topics ="),
                 "topic filters must not be empty",
             ),
-            source_case(
+            case(
                 "'#' before the last level",
                 source("url = \"mqtt://127.0.0.1\"\ntopics = [\"a/#/b\"]\nbuffer = \"b\""),
                 "sources[0].topics",
                 Some("topics ="),
                 "\"a/#/b\": '#' must be a whole last level",
             ),
-            source_case(
+            case(
                 "'+' in a level",
                 source("url = \"mqtt://127.0.0.1\"\ntopics = [\"a+/b\"]\nbuffer = \"b\""),
                 "sources[0].topics",
                 Some("topics ="),
                 "\"a+/b\": '+' must be a whole level",
             ),
-            source_case(
+            case(
                 "QoS 2",
                 source("url = \"mqtt://127.0.0.1\"\ntopics = [\"a\"]\nqos = 2\nbuffer = \"b\""),
                 "sources[0].qos",
                 Some("qos ="),
                 "must be 0 or 1, got 2",
             ),
-            source_case(
+            case(
                 "empty client id",
                 source(
                     "url = \"mqtt://127.0.0.1\"\ntopics = [\"a\"]\nclient_id = \"\"\nbuffer = \"b\"",
@@ -320,7 +320,7 @@ mod tests {
                 Some("client_id ="),
                 "must not be empty",
             ),
-            source_case(
+            case(
                 "negative dedup window",
                 source(
                     "url = \"mqtt://127.0.0.1\"\ntopics = [\"a\"]\nbuffer = \"b\"\ndedup_window = -1",

@@ -206,42 +206,42 @@ mod tests {
     #[test]
     fn nats_source_problems() {
         check(&[
-            source_case(
+            case(
                 "misspelt key",
                 source("url = \"nats://127.0.0.1\"\nstrem = \"S\""),
                 "sources[0].strem",
                 Some("strem ="),
                 "unknown field `strem`, expected one of `name`, `type`, `url`, `stream`, `consumer`, `subject`, `user`, `password_env`, `password_file`, `token_env`, `token_file`",
             ),
-            source_case(
+            case(
                 "URL of another scheme",
                 source("url = \"http://127.0.0.1\"\nstream = \"S\""),
                 "sources[0].url",
                 Some("url ="),
                 "unsupported scheme \"http\" in \"http://127.0.0.1\" (expected nats:// or tls://)",
             ),
-            source_case(
+            case(
                 "user in the URL",
                 source("url = \"nats://weir@127.0.0.1\"\nstream = \"S\""),
                 "sources[0].url",
                 Some("url ="),
                 "give the user with `user`, not in the URL",
             ),
-            source_case(
+            case(
                 "empty stream",
                 source("url = \"nats://127.0.0.1\"\nstream = \"\""),
                 "sources[0].stream",
                 Some("stream ="),
                 "must not be empty",
             ),
-            source_case(
+            case(
                 "stream with a dot",
                 source("url = \"nats://127.0.0.1\"\nstream = \"a.b\""),
                 "sources[0].stream",
                 Some("stream ="),
                 "stream names may not contain '.', '*', '>' or spaces",
             ),
-            source_case(
+            case(
                 "invalid durable name",
                 source("url = \"nats://127.0.0.1\"\nstream = \"S\"\nconsumer = \"a b\""),
                 "sources[0].consumer",

@@ -151,7 +151,7 @@ mod tests {
                 Some("topic ="),
                 "`topic` does not apply to postgres sinks (they take url, table, create_table)",
             ),
-            source_case(
+            case(
                 "as a source",
                 patched(&minimal(), "type = \"memory\"", "type = \"postgres\""),
                 "sources[0].type",

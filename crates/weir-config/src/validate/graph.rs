@@ -7,7 +7,7 @@
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 
-use super::tables::{SinkTable, StepTable};
+use super::tables::{SinkTable, StepSpec, StepTable};
 use crate::check::Checker;
 use crate::{Consumer, Graph, Port, Source, Step, StepKind};
 
@@ -45,11 +45,14 @@ pub(super) fn check_names(
 /// Indices into `steps` in an order where every step comes after its
 /// input. Every input must name the source or a step, and following inputs
 /// from any step must reach the source (otherwise there is a cycle); steps
-/// failing either are reported and left out.
+/// failing either are left out, and reported unless their input is one of
+/// the `failed` tables (whose own problem was reported) or, with no source
+/// name known, the step is a decode step (the missing source was reported).
 pub(super) fn order(
     c: &mut Checker<'_>,
     steps: &[StepTable],
     source_name: Option<&str>,
+    failed: &HashSet<String>,
 ) -> Vec<usize> {
     let by_name: HashMap<&str, usize> = steps
         .iter()
@@ -58,9 +61,14 @@ pub(super) fn order(
         .collect();
     let mut broken: HashSet<usize> = HashSet::new();
     for (i, p) in steps.iter().enumerate() {
-        if Some(p.input.node.as_str()) != source_name
-            && !by_name.contains_key(p.input.node.as_str())
-        {
+        let node = p.input.node.as_str();
+        if Some(node) != source_name && !by_name.contains_key(node) {
+            broken.insert(i);
+            let reported = failed.contains(node)
+                || (source_name.is_none() && matches!(p.spec, StepSpec::Decode(_)));
+            if reported {
+                continue;
+            }
             c.at(
                 format!("steps[{}].input", p.index),
                 &p.span,
@@ -70,7 +78,6 @@ pub(super) fn order(
                     p.input.node
                 ),
             );
-            broken.insert(i);
         }
     }
     let mut order: Vec<usize> = Vec::new();
@@ -93,7 +100,7 @@ pub(super) fn order(
                 break;
             }
             if !on_chain.insert(next) {
-                report_cycle(c, steps, &chain, start, next);
+                report_cycle(c, steps, &chain, next);
                 broken.extend(chain.iter().copied());
                 break;
             }
@@ -109,30 +116,30 @@ pub(super) fn order(
     order
 }
 
-/// Reports the cycle found following inputs from `start` along `chain`
-/// back to `next`.
-fn report_cycle(
-    c: &mut Checker<'_>,
-    steps: &[StepTable],
-    chain: &[usize],
-    start: usize,
-    next: usize,
-) {
-    let names: Vec<&str> = chain
+/// Reports the cycle that following inputs along `chain` (each step's
+/// input after it) closed at `next`, at the input of its first step in the
+/// file, listing the steps once in the direction records flow: `a -> b ->
+/// a` when `b` reads `a` and `a` reads `b`.
+fn report_cycle(c: &mut Checker<'_>, steps: &[StepTable], chain: &[usize], next: usize) {
+    let from = chain.iter().position(|&i| i == next).unwrap_or(0);
+    // Records flow against the chain: from each step's input to the step.
+    let mut cycle: Vec<usize> = chain[from..].iter().rev().copied().collect();
+    let first = (0..cycle.len())
+        .min_by_key(|&k| steps[cycle[k]].index)
+        .unwrap_or(0);
+    cycle.rotate_left(first);
+    let Some(&head) = cycle.first() else { return };
+    let names: Vec<&str> = cycle
         .iter()
-        .rev()
+        .chain([&head])
         .map(|&i| steps[i].name.as_str())
         .collect();
-    let p = &steps[start];
+    let p = &steps[head];
     c.at(
         format!("steps[{}].input", p.index),
         &p.span,
         "input",
-        format!(
-            "steps form a cycle: {} -> {}",
-            names.join(" -> "),
-            steps[next].name
-        ),
+        format!("steps form a cycle: {}", names.join(" -> ")),
     );
 }
 
@@ -157,11 +164,12 @@ pub(super) fn check_decode_placement(
     false
 }
 
-/// The output port a step's `input` names on a checked step, which has
-/// `routes` when it is a route step: the route's position, or 0. A route
-/// step must be read through one of its routes, any other step without
-/// one; otherwise the problem is reported at `path` and there is no port.
-pub(super) fn step_input_port(
+/// The output port a step's or sink's `input` names on a checked step,
+/// which has `routes` when it is a route step: the route's position, or 0.
+/// A route step must be read through one of its routes, any other step
+/// without one; otherwise the problem is reported at `path` and there is
+/// no port.
+pub(super) fn input_port(
     c: &mut Checker<'_>,
     path: &str,
     span: &Range<usize>,
@@ -191,39 +199,6 @@ pub(super) fn step_input_port(
     };
     c.at(format!("{path}.input"), span, "input", message);
     None
-}
-
-/// The output port a sink's `input` names on a checked step, which has
-/// `routes` when it is a route step: the route's position, or 0 (a suffix
-/// on a step without routes is not looked at). A route step must be read
-/// through one of its routes; otherwise the problem is reported at `path`.
-pub(super) fn sink_input_port(
-    c: &mut Checker<'_>,
-    path: &str,
-    span: &Range<usize>,
-    input: &Port,
-    routes: Option<&Vec<String>>,
-) -> Option<usize> {
-    let Some(routes) = routes else {
-        return Some(0);
-    };
-    let port = input
-        .output
-        .as_ref()
-        .and_then(|o| routes.iter().position(|r| r == o));
-    if port.is_none() {
-        c.at(
-            format!("{path}.input"),
-            span,
-            "input",
-            format!(
-                "name one of the routes of {:?}: {}",
-                input.node,
-                routes.join(", ")
-            ),
-        );
-    }
-    port
 }
 
 /// The resolved tree of checked steps. `step_inputs` holds, per step, the
@@ -312,15 +287,42 @@ mod tests {
                 Some("input = \"decod\""),
                 "input \"decod\" is not a source or step of this pipeline",
             ),
-            Case {
-                what: "cycle",
-                text: pipeline(&(filter("a", "b") + &filter("b", "a")), "decode"),
-                problems: vec![(
-                    "steps[1].input",
-                    Some("input = \"b\""),
-                    "steps form a cycle: b -> a -> a",
-                )],
-            },
+            case(
+                "cycle",
+                pipeline(&(filter("a", "b") + &filter("b", "a")), "decode"),
+                "steps[1].input",
+                Some("input = \"b\""),
+                "steps form a cycle: a -> b -> a",
+            ),
+            // Reported once, at its first step in the file, in the order
+            // records would flow; the step reading the cycle is left out.
+            case(
+                "cycle of three read by another step",
+                pipeline(
+                    &(filter("x", "b") + &filter("b", "a") + &filter("a", "c") + &filter("c", "b")),
+                    "x",
+                ),
+                "steps[2].input",
+                Some("input = \"a\""),
+                "steps form a cycle: b -> c -> a -> b",
+            ),
+            case(
+                "step reading itself",
+                pipeline(&filter("a", "a"), "a"),
+                "steps[1].input",
+                Some("input = \"a\"\nwhere"),
+                "steps form a cycle: a -> a",
+            ),
+            case(
+                "two decode steps",
+                pipeline(
+                    &step("name = \"again\"\ntype = \"decode\"\ninput = \"events\"\nformat = \"json\"\nfields = [{ name = \"id\", type = \"u64\" }]"),
+                    "again",
+                ),
+                "steps[1].input",
+                Some("input = \"events\"\nformat = \"json\"\nfields = [{"),
+                "the source is already decoded by step \"decode\": one decode step reads the source, other steps read it",
+            ),
             case(
                 "route step read without a route",
                 pipeline(&(route() + &filter("f", "r")), "f"),
@@ -383,14 +385,21 @@ mod tests {
                 pipeline(&route(), "r"),
                 "sinks[0].input",
                 Some("input = \"r\""),
-                "name one of the routes of \"r\": big, small",
+                "\"r\" is a route step: name one of its routes, e.g. \"r.big\"",
             ),
             case(
                 "sink reading an unknown route",
                 pipeline(&route(), "r.huge"),
                 "sinks[0].input",
                 Some("input = \"r.huge\""),
-                "name one of the routes of \"r\": big, small",
+                "route step \"r\" has no route \"huge\" (routes: big, small)",
+            ),
+            case(
+                "sink reading a route of a step that is not a route step",
+                pipeline("", "decode.big"),
+                "sinks[0].input",
+                Some("input = \"decode.big\""),
+                "\"decode\" is not a route step; refer to it without a \".route\" suffix",
             ),
         ]);
     }

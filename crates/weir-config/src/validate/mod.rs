@@ -28,21 +28,26 @@ use std::sync::Arc;
 
 use arrow_schema::Schema;
 
-use crate::check::{backticked, Checker};
+use crate::check::{field_named, Checker};
 use crate::connectors::Context;
 use crate::spec::FileSpec;
-use crate::{Pipeline, Problem, Sink, Step, StepKind};
+use crate::{Checks, Pipeline, Problem, Sink, Step, StepKind};
 use schema::PortInfo;
 use tables::{parse_port, SinkTable, StepSpec, StepTables};
 
 /// Checks pipeline text (relative paths resolve against `base_dir`): the
 /// typed pipeline, or every problem found, in file order.
-pub(crate) fn validate(text: &str, base_dir: &Path) -> Result<Pipeline, Vec<Problem>> {
+pub(crate) fn validate(
+    text: &str,
+    base_dir: &Path,
+    checks: &Checks<'_>,
+) -> Result<Pipeline, Vec<Problem>> {
     let file = parse_file(text)?;
     let mut c = Checker::new(text);
     let context = Context {
         base_dir,
         pipeline: &file.name,
+        checks,
     };
     let settings = settings::check_settings(&mut c, file.settings.as_ref());
     let source = source::check_sources(&mut c, &file.sources, &context);
@@ -54,9 +59,15 @@ pub(crate) fn validate(text: &str, base_dir: &Path) -> Result<Pipeline, Vec<Prob
         .as_ref()
         .and_then(|t| settings::check_checkpoint(&mut c, t, base_dir, source.as_ref()));
     graph::check_names(&mut c, source.as_ref(), &step_tables.steps, &sink_tables);
-    let source_name = source.as_ref().map(|s| s.name.as_str());
-    let order = graph::order(&mut c, &step_tables.steps, source_name);
-    let built = build_steps(&mut c, &step_tables, &order, source_name, base_dir);
+    // The source's name as written: steps reading it are checked even when
+    // the source itself is wrong (its problem is reported once, above).
+    let source_name = file
+        .sources
+        .first()
+        .and_then(|t| t.get_ref().get("name"))
+        .and_then(|v| v.as_str());
+    let order = graph::order(&mut c, &step_tables.steps, source_name, &step_tables.failed);
+    let built = build_steps(&mut c, &step_tables, &order, source_name, &context);
     let (sinks, sink_inputs) = build_sinks(
         &mut c,
         sink_tables,
@@ -97,9 +108,29 @@ pub(crate) fn validate(text: &str, base_dir: &Path) -> Result<Pipeline, Vec<Prob
 /// The file's top level; a TOML syntax error is the only problem reported.
 fn parse_file(text: &str) -> Result<FileSpec, Vec<Problem>> {
     toml::from_str(text).map_err(|e| {
-        let line = e.span().map(|s| Checker::new(text).line(s.start));
+        let at = e.span().map(|s| s.start.min(text.len()));
+        let line = at.map(|at| Checker::new(text).line(at));
         let message = e.message().trim().to_string();
-        let path = backticked(&message).unwrap_or_else(|| "(file)".into());
+        // A wrongly typed top-level value: the key on the value's line.
+        let key_at = |at: usize| {
+            let line_text = text
+                .get(..at)
+                .unwrap_or("")
+                .rsplit('\n')
+                .next()
+                .unwrap_or("");
+            let key = line_text.split('=').next().unwrap_or("").trim();
+            (line_text.contains('=') && !key.is_empty() && !key.starts_with('['))
+                .then(|| key.to_string())
+        };
+        let path = field_named(&message)
+            .or_else(|| {
+                message
+                    .starts_with("invalid")
+                    .then(|| at.and_then(key_at))
+                    .flatten()
+            })
+            .unwrap_or_else(|| "(file)".into());
         vec![Problem {
             path,
             line,
@@ -124,7 +155,7 @@ struct Built {
     placed: HashMap<String, Placed>,
     /// The routes of each checked route step, by name.
     routes: HashMap<String, Vec<String>>,
-    /// The (last) decode step reading the source.
+    /// The decode step: the one step reading the source.
     decode: Option<usize>,
 }
 
@@ -135,7 +166,7 @@ fn build_steps(
     tables: &StepTables,
     order: &[usize],
     source_name: Option<&str>,
-    base_dir: &Path,
+    context: &Context<'_>,
 ) -> Built {
     let mut built = Built {
         steps: Vec::new(),
@@ -156,7 +187,7 @@ fn build_steps(
                 continue;
             };
             let routes = built.routes.get(node);
-            let Some(port) = graph::step_input_port(c, &path, &p.span, &p.input, routes) else {
+            let Some(port) = graph::input_port(c, &path, &p.span, &p.input, routes) else {
                 continue;
             };
             (Some(up.info.clone()), Some((up.index, port)))
@@ -165,9 +196,23 @@ fn build_steps(
         if !graph::check_decode_placement(c, &path, &p.span, from_source, is_decode) {
             continue;
         }
+        if let (true, Some(first)) = (from_source, built.decode) {
+            c.at(
+                format!("{path}.input"),
+                &p.span,
+                "input",
+                format!(
+                    "the source is already decoded by step {:?}: one decode step reads the source, other steps read it",
+                    built.steps[first].name
+                ),
+            );
+            continue;
+        }
         let checked = match (&p.spec, &upstream) {
-            (StepSpec::Decode(s), None) => decode::check_decode(c, &path, &p.span, s, base_dir),
-            (spec, Some(up)) => steps::check_step(c, &path, &p.span, spec, up, base_dir),
+            (StepSpec::Decode(s), None) => {
+                decode::check_decode(c, &path, &p.span, s, context.base_dir)
+            }
+            (spec, Some(up)) => steps::check_step(c, &path, &p.span, spec, up, context),
             (_, None) => None,
         };
         let Some((kind, output_schema, info)) = checked else {
@@ -226,7 +271,7 @@ fn build_sinks(
             continue;
         };
         let routes = built.routes.get(&input.node);
-        let Some(port) = graph::sink_input_port(c, &path, &t.span, &input, routes) else {
+        let Some(port) = graph::input_port(c, &path, &t.span, &input, routes) else {
             continue;
         };
         if let Some(sink) = sinks::check_sink(c, &path, &t.span, t.spec, input, &up.info, context) {
@@ -259,6 +304,13 @@ mod tests {
                 "unknown field `version`, expected one of `name`, `settings`, `sources`, `steps`, `sinks`, `dead_letter`, `checkpoint`",
             ),
             case(
+                "wrongly typed name",
+                patched(&minimal(), "name = \"cases\"", "name = 5"),
+                "name",
+                Some("name = 5"),
+                "invalid type: integer `5`, expected a string",
+            ),
+            case(
                 "no name",
                 patched(&minimal(), "name = \"cases\"\n", ""),
                 "name",
@@ -267,5 +319,90 @@ mod tests {
                 "missing field `name`",
             ),
         ]);
+    }
+
+    /// `${VAR}` references, as a pipeline file meets them: each problem
+    /// once, with its field and line, and never a value from the
+    /// environment.
+    #[test]
+    fn interpolation_problems() {
+        const SECRET: &str = "hunter2-very-secret";
+        let vars = [("PW", SECRET), ("FRAMING", "csv"), ("DIR", "in")];
+        let source = |lines: &str| patched(&minimal(), "type = \"memory\"", lines);
+        check_in(
+            &[
+                case(
+                    "unset variable",
+                    source("type = \"file\"\npath = \"${DATA}/in.jsonl\""),
+                    "sources[0].path",
+                    Some("path ="),
+                    "environment variable DATA is not set (set it, or give a default: ${DATA:-default})",
+                ),
+                case(
+                    "reference outside a string",
+                    patched(&minimal(), "name = \"cases\"", "name = \"cases\"\n\n[settings]\nbatch_rows = ${ROWS}"),
+                    "settings.batch_rows",
+                    Some("batch_rows ="),
+                    "`${` outside a quoted string: variables are put into strings only (write \"${NAME}\")",
+                ),
+                case(
+                    "value the field does not take",
+                    source("type = \"stdin\"\nframing = \"${FRAMING}\""),
+                    "sources[0].framing",
+                    Some("framing ="),
+                    "unknown framing \"${FRAMING}\" (expected \"lines\" or \"length_delimited\")",
+                ),
+                case(
+                    "secret in a URL",
+                    source("type = \"nats\"\nurl = \"nats://u:${PW}@127.0.0.1\"\nstream = \"S\""),
+                    "sources[0].url",
+                    Some("url ="),
+                    "the URL holds a password: give it with `password_env` or `password_file` instead",
+                ),
+                case(
+                    "secret of the wrong type",
+                    patched(&minimal(), "name = \"cases\"", "name = \"cases\"\n\n[settings]\nbatch_rows = \"${PW}\""),
+                    "settings.batch_rows",
+                    Some("batch_rows ="),
+                    "invalid type: string \"${PW}\", expected i64",
+                ),
+            ],
+            &crate::Checks::default(),
+            &vars,
+        );
+        let p = parse_in(
+            &source("type = \"file\"\npath = \"${DIR}/${NAME:-events}.jsonl\""),
+            &crate::Checks::default(),
+            &vars,
+        )
+        .expect("valid");
+        assert_eq!(
+            p.source.kind,
+            crate::SourceKind::File {
+                path: std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("in/events.jsonl")
+            }
+        );
+    }
+
+    /// A secret read through a variable named by interpolation stays a
+    /// `Secret`: the pipeline's `Debug` names where it came from only.
+    #[test]
+    fn secrets_stay_out_of_debug() {
+        const SECRET: &str = "s3cr3t-token-from-the-environment";
+        std::env::set_var("WEIR_CONFIG_CASES_INTERPOLATED_TOKEN", SECRET);
+        let text = patched(
+            &minimal(),
+            "type = \"memory\"",
+            "type = \"nats\"\nurl = \"nats://127.0.0.1\"\nstream = \"S\"\ntoken_env = \"${TOKEN_VAR}\"",
+        );
+        let vars = [("TOKEN_VAR", "WEIR_CONFIG_CASES_INTERPOLATED_TOKEN")];
+        let p = parse_in(&text, &crate::Checks::default(), &vars).expect("valid");
+        let debug = format!("{p:?}");
+        assert!(!debug.contains(SECRET), "{debug}");
+        assert!(
+            debug
+                .contains("Secret(from environment variable WEIR_CONFIG_CASES_INTERPOLATED_TOKEN)"),
+            "{debug}"
+        );
     }
 }

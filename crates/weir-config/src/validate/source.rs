@@ -1,6 +1,8 @@
 //! The `[[sources]]` table: exactly one source, a built-in kind (file,
 //! stdin, memory, log) or a connector.
 
+use std::path::Path;
+
 use toml::Spanned;
 
 use crate::check::{resolve, type_of, Checker};
@@ -66,9 +68,13 @@ fn check_source(
     };
     let kind = match s.kind.as_str() {
         "file" => match &s.path {
-            Some(p) => SourceKind::File {
-                path: resolve(context.base_dir, p),
-            },
+            Some(p) => {
+                let path = resolve(context.base_dir, p);
+                if context.checks.source_files {
+                    check_source_file(c, table, &path);
+                }
+                SourceKind::File { path }
+            }
             None => {
                 c.at(
                     "sources[0].path".into(),
@@ -109,6 +115,19 @@ fn check_source(
         kind,
         framing,
     })
+}
+
+/// The file a file source reads exists and is a file.
+fn check_source_file(c: &mut Checker<'_>, table: &Spanned<toml::Table>, path: &Path) {
+    let problem = match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => format!("{} is a directory, not a file", path.display()),
+        Ok(_) => return,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            format!("source file {} does not exist", path.display())
+        }
+        Err(e) => format!("cannot read source file {}: {e}", path.display()),
+    };
+    c.at("sources[0].path".into(), &table.span(), "path", problem);
 }
 
 /// A stream of the durable log.
@@ -182,65 +201,64 @@ mod tests {
                 Some("[[sources]]\nname = \"more\""),
                 "a pipeline has exactly one source at present, found 2",
             ),
-            Case {
-                what: "no source",
-                text: patched(&minimal(), "[[sources]]\nname = \"events\"\ntype = \"memory\"\n", ""),
-                problems: vec![
-                    (
-                        "sources",
-                        None,
-                        "a pipeline has exactly one source at present, found 0",
-                    ),
-                    (
-                        "steps[0].input",
-                        Some("input = \"events\""),
-                        "input \"events\" is not a source or step of this pipeline",
-                    ),
-                ],
-            },
-            source_case(
+            // The decode step reads the source that is missing: one problem.
+            case(
+                "no source",
+                patched(&minimal(), "[[sources]]\nname = \"events\"\ntype = \"memory\"\n", ""),
+                "sources",
+                None,
+                "a pipeline has exactly one source at present, found 0",
+            ),
+            case(
                 "unknown key",
                 source("type = \"file\"\npaths = \"in.jsonl\""),
                 "sources[0].paths",
                 Some("paths ="),
                 "unknown field `paths`, expected one of `name`, `type`, `path`, `framing`, `stream`, `partitions`, `follow`",
             ),
-            source_case(
+            case(
+                "wrongly typed value",
+                source("type = \"file\"\npath = 5"),
+                "sources[0].path",
+                Some("path = 5"),
+                "invalid type: integer `5`, expected a string",
+            ),
+            case(
                 "unknown framing",
                 source("type = \"stdin\"\nframing = \"csv\""),
                 "sources[0].framing",
                 Some("framing ="),
                 "unknown framing \"csv\" (expected \"lines\" or \"length_delimited\")",
             ),
-            source_case(
+            case(
                 "file without path",
                 source("type = \"file\""),
                 "sources[0].path",
                 Some("type = \"file\""),
                 "a file source needs `path`",
             ),
-            source_case(
+            case(
                 "log without stream",
                 source("type = \"log\"\npath = \"log\""),
                 "sources[0].stream",
                 Some("type = \"log\""),
                 "a log source needs `path` (the log directory) and `stream`",
             ),
-            source_case(
+            case(
                 "log with no partitions",
                 source("type = \"log\"\npath = \"log\"\nstream = \"s\"\npartitions = 0"),
                 "sources[0].partitions",
                 Some("partitions ="),
                 "must be between 1 and 4096, got 0",
             ),
-            source_case(
+            case(
                 "unknown type",
                 source("type = \"s3\""),
                 "sources[0].type",
                 Some("type = \"s3\""),
                 "unknown source type \"s3\" (expected file, stdin, memory, log, nats, mqtt or kafka)",
             ),
-            source_case(
+            case(
                 "log keys on a file source",
                 source("type = \"file\"\npath = \"in.jsonl\"\nfollow = true"),
                 "sources[0].stream",
@@ -271,6 +289,46 @@ mod tests {
                 "names may not start with \"__\" or contain \".\"",
             ),
         ]);
+    }
+
+    /// What `weir validate` adds: the file a file source reads must exist.
+    #[test]
+    fn source_file_problems() {
+        let base = env!("CARGO_MANIFEST_DIR");
+        let missing = format!("source file {base}/in.jsonl does not exist");
+        let directory = format!("{base}/src is a directory, not a file");
+        struct NoModels;
+        impl crate::ModelShapes for NoModels {
+            fn shape(&self, _: &std::path::Path) -> Result<crate::ModelShape, String> {
+                Err("no model here".into())
+            }
+        }
+        let checks = crate::Checks::all(&NoModels);
+        check_in(
+            &[
+                case(
+                    "missing file",
+                    source("type = \"file\"\npath = \"in.jsonl\""),
+                    "sources[0].path",
+                    Some("path ="),
+                    &missing,
+                ),
+                case(
+                    "directory",
+                    source("type = \"file\"\npath = \"src\""),
+                    "sources[0].path",
+                    Some("path ="),
+                    &directory,
+                ),
+            ],
+            &checks,
+            &[],
+        );
+        // It exists; and without the check a missing file is fine (a run
+        // may be handed its input otherwise).
+        let exists = source("type = \"file\"\npath = \"Cargo.toml\"");
+        assert!(parse_in(&exists, &checks, &[]).is_ok());
+        assert!(parse(&source("type = \"file\"\npath = \"in.jsonl\"")).is_ok());
     }
 
     #[test]

@@ -12,8 +12,9 @@ use super::schema::{compile_at, visible, with_fields, PortInfo};
 use super::tables::StepSpec;
 use super::window::check_window;
 use crate::check::{resolve, Checker};
+use crate::connectors::Context;
 use crate::spec::*;
-use crate::{Model, StepKind};
+use crate::{Model, ModelShapes, StepKind};
 
 /// What a checked step is, its output schema and what flows out of it.
 pub(super) type Checked = (StepKind, SchemaRef, PortInfo);
@@ -31,7 +32,7 @@ pub(super) fn check_step(
     span: &Range<usize>,
     spec: &StepSpec,
     up: &PortInfo,
-    base_dir: &Path,
+    context: &Context<'_>,
 ) -> Option<Checked> {
     let at = Here { path, span };
     match spec {
@@ -41,7 +42,7 @@ pub(super) fn check_step(
         StepSpec::Select(s) => check_select(c, &at, s, up),
         StepSpec::KeyBy(s) => check_key_by(c, &at, s, up),
         StepSpec::Window(s) => check_window(c, path, span, s, up),
-        StepSpec::Model(s) => check_model(c, &at, s, up, base_dir),
+        StepSpec::Model(s) => check_model(c, &at, s, up, context),
         StepSpec::Route(s) => check_route(c, &at, s, up),
     }
 }
@@ -217,13 +218,14 @@ fn check_key_by(c: &mut Checker<'_>, at: &Here, s: &KeyBySpec, up: &PortInfo) ->
 }
 
 /// Numeric features in, new DOUBLE columns out, and a model file that
-/// exists.
+/// exists; with [`crate::Checks::models`], as many inputs and outputs as
+/// the model has.
 fn check_model(
     c: &mut Checker<'_>,
     at: &Here,
     s: &ModelSpec,
     up: &PortInfo,
-    base_dir: &Path,
+    context: &Context<'_>,
 ) -> Option<Checked> {
     let schema = &up.schema;
     let path = at.path;
@@ -262,7 +264,7 @@ fn check_model(
         }
         extra.push(Field::new(name, DataType::Float64, true));
     }
-    let model_path = resolve(base_dir, &s.path);
+    let model_path = resolve(context.base_dir, &s.path);
     if !model_path.is_file() {
         c.at(
             format!("{path}.path"),
@@ -271,6 +273,8 @@ fn check_model(
             format!("model file {} does not exist", model_path.display()),
         );
         ok = false;
+    } else if let Some(models) = context.checks.models {
+        ok &= check_model_shape(c, at, s, &model_path, models);
     }
     if !ok {
         return None;
@@ -285,6 +289,54 @@ fn check_model(
         out.clone(),
         up.with_schema(out),
     ))
+}
+
+/// The step names as many inputs and outputs as the model at `file` has.
+fn check_model_shape(
+    c: &mut Checker<'_>,
+    at: &Here,
+    s: &ModelSpec,
+    file: &Path,
+    models: &dyn ModelShapes,
+) -> bool {
+    let path = at.path;
+    let shape = match models.shape(file) {
+        Ok(shape) => shape,
+        Err(why) => {
+            c.at(format!("{path}.path"), at.span, "path", why);
+            return false;
+        }
+    };
+    let mut ok = true;
+    if shape.inputs != s.inputs.len() {
+        c.at(
+            format!("{path}.inputs"),
+            at.span,
+            "inputs",
+            format!(
+                "model {} takes {} features per row, the step names {}",
+                file.display(),
+                shape.inputs,
+                s.inputs.len()
+            ),
+        );
+        ok = false;
+    }
+    if shape.outputs != s.outputs.len() {
+        c.at(
+            format!("{path}.outputs"),
+            at.span,
+            "outputs",
+            format!(
+                "model {} produces {} values per row, the step names {} output columns",
+                file.display(),
+                shape.outputs,
+                s.outputs.len()
+            ),
+        );
+        ok = false;
+    }
+    ok
 }
 
 /// One predicate per route, in the file's order; all routes share the
@@ -503,6 +555,71 @@ mod tests {
                 "model file /nonexistent/m.onnx does not exist",
             ),
         ]);
+    }
+
+    /// Models whose file (any file: `Cargo.toml` stands in) has this shape;
+    /// `src/lib.rs` cannot be read as one.
+    struct Shaped(crate::ModelShape);
+
+    impl crate::ModelShapes for Shaped {
+        fn shape(&self, path: &std::path::Path) -> Result<crate::ModelShape, String> {
+            if path.ends_with("src/lib.rs") {
+                return Err(format!("model {}: not an ONNX model", path.display()));
+            }
+            Ok(self.0)
+        }
+    }
+
+    /// With a model reader (`weir validate`): the step names as many inputs
+    /// and outputs as the model has.
+    #[test]
+    fn model_shape_problems() {
+        let base = env!("CARGO_MANIFEST_DIR");
+        let model = |lines: &str| {
+            one_step(&format!(
+                "type = \"model\"\ninput = \"decode\"\npath = \"Cargo.toml\"\n{lines}"
+            ))
+        };
+        let inputs = format!("model {base}/Cargo.toml takes 2 features per row, the step names 1");
+        let outputs = format!(
+            "model {base}/Cargo.toml produces 1 values per row, the step names 2 output columns"
+        );
+        let unreadable = format!("model {base}/src/lib.rs: not an ONNX model");
+        let models = Shaped(crate::ModelShape {
+            inputs: 2,
+            outputs: 1,
+        });
+        check_in(
+            &[
+                case(
+                    "too few inputs",
+                    model("inputs = [\"amount\"]\noutputs = [\"score\"]"),
+                    "steps[1].inputs",
+                    Some("inputs ="),
+                    &inputs,
+                ),
+                case(
+                    "too many outputs",
+                    model("inputs = [\"amount\", \"id\"]\noutputs = [\"score\", \"other\"]"),
+                    "steps[1].outputs",
+                    Some("outputs ="),
+                    &outputs,
+                ),
+                case(
+                    "model that cannot be read",
+                    one_step("type = \"model\"\ninput = \"decode\"\npath = \"src/lib.rs\"\ninputs = [\"amount\", \"id\"]\noutputs = [\"score\"]"),
+                    "steps[1].path",
+                    Some("path ="),
+                    &unreadable,
+                ),
+            ],
+            &crate::Checks::all(&models),
+            &[],
+        );
+        let fits = model("inputs = [\"amount\", \"id\"]\noutputs = [\"score\"]");
+        assert!(parse_in(&fits, &crate::Checks::all(&models), &[]).is_ok());
+        // Without a model reader, the counts are not checked.
+        assert!(parse(&model("inputs = [\"amount\"]\noutputs = [\"score\"]")).is_ok());
     }
 
     #[test]

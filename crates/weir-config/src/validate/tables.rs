@@ -68,7 +68,9 @@ pub(super) fn read_steps(c: &mut Checker<'_>, tables: &[Spanned<toml::Table>]) -
     for (i, table) in tables.iter().enumerate() {
         let path = format!("steps[{i}]");
         let span = table.span();
+        let name = table.get_ref().get("name").and_then(|v| v.as_str());
         let Some(kind) = type_of(table.get_ref()) else {
+            failed.extend(name.map(str::to_string));
             c.at(
                 path,
                 &span,
@@ -97,9 +99,7 @@ pub(super) fn read_steps(c: &mut Checker<'_>, tables: &[Spanned<toml::Table>]) -
             }
         };
         let Some(spec) = spec else {
-            if let Some(name) = table.get_ref().get("name").and_then(|v| v.as_str()) {
-                failed.insert(name.to_string());
-            }
+            failed.extend(name.map(str::to_string));
             continue;
         };
         let (name, input) = spec.name_and_input();
@@ -215,23 +215,14 @@ mod tests {
     #[test]
     fn step_table_problems() {
         check(&[
-            Case {
-                what: "no type",
-                text: one_step("input = \"decode\""),
-                problems: vec![
-                    (
-                        "steps[1]",
-                        Some("[[steps]]\nname = \"s\""),
-                        "missing or non-string `type` (one of decode, filter, derive, select, key_by, window, model, route)",
-                    ),
-                    // A step without a type is not known as a step at all.
-                    (
-                        "sinks[0].input",
-                        Some("input = \"s\""),
-                        "input \"s\" is not a step of this pipeline",
-                    ),
-                ],
-            },
+            // The sink reading the step is not reported as reading nothing.
+            case(
+                "no type",
+                one_step("input = \"decode\""),
+                "steps[1]",
+                Some("[[steps]]\nname = \"s\""),
+                "missing or non-string `type` (one of decode, filter, derive, select, key_by, window, model, route)",
+            ),
             case(
                 "unknown type",
                 one_step("type = \"map\"\ninput = \"decode\""),
@@ -252,6 +243,69 @@ mod tests {
                 "steps[1]",
                 Some("name = \"s\""),
                 "missing field `where`",
+            ),
+            case(
+                "wrongly typed value",
+                one_step("type = \"filter\"\ninput = \"decode\"\nwhere = 5"),
+                "steps[1].where",
+                Some("where ="),
+                "invalid type: integer `5`, expected a string",
+            ),
+            case(
+                "wrongly typed duration",
+                one_step("type = \"decode\"\ninput = \"events\"\nformat = \"json\"\nfields = []\nmax_out_of_orderness = 5"),
+                "steps[1].max_out_of_orderness",
+                Some("max_out_of_orderness = 5"),
+                "invalid type: integer `5`, expected a string",
+            ),
+        ]);
+    }
+
+    /// A broken step `s` (these lines after its name), then a filter `t`
+    /// reading it and read by the sink: only the broken step is reported.
+    fn read_by_the_next(lines: &str) -> String {
+        let steps = step(&format!("name = \"s\"\n{lines}"))
+            + &step("name = \"t\"\ntype = \"filter\"\ninput = \"s\"\nwhere = \"amount > 1\"");
+        pipeline(&steps, "t")
+    }
+
+    #[test]
+    fn a_broken_step_is_reported_once() {
+        check(&[
+            case(
+                "misspelt key",
+                read_by_the_next("type = \"filter\"\ninput = \"decode\"\nwher = \"amount > 0\""),
+                "steps[1].wher",
+                Some("wher ="),
+                "unknown field `wher`, expected one of `name`, `type`, `input`, `where`",
+            ),
+            case(
+                "wrongly typed value",
+                read_by_the_next("type = \"filter\"\ninput = \"decode\"\nwhere = true"),
+                "steps[1].where",
+                Some("where = true"),
+                "invalid type: boolean `true`, expected a string",
+            ),
+            case(
+                "no type",
+                read_by_the_next("input = \"decode\"\nwhere = \"amount > 0\""),
+                "steps[1]",
+                Some("[[steps]]\nname = \"s\""),
+                "missing or non-string `type` (one of decode, filter, derive, select, key_by, window, model, route)",
+            ),
+            case(
+                "unknown type",
+                read_by_the_next("type = \"map\"\ninput = \"decode\""),
+                "steps[1].type",
+                Some("type = \"map\""),
+                "unknown step type \"map\" (expected one of decode, filter, derive, select, key_by, window, model, route)",
+            ),
+            case(
+                "expression that does not type-check",
+                read_by_the_next("type = \"filter\"\ninput = \"decode\"\nwhere = \"card > 1\""),
+                "steps[1].where",
+                Some("where = \"card"),
+                "cannot compare VARCHAR with BIGINT in \"card > 1\"",
             ),
         ]);
     }

@@ -1,6 +1,8 @@
 //! The model step: gathers named feature columns into a row-major matrix,
 //! runs the model once per batch, and appends its outputs as columns.
+//! [`OnnxShapes`] reads a model's shape for `weir validate`.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use arrow_array::{
@@ -14,6 +16,20 @@ use weir_model::OnnxModel;
 use super::{Ctx, Operator, Outputs};
 use crate::dead_letter::Rejected;
 use crate::EngineError;
+
+/// Reads model files for [`weir_config::Checks`]: the shape an ONNX file
+/// declares, which [`ModelStep::new`] holds the step to when it starts.
+pub struct OnnxShapes;
+
+impl weir_config::ModelShapes for OnnxShapes {
+    fn shape(&self, path: &Path) -> Result<weir_config::ModelShape, String> {
+        let model = OnnxModel::load(path).map_err(|e| e.to_string())?;
+        Ok(weir_config::ModelShape {
+            inputs: model.input_width(),
+            outputs: model.output_widths().iter().sum(),
+        })
+    }
+}
 
 /// A model step.
 pub struct ModelStep {
@@ -159,5 +175,30 @@ impl Operator for ModelStep {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use weir_config::{ModelShape, ModelShapes};
+
+    use super::OnnxShapes;
+
+    #[test]
+    fn shapes_of_model_files() {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let model = repo.join("examples/fraud/model/fraud_lr.onnx");
+        assert_eq!(
+            OnnxShapes.shape(&model),
+            Ok(ModelShape {
+                inputs: 5,
+                outputs: 1
+            })
+        );
+        let not_a_model = repo.join("examples/fraud/model/model.toml");
+        let why = OnnxShapes.shape(&not_a_model).expect_err("not ONNX");
+        assert!(why.contains("model.toml"), "{why}");
     }
 }
