@@ -1,7 +1,8 @@
 //! The blocking HTTP/1.1 client of `weir top`, `weir tap` and `weir chaos`.
 //!
-//! All three talk plain HTTP to a weir process on a trusted network: the
-//! endpoint of `weir run --metrics-address`, or `weir ingest`. The client is
+//! All three talk plain HTTP to a weir process: the endpoint of `weir run
+//! --metrics-address`, or `weir ingest`, with a bearer token where the
+//! endpoint has one. The client is
 //! hyper's (`hyper::client::conn::http1`) over a tokio TCP stream: hyper is
 //! already built for the servers (axum), and its client half costs about a
 //! second of compile time (docs/ARCHITECTURE.md has the comparison). Each
@@ -14,17 +15,27 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{CONTENT_TYPE, HOST, USER_AGENT};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, USER_AGENT};
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::runtime::Runtime;
 
 /// Where the server listens: `host:port`, from `host:port` or
-/// `http://host:port[/]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `http://host:port[/]`; and the bearer token requests carry, if any.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Endpoint {
     authority: String,
+    token: Option<String>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("authority", &self.authority)
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .finish()
+    }
 }
 
 impl Endpoint {
@@ -52,7 +63,14 @@ impl Endpoint {
         }
         Ok(Endpoint {
             authority: a.to_string(),
+            token: None,
         })
+    }
+
+    /// The same endpoint, its requests carrying `Authorization: Bearer
+    /// <token>` when `token` is set.
+    pub fn with_token(self, token: Option<String>) -> Endpoint {
+        Endpoint { token, ..self }
     }
 
     /// `host:port`, as connected to and sent in the `Host` header.
@@ -160,6 +178,9 @@ fn send(
         .uri(path)
         .header(HOST, endpoint.authority())
         .header(USER_AGENT, "weir");
+    if let Some(token) = &endpoint.token {
+        request = request.header(AUTHORIZATION, format!("Bearer {token}"));
+    }
     let body = match body {
         Some((content_type, bytes)) => {
             request = request.header(CONTENT_TYPE, content_type);

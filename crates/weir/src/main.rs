@@ -70,6 +70,12 @@ enum Command {
         /// `/tap/STEP` on this address, such as `127.0.0.1:9464`.
         #[arg(long, env = "WEIR_METRICS_ADDRESS", value_name = "ADDRESS")]
         metrics_address: Option<String>,
+        /// File holding the bearer token that `/metrics` and `/tap` of
+        /// --metrics-address need (else WEIR_ENDPOINT_TOKEN, else none:
+        /// `/metrics` open, taps off). `/healthz` and `/readyz` never need
+        /// it.
+        #[arg(long, value_name = "PATH")]
+        endpoint_token_file: Option<PathBuf>,
         /// `/readyz` fails while the source's consumer lag (log sources)
         /// is over this many records.
         #[arg(long, env = "WEIR_MAX_LAG", value_name = "RECORDS")]
@@ -199,6 +205,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             shards,
             drain,
             metrics_address,
+            endpoint_token_file,
             max_lag,
             stop_timeout,
         } => {
@@ -208,14 +215,11 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let p = weir_config::load(&pipeline)?;
             let telemetry = weir_engine::telemetry::Telemetry::new(&p, max_lag);
             let _endpoint = match &metrics_address {
-                Some(addr) => {
-                    let endpoint = observe::serve(addr, telemetry.clone())?;
-                    eprintln!(
-                        "weir run: serving http://{}/metrics, /healthz, /readyz, /tap/STEP",
-                        endpoint.addr()
-                    );
-                    Some(endpoint)
-                }
+                Some(addr) => Some(observe::start(
+                    addr,
+                    endpoint_token_file.as_deref(),
+                    telemetry.clone(),
+                )?),
                 None => None,
             };
             let progress = progress::start(&telemetry, &p);

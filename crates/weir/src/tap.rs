@@ -5,7 +5,9 @@
 //! server). This command copies those lines to standard output as they
 //! arrive, flushing each, so it can be piped into `jq` or `head`; it stops
 //! when the server ends the body, after `--limit` lines, when the reader of
-//! standard output goes away, or on Ctrl-C.
+//! standard output goes away, or on Ctrl-C. Taps need the endpoint's
+//! bearer token: from `--token-file`, else `WEIR_ENDPOINT_TOKEN`. Empty
+//! lines (the server's heartbeat on a quiet step) are skipped.
 
 use std::io::{self, Write};
 use std::time::Duration;
@@ -34,11 +36,16 @@ pub struct TapArgs {
     /// Stop after printing this many records.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     limit: Option<u64>,
+    /// File holding the endpoint's bearer token (else
+    /// WEIR_ENDPOINT_TOKEN).
+    #[arg(long, value_name = "PATH")]
+    token_file: Option<std::path::PathBuf>,
 }
 
 /// Runs `weir tap`.
 pub fn run(args: TapArgs) -> anyhow::Result<()> {
-    let endpoint = Endpoint::parse(&args.address)?;
+    let token = crate::observe::load_token(args.token_file.as_deref())?;
+    let endpoint = Endpoint::parse(&args.address)?.with_token(token);
     let stdout = io::stdout();
     let mut out = stdout.lock();
     tap(&endpoint, &args.step, args.rate, args.limit, &mut out).map(|_| ())
@@ -86,10 +93,20 @@ fn tap(
         } else {
             format!(" {}", response.reason)
         };
+        let hint = match response.status {
+            401 => format!(
+                " (give the endpoint's token with --token-file or {})",
+                crate::observe::TOKEN_ENV
+            ),
+            _ => String::new(),
+        };
         if text.is_empty() {
-            bail!("GET {url} answered {}{reason}", response.status);
+            bail!("GET {url} answered {}{reason}{hint}", response.status);
         }
-        bail!("GET {url} answered {}{reason}: {text}", response.status);
+        bail!(
+            "GET {url} answered {}{reason}: {text}{hint}",
+            response.status
+        );
     }
     let mut lines = LineSplitter::default();
     let mut printer = LinePrinter {

@@ -1,14 +1,16 @@
 //! Record samples for `/tap/STEP`: a debugging view of what passes a step.
 //!
 //! The data path checks one relaxed flag per batch and step; only a step
-//! with a subscriber pays for encoding its sampled rows.
+//! with a subscriber pays for encoding its sampled rows. Samples go to an
+//! async channel, so a subscriber (the HTTP endpoint) waits for them
+//! without a thread of its own.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
 use arrow_array::RecordBatch;
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use tokio::sync::mpsc::{self, error::TrySendError, Receiver, Sender};
 
 /// A step's samples for `/tap`.
 struct TapSlot {
@@ -25,13 +27,14 @@ struct TapSubscriber {
 
 /// Samples of the records passing each step, for debugging. A subscriber
 /// gets at most its rate of records per second; records it cannot take
-/// at once are dropped, never waited for.
+/// at once are dropped, never waited for. At most one second of samples
+/// (its rate, up to 1024) waits for a subscriber.
 pub struct Taps {
     steps: Vec<String>,
     slots: Vec<TapSlot>,
 }
 
-/// Records queued per subscriber before new ones are dropped.
+/// Most records queued per subscriber before new ones are dropped.
 const TAP_QUEUE: usize = 1024;
 
 impl Taps {
@@ -56,17 +59,19 @@ impl Taps {
     /// `None` for an unknown step.
     pub fn subscribe(&self, step: &str, per_second: u32) -> Option<Receiver<String>> {
         let i = self.steps.iter().position(|s| s == step)?;
-        let (tx, rx) = crossbeam_channel::bounded(TAP_QUEUE);
+        let per_second = per_second.max(1);
+        let (tx, rx) = mpsc::channel((per_second as usize).min(TAP_QUEUE));
         let slot = &self.slots[i];
-        slot.subscribers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(TapSubscriber {
-                tx,
-                per_second: per_second.max(1),
-                window: Instant::now(),
-                taken: 0,
-            });
+        let mut subs = slot.subscribers.lock().unwrap_or_else(|p| p.into_inner());
+        // Subscribers of a quiet step are otherwise only noticed gone at
+        // its next batch: do not let them pile up.
+        subs.retain(|s| !s.tx.is_closed());
+        subs.push(TapSubscriber {
+            tx,
+            per_second,
+            window: Instant::now(),
+            taken: 0,
+        });
         slot.active.store(true, Ordering::Release);
         Some(rx)
     }
@@ -88,6 +93,9 @@ impl Taps {
         let now = Instant::now();
         let step = &self.steps[i];
         subs.retain_mut(|sub| {
+            if sub.tx.is_closed() {
+                return false;
+            }
             if now.duration_since(sub.window).as_secs() >= 1 {
                 sub.window = now;
                 sub.taken = 0;
@@ -96,7 +104,6 @@ impl Taps {
             let rows = batch.num_rows();
             let take = budget.min(rows);
             if take == 0 {
-                // A gone subscriber is noticed at its next sample.
                 return true;
             }
             // Spread the sample over the batch rather than its head.
@@ -111,7 +118,7 @@ impl Taps {
                 match sub.tx.try_send(line) {
                     Ok(()) => sub.taken += 1,
                     Err(TrySendError::Full(_)) => break,
-                    Err(TrySendError::Disconnected(_)) => return false,
+                    Err(TrySendError::Closed(_)) => return false,
                 }
             }
             true
@@ -155,7 +162,8 @@ mod tests {
         .expect("batch");
         taps.offer(1, &batch);
         taps.offer(1, &batch);
-        let got: Vec<String> = rx.try_iter().collect();
+        let mut rx = rx;
+        let got: Vec<String> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
         // Five a second, spread over the batch, hidden columns left out.
         assert_eq!(
             got,
@@ -165,9 +173,41 @@ mod tests {
                 .collect::<Vec<_>>()
         );
         drop(rx);
-        // The next window notices the subscriber is gone.
-        std::thread::sleep(std::time::Duration::from_millis(1010));
+        // The next batch notices the subscriber is gone, even with its
+        // second's budget spent.
         taps.offer(1, &batch);
         assert!(!taps.tapped(1));
+    }
+
+    #[test]
+    fn gone_subscribers_of_a_quiet_step_do_not_pile_up() {
+        let taps = Taps::new(vec!["decode".into()]);
+        let count = |taps: &Taps| taps.slots[0].subscribers.lock().unwrap().len();
+        for _ in 0..100 {
+            drop(taps.subscribe("decode", 1000).expect("known step"));
+        }
+        let rx = taps.subscribe("decode", 1000).expect("known step");
+        assert_eq!(count(&taps), 1);
+        drop(rx);
+    }
+
+    #[test]
+    fn at_most_one_second_of_samples_waits() {
+        use arrow_array::UInt64Array;
+        use arrow_schema::{DataType, Field, Schema};
+        let taps = Taps::new(vec!["decode".into()]);
+        let mut slow = taps.subscribe("decode", 3).expect("known step");
+        let mut fast = taps.subscribe("decode", 5000).expect("known step");
+        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::UInt64, false)]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![Arc::new(UInt64Array::from_iter_values(0..4000))],
+        )
+        .expect("batch");
+        taps.offer(0, &batch);
+        taps.offer(0, &batch);
+        let drain = |rx: &mut Receiver<String>| std::iter::from_fn(|| rx.try_recv().ok()).count();
+        assert_eq!(drain(&mut slow), 3);
+        assert_eq!(drain(&mut fast), TAP_QUEUE);
     }
 }

@@ -50,6 +50,10 @@ pub struct TopArgs {
     /// as when standard output is not a terminal.
     #[arg(long)]
     once: bool,
+    /// File holding the endpoint's bearer token, where `weir run` has one
+    /// (else WEIR_ENDPOINT_TOKEN).
+    #[arg(long, value_name = "PATH")]
+    token_file: Option<std::path::PathBuf>,
 }
 
 fn parse_interval(text: &str) -> Result<Duration, String> {
@@ -62,7 +66,8 @@ fn parse_interval(text: &str) -> Result<Duration, String> {
 
 /// Runs `weir top`.
 pub fn run(args: TopArgs) -> anyhow::Result<()> {
-    let endpoint = Endpoint::parse(&args.address)?;
+    let token = crate::observe::load_token(args.token_file.as_deref())?;
+    let endpoint = Endpoint::parse(&args.address)?.with_token(token);
     let address = endpoint.authority().to_string();
     let stdout = std::io::stdout();
     let live = !args.once && stdout.is_terminal();
@@ -123,8 +128,15 @@ fn scrape(endpoint: &Endpoint) -> anyhow::Result<(Scrape, Instant)> {
     let at = Instant::now();
     if r.status != 200 {
         let body = String::from_utf8_lossy(&r.body);
+        let hint = match r.status {
+            401 => format!(
+                " (give the endpoint's token with --token-file or {})",
+                crate::observe::TOKEN_ENV
+            ),
+            _ => String::new(),
+        };
         bail!(
-            "GET {} answered {} {}: {}",
+            "GET {} answered {} {}: {}{hint}",
             endpoint.url("/metrics"),
             r.status,
             r.reason,
