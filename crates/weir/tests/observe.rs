@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{append, get, start};
+use common::{append, get, get_with_token, start};
 use weir_test_support::brokers::Broker;
 use weir_test_support::net::free_port;
 use weir_test_support::pipelines::{example_text, fraud_text_following_log};
@@ -21,8 +21,12 @@ use weir_metrics::process;
 /// as their `_count` and `_sum`, each bucket by its `le`.
 type Scrape = HashMap<(String, Vec<(String, String)>), f64>;
 
+/// The token the metrics test's run has; the others have none, and a
+/// token sent to an endpoint without one changes nothing.
+const TOKEN: &str = "observe-test-token";
+
 fn scrape(port: u16) -> Option<Scrape> {
-    let (status, body) = get(port, "/metrics").ok()?;
+    let (status, body) = get_with_token(port, "/metrics", TOKEN).ok()?;
     assert_eq!(status, 200, "{body}");
     let lines = body.lines().map(|l| Ok(l.to_string()));
     let parsed = prometheus_parse::Scrape::parse(lines).expect("valid exposition");
@@ -117,7 +121,16 @@ fn metrics_move_as_events_flow_and_the_cli_reads_them() {
     append(dir.path(), 0, 20_000, &[b"{not json"]);
     let port = free_port();
     let address = format!("127.0.0.1:{port}");
-    let _run = start(dir.path(), &["--metrics-address", &address]);
+    std::fs::write(dir.path().join("token"), format!("{TOKEN}\n")).expect("write");
+    let _run = start(
+        dir.path(),
+        &[
+            "--metrics-address",
+            &address,
+            "--endpoint-token-file",
+            "token",
+        ],
+    );
 
     let source = |s: &Scrape| {
         value(
@@ -276,6 +289,8 @@ fn metrics_move_as_events_flow_and_the_cli_reads_them() {
     // `weir top` shows the same totals.
     let top = Command::new(env!("CARGO_BIN_EXE_weir"))
         .args(["top", &address, "--once", "--interval", "200ms"])
+        .args(["--token-file", "token"])
+        .current_dir(dir.path())
         .output()
         .expect("weir top");
     let shown = String::from_utf8_lossy(&top.stdout);
@@ -314,6 +329,8 @@ fn metrics_move_as_events_flow_and_the_cli_reads_them() {
     // `weir tap` prints records passing a step while they flow.
     let tap = Command::new(env!("CARGO_BIN_EXE_weir"))
         .args(["tap", &address, "features", "--limit", "3", "--rate", "100"])
+        .args(["--token-file", "token"])
+        .current_dir(dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -342,6 +359,7 @@ fn metrics_move_as_events_flow_and_the_cli_reads_them() {
     }
     let unknown = Command::new(env!("CARGO_BIN_EXE_weir"))
         .args(["tap", &address, "nope"])
+        .env("WEIR_ENDPOINT_TOKEN", TOKEN)
         .output()
         .expect("weir tap");
     assert!(!unknown.status.success());

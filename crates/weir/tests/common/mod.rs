@@ -56,13 +56,23 @@ pub fn append(dir: &Path, from: usize, to: usize, extra: &[&[u8]]) {
 /// `GET path` over plain HTTP/1.1: the status and body, or why there is
 /// none (nothing listening yet, a cut answer).
 pub fn get(port: u16, path: &str) -> Result<(u16, String), String> {
+    get_with(port, path, "")
+}
+
+/// `GET path` with `Authorization: Bearer token`, as [`get`].
+pub fn get_with_token(port: u16, path: &str, token: &str) -> Result<(u16, String), String> {
+    get_with(port, path, &format!("Authorization: Bearer {token}\r\n"))
+}
+
+/// `GET path` with extra header lines (each ending in CRLF), as [`get`].
+pub fn get_with(port: u16, path: &str, headers: &str) -> Result<(u16, String), String> {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
         .map_err(|e| format!("connect: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{headers}\r\n"
     )
     .map_err(|e| format!("write: {e}"))?;
     let mut response = Vec::new();
