@@ -630,9 +630,20 @@ input = "parse"
         read_response(&mut s)
     }
 
+    /// Reads to the end of the connection, for at most 10 s.
     fn read_response(s: &mut TcpStream) -> (u16, String, String) {
+        let deadline = Instant::now() + Duration::from_secs(10);
         let mut raw = Vec::new();
-        s.read_to_end(&mut raw).expect("response");
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf).expect("response") {
+                0 => break,
+                n => raw.extend_from_slice(&buf[..n]),
+            }
+            let now = Instant::now();
+            assert!(now < deadline, "no end of the response within 10 s");
+            s.set_read_timeout(Some(deadline - now)).unwrap();
+        }
         let raw = String::from_utf8(raw).expect("UTF-8");
         let (head, body) = raw.split_once("\r\n\r\n").expect("a head");
         let status = head[9..12].parse().expect("status");

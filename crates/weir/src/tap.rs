@@ -322,6 +322,32 @@ mod tests {
     }
 
     #[test]
+    fn tap_sends_the_token_and_says_where_a_refused_one_comes_from() {
+        let unauthorized = b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 32\r\n\r\nmissing or invalid bearer token\n".to_vec();
+        let (addr, server) = serve(vec![chunked_tap_response(), vec![unauthorized]]);
+        let ep = Endpoint::parse(&addr)
+            .unwrap()
+            .with_token(Some("s3cret".into()));
+        assert!(!format!("{ep:?}").contains("s3cret"), "{ep:?}");
+        assert_eq!(tap(&ep, "decode", 10, None, &mut Vec::new()).unwrap(), 3);
+        let e = tap(&ep, "decode", 10, None, &mut Vec::new()).unwrap_err();
+        assert_eq!(
+            format!("{e:#}"),
+            format!(
+                "GET http://{addr}/tap/decode?rate=10 answered 401 Unauthorized: missing or \
+                 invalid bearer token (give the endpoint's token with --token-file or \
+                 WEIR_ENDPOINT_TOKEN)"
+            )
+        );
+        let requests = server.join().unwrap();
+        assert!(
+            requests[0].contains("\r\nauthorization: Bearer s3cret\r\n"),
+            "{}",
+            requests[0]
+        );
+    }
+
+    #[test]
     fn tap_stops_quietly_when_stdout_goes_away() {
         struct Closed;
         impl Write for Closed {

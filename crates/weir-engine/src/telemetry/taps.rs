@@ -206,6 +206,9 @@ mod tests {
         .expect("batch");
         taps.offer(0, &batch);
         taps.offer(0, &batch);
+        // The next second's samples find the slow subscriber's queue full.
+        std::thread::sleep(std::time::Duration::from_millis(1010));
+        taps.offer(0, &batch);
         let drain = |rx: &mut Receiver<String>| std::iter::from_fn(|| rx.try_recv().ok()).count();
         assert_eq!(drain(&mut slow), 3);
         assert_eq!(drain(&mut fast), TAP_QUEUE);
