@@ -198,7 +198,7 @@ fn dlq_replay_into_a_stream_ingest_owns_is_refused_or_goes_through_the_server() 
     );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        "replayed 2 dead letters from dead-letters into transactions\n"
+        "replayed 2 dead letters from stream dead-letters into transactions\n"
     );
 
     // The server's own next append comes after the replayed records.
@@ -272,6 +272,6 @@ fn a_replay_into_its_own_stream_ends() {
     );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        "replayed 1 dead letters from dead-letters into dead-letters\n"
+        "replayed 1 dead letters from stream dead-letters into dead-letters\n"
     );
 }
