@@ -22,6 +22,20 @@ pub fn stream_config() -> StreamConfig {
     }
 }
 
+/// Every record of partition 0 of `stream`, read as a pipeline in another
+/// process reads it (without opening the stream for writing).
+pub fn read_stream(log_dir: &std::path::Path, stream: &str) -> Vec<(u64, Vec<u8>)> {
+    let mut reader = weir_log::TailReader::new(log_dir, stream, 0);
+    let mut out = Vec::new();
+    loop {
+        let got = reader.read(out.len() as u64, 10_000).unwrap();
+        if got.is_empty() {
+            return out;
+        }
+        out.extend(got);
+    }
+}
+
 /// A response as read off the wire.
 #[derive(Debug)]
 pub struct Reply {
