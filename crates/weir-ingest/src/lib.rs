@@ -465,8 +465,10 @@ pub struct IngestState {
     max_lag: Option<u64>,
     lag: LagFn,
     limits: Limits,
-    /// A permit per open connection.
+    /// A permit per open connection (and one while waiting to accept).
     connections: Arc<Semaphore>,
+    /// Connections open now.
+    open_connections: Arc<AtomicU64>,
     /// A permit per request in flight.
     requests: Arc<Semaphore>,
     /// A permit per KiB reserved by requests in flight.
@@ -475,7 +477,7 @@ pub struct IngestState {
     registry: Arc<Registry>,
     unknown_stream: RequestMetrics,
     overload: OverloadMetrics,
-    stopping: AtomicBool,
+    stopping: Arc<AtomicBool>,
     answered: AtomicU64,
     appended: AtomicU64,
     unanswered: AtomicU64,
@@ -558,6 +560,7 @@ impl IngestState {
             lag,
             limits,
             connections: Arc::new(Semaphore::new(limits.max_connections)),
+            open_connections: Arc::new(AtomicU64::new(0)),
             requests: Arc::new(Semaphore::new(limits.max_in_flight)),
             memory: Arc::new(Semaphore::new(memory_kib)),
             memory_kib,
@@ -565,7 +568,7 @@ impl IngestState {
             overload: OverloadMetrics::new(&registry),
             registry,
             streams,
-            stopping: AtomicBool::new(false),
+            stopping: Arc::new(AtomicBool::new(false)),
             answered: AtomicU64::new(0),
             appended: AtomicU64::new(0),
             unanswered: AtomicU64::new(0),
@@ -579,7 +582,16 @@ impl IngestState {
         let registry = &self.registry;
         registry.collect(weir_metrics::process_metrics);
         let streams: Vec<Arc<StreamState>> = self.streams.values().cloned().collect();
+        let stopping = self.stopping.clone();
         registry.collect(move |s| {
+            let failed = streams.iter().any(|st| lock(&st.failed).is_some());
+            let ready = !stopping.load(Ordering::Acquire) && !failed;
+            s.gauge(
+                names::READY,
+                "1 while the server is ready for requests (not stopping, no stream failed).",
+                vec![],
+                if ready { 1.0 } else { 0.0 },
+            );
             for st in &streams {
                 let size: u64 = st.stream.partitions().iter().map(|p| p.size_bytes()).sum();
                 s.gauge(
@@ -600,13 +612,9 @@ impl IngestState {
         let (requests, memory, connections) = (
             self.requests.clone(),
             self.memory.clone(),
-            self.connections.clone(),
+            self.open_connections.clone(),
         );
-        let (max_requests, max_kib, max_connections) = (
-            self.limits.max_in_flight,
-            self.memory_kib,
-            self.limits.max_connections,
-        );
+        let (max_requests, max_kib) = (self.limits.max_in_flight, self.memory_kib);
         registry.collect(move |s| {
             s.gauge(
                 names::IN_FLIGHT_REQUESTS,
@@ -624,7 +632,7 @@ impl IngestState {
                 names::CONNECTIONS,
                 "Open client connections.",
                 vec![],
-                max_connections.saturating_sub(connections.available_permits()) as f64,
+                connections.load(Ordering::Relaxed) as f64,
             );
         });
     }

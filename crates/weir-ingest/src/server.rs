@@ -16,6 +16,7 @@
 //! the drain timeout closes the rest.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +25,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
@@ -77,6 +79,7 @@ pub(crate) async fn run(
             }
         };
         let _ = tcp.set_nodelay(true);
+        let permit = OpenConnection::new(permit, &state.open_connections);
         let service = TowerToHyperService::new(app.clone());
         let http = http.clone();
         match &tls {
@@ -125,6 +128,28 @@ pub(crate) async fn run(
         );
     }
     tasks.shutdown().await;
+}
+
+/// An open connection: its permit, and its count in the gauge.
+struct OpenConnection {
+    _permit: OwnedSemaphorePermit,
+    open: Arc<AtomicU64>,
+}
+
+impl OpenConnection {
+    fn new(permit: OwnedSemaphorePermit, open: &Arc<AtomicU64>) -> OpenConnection {
+        open.fetch_add(1, Ordering::Relaxed);
+        OpenConnection {
+            _permit: permit,
+            open: open.clone(),
+        }
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 fn is_connection_error(e: &std::io::Error) -> bool {
