@@ -218,6 +218,9 @@ const STORAGE_FULL_RETRY_AFTER: &str = "10";
 /// this often as a backstop.
 const BACKSTOP_FSYNC_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Connections the operators' port keeps open at most.
+const OPS_MAX_CONNECTIONS: usize = 64;
+
 /// Memory reserved per record of a request: its slice in the batch.
 const BYTES_PER_RECORD: usize = 16;
 
@@ -334,8 +337,14 @@ pub struct IngestConfig {
     /// with the write and the fsync timed apart, and the idempotency
     /// journal written with the batch while the fsync is shared.
     pub streams: Vec<(String, StreamConfig)>,
-    /// When set, [`serve`] speaks HTTPS only, with this certificate and key.
+    /// When set, [`serve`] speaks HTTPS only, with this certificate and key
+    /// (on both ports).
     pub tls: Option<TlsConfig>,
+    /// When set, `/metrics`, `/healthz` and `/readyz` are also served on
+    /// this address, with a connection limit of their own (64), so that
+    /// scrapes and probes get through while the events port is at its
+    /// connection limit. `/metrics` needs the bearer token here too.
+    pub metrics_listen: Option<SocketAddr>,
     /// Connections, requests in flight, timeouts.
     pub limits: Limits,
     /// The idempotency window of each stream.
@@ -354,6 +363,7 @@ impl IngestConfig {
             max_lag: None,
             streams: Vec::new(),
             tls: None,
+            metrics_listen: None,
             limits: Limits::default(),
             idempotency: IdempotencyConfig::default(),
         }
@@ -707,6 +717,16 @@ pub fn router(state: Arc<IngestState>) -> Router {
         .with_state(state)
 }
 
+/// `/metrics`, `/healthz` and `/readyz` alone, for
+/// [`IngestConfig::metrics_listen`].
+fn ops_router(state: Arc<IngestState>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_text))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
 /// [`bind`] then [`IngestServer::serve`]: opens the configured streams,
 /// listens on `config.listen` and serves until `shutdown` completes; then
 /// stops accepting connections, finishes the requests in flight (their
@@ -744,11 +764,23 @@ pub async fn bind(
             source,
         })?;
     let addr = listener.local_addr().unwrap_or(config.listen);
+    let (ops_listener, ops_addr) = match config.metrics_listen {
+        Some(at) => {
+            let l = tokio::net::TcpListener::bind(at)
+                .await
+                .map_err(|source| IngestError::Bind { addr: at, source })?;
+            let a = l.local_addr().unwrap_or(at);
+            (Some(l), Some(a))
+        }
+        None => (None, None),
+    };
     Ok(IngestServer {
         state: Arc::new(state),
         listener,
+        ops_listener,
         tls,
         addr,
+        ops_addr,
     })
 }
 
@@ -757,14 +789,17 @@ pub async fn bind(
 pub struct IngestServer {
     state: Arc<IngestState>,
     listener: tokio::net::TcpListener,
+    ops_listener: Option<tokio::net::TcpListener>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     addr: SocketAddr,
+    ops_addr: Option<SocketAddr>,
 }
 
 impl std::fmt::Debug for IngestServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IngestServer")
             .field("addr", &self.addr)
+            .field("ops_addr", &self.ops_addr)
             .field("tls", &self.tls.is_some())
             .field("state", &self.state)
             .finish()
@@ -775,6 +810,12 @@ impl IngestServer {
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address of the operators' port ([`IngestConfig::metrics_listen`]),
+    /// if it has one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.ops_addr
     }
 
     /// Whether it speaks HTTPS (else plain HTTP).
@@ -801,14 +842,44 @@ impl IngestServer {
         let state = self.state;
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         tracing::info!(%addr, streams = state.streams.len(), scheme, "weir ingest listening");
-        server::run(
-            self.listener,
-            self.tls,
-            router(state.clone()),
-            state.clone(),
-            shutdown,
-        )
-        .await;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let data = server::run(
+            server::Port {
+                listener: self.listener,
+                tls: self.tls.clone(),
+                app: router(state.clone()),
+                connections: state.connections.clone(),
+                open: state.open_connections.clone(),
+            },
+            state.limits,
+            stopped(stop_rx.clone()),
+            || state.begin_stop(),
+        );
+        let ops = async {
+            if let Some(listener) = self.ops_listener {
+                server::run(
+                    server::Port {
+                        listener,
+                        tls: self.tls.clone(),
+                        app: ops_router(state.clone()),
+                        connections: Arc::new(Semaphore::new(OPS_MAX_CONNECTIONS)),
+                        open: Arc::new(AtomicU64::new(0)),
+                    },
+                    state.limits,
+                    stopped(stop_rx.clone()),
+                    || {},
+                )
+                .await;
+            }
+        };
+        tokio::join!(data, ops);
         state.idle().await;
         let synced = state.clone();
         tokio::task::spawn_blocking(move || synced.sync())

@@ -25,25 +25,42 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
-use crate::{IngestState, TLS_HANDSHAKE_TIMEOUT};
+use crate::{Limits, TLS_HANDSHAKE_TIMEOUT};
 
 /// Largest buffer hyper keeps per connection for a request head (and reads
 /// of the body): request heads must fit in it.
 const MAX_BUF_BYTES: usize = 32 * 1024;
 
-/// Serves `app` on `listener` until `shutdown` completes, then drains.
+/// One listening port and what it serves.
+pub(crate) struct Port {
+    pub(crate) listener: TcpListener,
+    pub(crate) tls: Option<TlsAcceptor>,
+    pub(crate) app: Router,
+    /// A permit per open connection, taken before accepting.
+    pub(crate) connections: Arc<Semaphore>,
+    /// Connections open now.
+    pub(crate) open: Arc<AtomicU64>,
+}
+
+/// Serves `port` until `shutdown` completes, then calls `stopping` and
+/// drains.
 pub(crate) async fn run(
-    listener: TcpListener,
-    tls: Option<TlsAcceptor>,
-    app: Router,
-    state: Arc<IngestState>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    port: Port,
+    limits: Limits,
+    shutdown: impl Future<Output = ()> + Send,
+    stopping: impl FnOnce(),
 ) {
-    let limits = state.limits;
+    let Port {
+        listener,
+        tls,
+        app,
+        connections,
+        open,
+    } = port;
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
@@ -57,7 +74,7 @@ pub(crate) async fn run(
             biased;
             () = &mut shutdown => break,
             Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
-            p = state.connections.clone().acquire_owned() => match p {
+            p = connections.clone().acquire_owned() => match p {
                 Ok(p) => p,
                 Err(_) => break,
             },
@@ -79,7 +96,7 @@ pub(crate) async fn run(
             }
         };
         let _ = tcp.set_nodelay(true);
-        let permit = OpenConnection::new(permit, &state.open_connections);
+        let permit = OpenConnection::new(permit, &open);
         let service = TowerToHyperService::new(app.clone());
         let http = http.clone();
         match &tls {
@@ -112,7 +129,7 @@ pub(crate) async fn run(
         }
     }
     drop(listener);
-    state.begin_stop();
+    stopping();
     let open = graceful.count();
     tracing::info!(
         connections = open,

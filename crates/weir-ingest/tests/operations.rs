@@ -114,6 +114,39 @@ async fn metrics_need_the_token_and_count_what_happened() {
     s.stop().await;
 }
 
+#[tokio::test]
+async fn the_operators_port_answers_while_the_events_port_is_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(dir.path(), |c| {
+        c.bearer_token = Some("s3cret".into());
+        c.limits.max_connections = 2;
+        c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let ops = s.ops_addr.expect("an operators' port");
+    // Two stalled clients take every connection of the events port.
+    let mut stalled = Vec::new();
+    for _ in 0..2 {
+        let mut c = TcpStream::connect(s.addr).await.unwrap();
+        c.write_all(b"POST /v1/streams/clicks/events HTTP/1.1\r\n")
+            .await
+            .unwrap();
+        stalled.push(c);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let r = http(ops, &get_with("/metrics", &[TOKEN])).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(sample(&r.body, "weir_ingest_connections"), Some(2.0));
+    assert_eq!(http(ops, &get_with("/metrics", &[])).await.status, 401);
+    assert_eq!(http(ops, &get_with("/healthz", &[])).await.body, "ok\n");
+    assert_eq!(http(ops, &get_with("/readyz", &[])).await.body, "ready\n");
+    // Events go to the events port only.
+    let r = http(ops, &post_with(EVENTS, &[TOKEN], b"{}\n")).await;
+    assert_eq!(r.status, 404);
+    drop(stalled);
+    s.stop().await;
+}
+
 /// A request whose body is sent up to its last byte, held open.
 async fn hold(addr: std::net::SocketAddr, body: &[u8]) -> (TcpStream, u8) {
     let mut c = TcpStream::connect(addr).await.unwrap();

@@ -33,6 +33,11 @@ pub struct IngestArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    /// Also serve /metrics, /healthz and /readyz on this address (with
+    /// connections of their own, so scrapes and probes get through while
+    /// the events port is saturated); they are on --listen in any case.
+    #[arg(long, value_name = "ADDRESS")]
+    metrics_address: Option<SocketAddr>,
     /// Directory of the durable log.
     #[arg(long, default_value = "weir-data/log")]
     log_dir: PathBuf,
@@ -137,6 +142,7 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
     };
     config.bearer_token = token;
     config.max_lag = args.max_lag;
+    config.metrics_listen = args.metrics_address;
     config.tls = match (args.tls_cert, args.tls_key) {
         (Some(cert), Some(key)) => Some(weir_ingest::TlsConfig { cert, key }),
         (None, None) => None,
@@ -174,14 +180,17 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
         let server = weir_ingest::bind(config, log, lag)
             .await
             .context("cannot start the ingest server")?;
+        let scheme = if server.is_tls() { "https" } else { "http" };
         eprintln!(
-            "weir ingest listening on {}://{} (streams: {}; log: {}; max lag: {}; also /metrics, /healthz, /readyz)",
-            if server.is_tls() { "https" } else { "http" },
+            "weir ingest listening on {scheme}://{} (streams: {}; log: {}; max lag: {}; /metrics, /healthz, /readyz{})",
             server.local_addr(),
             args.streams.join(", "),
             args.log_dir.display(),
             args.max_lag
                 .map_or_else(|| "none".to_string(), |n| format!("{n} records")),
+            server
+                .metrics_addr()
+                .map_or_else(String::new, |a| format!(" also on {scheme}://{a}")),
         );
         let state = server.state();
         let requested = stop.clone();

@@ -206,6 +206,8 @@ pub fn get_with(path: &str, headers: &[(&str, &str)]) -> Vec<u8> {
 /// log in `dir`.
 pub struct TestServer {
     pub addr: std::net::SocketAddr,
+    /// The operators' port, when `metrics_listen` was set.
+    pub ops_addr: Option<std::net::SocketAddr>,
     pub state: Arc<weir_ingest::IngestState>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), weir_ingest::IngestError>>>,
@@ -226,6 +228,7 @@ impl TestServer {
             .await
             .unwrap();
         let addr = server.local_addr();
+        let ops_addr = server.metrics_addr();
         let state = server.state();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(server.serve(async {
@@ -233,6 +236,7 @@ impl TestServer {
         }));
         TestServer {
             addr,
+            ops_addr,
             state,
             stop: Some(stop),
             task: Some(task),
