@@ -73,6 +73,7 @@ pub struct Response {
     pub status: u16,
     /// The reason phrase the server sent, else the status code's usual one.
     pub reason: String,
+    pub headers: hyper::HeaderMap,
     pub body: Vec<u8>,
 }
 
@@ -80,6 +81,7 @@ pub struct Response {
 pub struct Streaming {
     pub status: u16,
     pub reason: String,
+    pub headers: hyper::HeaderMap,
     pub body: BodyStream,
 }
 
@@ -92,21 +94,31 @@ pub fn get(
     timeout: Duration,
     max_body: usize,
 ) -> anyhow::Result<Response> {
-    whole(endpoint, Method::GET, path, None, timeout, max_body)
+    whole(endpoint, Method::GET, path, &[], None, timeout, max_body)
 }
 
-/// POSTs `body` (of type `content_type`) to `path` and reads the whole
-/// answer (at most `max_body` bytes); `timeout` as for [`get`].
+/// POSTs `body` (of type `content_type`, with more request `headers`) to
+/// `path` and reads the whole answer (at most `max_body` bytes); `timeout`
+/// as for [`get`].
 pub fn post(
     endpoint: &Endpoint,
     path: &str,
     content_type: &str,
+    headers: &[(&str, &str)],
     body: Bytes,
     timeout: Duration,
     max_body: usize,
 ) -> anyhow::Result<Response> {
     let body = Some((content_type, body));
-    whole(endpoint, Method::POST, path, body, timeout, max_body)
+    whole(
+        endpoint,
+        Method::POST,
+        path,
+        headers,
+        body,
+        timeout,
+        max_body,
+    )
 }
 
 /// GETs `path` and returns once the head has arrived, with the body to read
@@ -119,7 +131,15 @@ pub fn get_streaming(
     timeout: Duration,
     body_timeout: Option<Duration>,
 ) -> anyhow::Result<Streaming> {
-    send(endpoint, Method::GET, path, None, timeout, body_timeout)
+    send(
+        endpoint,
+        Method::GET,
+        path,
+        &[],
+        None,
+        timeout,
+        body_timeout,
+    )
 }
 
 /// Sends a request and reads the whole answer.
@@ -127,12 +147,21 @@ fn whole(
     endpoint: &Endpoint,
     method: Method,
     path: &str,
+    headers: &[(&str, &str)],
     body: Option<(&str, Bytes)>,
     timeout: Duration,
     max_body: usize,
 ) -> anyhow::Result<Response> {
     let what = format!("{method} {}", endpoint.url(path));
-    let mut r = send(endpoint, method, path, body, timeout, Some(timeout))?;
+    let mut r = send(
+        endpoint,
+        method,
+        path,
+        headers,
+        body,
+        timeout,
+        Some(timeout),
+    )?;
     let body = r
         .body
         .read_all(max_body)
@@ -140,6 +169,7 @@ fn whole(
     Ok(Response {
         status: r.status,
         reason: r.reason,
+        headers: r.headers,
         body,
     })
 }
@@ -150,6 +180,7 @@ fn send(
     endpoint: &Endpoint,
     method: Method,
     path: &str,
+    headers: &[(&str, &str)],
     body: Option<(&str, Bytes)>,
     timeout: Duration,
     body_timeout: Option<Duration>,
@@ -160,6 +191,9 @@ fn send(
         .uri(path)
         .header(HOST, endpoint.authority())
         .header(USER_AGENT, "weir");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
     let body = match body {
         Some((content_type, bytes)) => {
             request = request.header(CONTENT_TYPE, content_type);
@@ -203,6 +237,7 @@ fn send(
     Ok(Streaming {
         status: status.as_u16(),
         reason,
+        headers: response.headers().clone(),
         body: BodyStream {
             runtime,
             body: response.into_body(),
@@ -443,6 +478,7 @@ pub(crate) mod tests {
             &ep,
             "/v1/streams/s/events",
             "application/x-ndjson",
+            &[("Idempotency-Key", "k1")],
             Bytes::from_static(b"{\"a\":1}\n"),
             Duration::from_secs(5),
             1024,
@@ -453,6 +489,7 @@ pub(crate) mod tests {
         assert!(request.starts_with("post /v1/streams/s/events http/1.1\r\n"));
         assert!(request.contains("\r\ncontent-type: application/x-ndjson\r\n"));
         assert!(request.contains("\r\ncontent-length: 8\r\n"));
+        assert!(request.contains("\r\nidempotency-key: k1\r\n"));
     }
 
     #[test]

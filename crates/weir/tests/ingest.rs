@@ -191,7 +191,10 @@ fn sigterm_under_load_loses_nothing_acknowledged_and_exits_0() {
                     let records: Vec<Vec<u8>> = (0..20)
                         .map(|k| format!("{{\"c\":{c},\"i\":{i},\"k\":{k}}}").into_bytes())
                         .collect();
-                    let body: Vec<u8> = records.iter().flat_map(|r| [&r[..], b"\n"].concat()).collect();
+                    let body: Vec<u8> = records
+                        .iter()
+                        .flat_map(|r| [&r[..], b"\n"].concat())
+                        .collect();
                     match post(port, &[], &body) {
                         Ok(r) if r.status == 200 => {
                             acked.fetch_add(1, Ordering::SeqCst);
@@ -212,7 +215,11 @@ fn sigterm_under_load_loses_nothing_acknowledged_and_exits_0() {
         })
         .collect();
     while acked.load(Ordering::SeqCst) < 200 {
-        assert!(child.try_wait().unwrap().is_none(), "{}", stderr_of(dir.path()));
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "{}",
+            stderr_of(dir.path())
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     stop.store(true, Ordering::SeqCst);
@@ -237,7 +244,11 @@ fn sigterm_under_load_loses_nothing_acknowledged_and_exits_0() {
             Some((first, end)) => {
                 assert_eq!(end - first, records.len() as u64);
                 for (k, r) in records.iter().enumerate() {
-                    assert_eq!(stored.get(&(first + k as u64)), Some(r), "acknowledged record lost");
+                    assert_eq!(
+                        stored.get(&(first + k as u64)),
+                        Some(r),
+                        "acknowledged record lost"
+                    );
                 }
                 acked_records += records.len();
             }
@@ -281,7 +292,11 @@ fn millions_of_invalid_lines_get_a_short_answer_in_little_memory() {
     assert_eq!(v["errors"].as_array().unwrap().len(), 100);
     assert_eq!(v["error_count"], 4 * 1024 * 1024);
     assert!(r.body.len() < 10_000, "{} bytes", r.body.len());
-    eprintln!("peak RSS {} MB before, {} MB after", before >> 20, peak >> 20);
+    eprintln!(
+        "peak RSS {} MB before, {} MB after",
+        before >> 20,
+        peak >> 20
+    );
     assert!(peak < before + (64 << 20), "peak RSS {} MB", peak >> 20);
 }
 
@@ -426,7 +441,10 @@ fn a_full_disk_answers_507_and_logs_once() {
         assert!(accepted < 100, "the disk never filled");
     };
     assert_eq!(full.status, 507, "{}", String::from_utf8_lossy(&full.body));
-    assert_eq!(full.headers.get("retry-after").map(String::as_str), Some("10"));
+    assert_eq!(
+        full.headers.get("retry-after").map(String::as_str),
+        Some("10")
+    );
     for _ in 0..30 {
         let r = post(port, &[], body.as_bytes()).expect("an answer");
         assert_eq!(r.status, 507);
@@ -442,5 +460,8 @@ fn a_full_disk_answers_507_and_logs_once() {
     let r = post(port, &[], b"{\"after\":1}\n").expect("an answer");
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     signal(&child, "TERM");
-    assert_eq!(wait_exit(&mut child, Duration::from_secs(20)).code(), Some(0));
+    assert_eq!(
+        wait_exit(&mut child, Duration::from_secs(20)).code(),
+        Some(0)
+    );
 }
