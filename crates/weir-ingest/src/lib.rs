@@ -448,6 +448,8 @@ struct StreamState {
     /// Held from the idempotency check to the batch's write: keeps a key
     /// and its batch together, and the batch's offsets predictable.
     append: Mutex<Option<Idempotency>>,
+    /// Whether `append` holds a window (keys are on).
+    keys: bool,
     metrics: StreamMetrics,
     /// Why the stream stopped accepting appends, once it has.
     failed: Mutex<Option<String>>,
@@ -543,7 +545,8 @@ impl IngestState {
                 stream_config.clone()
             };
             let stream = log.stream(name, open_config)?;
-            let idempotency = if config.idempotency.keys > 0 {
+            let keys = config.idempotency.keys > 0;
+            let idempotency = if keys {
                 let end = stream.partition(0).next_offset();
                 Some(Idempotency::open(log, name, config.idempotency, end)?)
             } else {
@@ -556,6 +559,7 @@ impl IngestState {
                     stream,
                     sync_each,
                     append: Mutex::new(idempotency),
+                    keys,
                     metrics: StreamMetrics::new(&registry, name),
                     failed: Mutex::new(None),
                     errors: RateLimited::new(APPEND_ERROR_LOG_EVERY),
@@ -985,7 +989,7 @@ async fn handle(
     };
     // The header is ignored when the window is off (no journal to keep).
     let key = match request.headers().get(IDEMPOTENCY_KEY) {
-        Some(v) if lock(&st.append).is_some() => {
+        Some(v) if st.keys => {
             if let Err(message) = idempotency::check_key(v.as_bytes()) {
                 return error(StatusCode::BAD_REQUEST, &message);
             }
@@ -1170,9 +1174,7 @@ impl Job {
         }
         let split = records::split(self.format, &self.body);
         self.st.metrics.rejected.add(split.error_count as u64);
-        if split.records.is_empty() && split.error_count > 0
-            || split.error_count > 0 && !self.partial
-        {
+        if split.error_count > 0 && (split.records.is_empty() || !self.partial) {
             return Outcome::Invalid {
                 errors: split.errors,
                 error_count: split.error_count,

@@ -12,6 +12,8 @@ use weir_ingest::names;
 
 const TOKEN: (&str, &str) = ("Authorization", "Bearer s3cret");
 
+type Headers<'a> = &'a [(&'a str, &'a str)];
+
 #[tokio::test]
 async fn metrics_need_the_token_and_count_what_happened() {
     let dir = tempfile::tempdir().unwrap();
@@ -33,7 +35,7 @@ async fn metrics_need_the_token_and_count_what_happened() {
         );
     }
 
-    let posts: [(&[(&str, &str)], &str, &[u8], u16); 5] = [
+    let posts: [(Headers, &str, &[u8], u16); 5] = [
         (&[TOKEN], EVENTS, b"{\"a\":1}\n{\"a\":1}\n{\"a\":1}\n", 200),
         (&[TOKEN], EVENTS, b"{\"b\":22}\n{\"b\":22}\n", 200),
         (&[TOKEN], EVENTS, b"[1]\n", 400),

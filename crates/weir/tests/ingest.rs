@@ -172,6 +172,9 @@ fn wait_exit(child: &mut Running, limit: Duration) -> ExitStatus {
     }
 }
 
+/// A request's records, and the offsets its answer gave, if it had one.
+type Outcome = (Vec<Vec<u8>>, Option<(u64, u64)>);
+
 /// Records posted by 8 clients while SIGTERM arrives are each either
 /// acknowledged (and then in the stream, at the offsets acknowledged) or
 /// refused (and then absent); the process exits 0.
@@ -185,8 +188,7 @@ fn sigterm_under_load_loses_nothing_acknowledged_and_exits_0() {
         .map(|c| {
             let (acked, stop) = (acked.clone(), stop.clone());
             std::thread::spawn(move || {
-                // (request, its records, its answer's offsets if any).
-                let mut outcomes: Vec<(Vec<Vec<u8>>, Option<(u64, u64)>)> = Vec::new();
+                let mut outcomes: Vec<Outcome> = Vec::new();
                 for i in 0.. {
                     let records: Vec<Vec<u8>> = (0..20)
                         .map(|k| format!("{{\"c\":{c},\"i\":{i},\"k\":{k}}}").into_bytes())
