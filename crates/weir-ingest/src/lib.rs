@@ -4,7 +4,7 @@
 //! is how producers that speak HTTP put events into it without linking the
 //! log themselves. A request is acknowledged only after its records were
 //! appended and are as durable as the stream's
-//! [`FsyncPolicy`](weir_log::FsyncPolicy) asks, so a `200` means the data
+//! [`FsyncPolicy`] asks, so a `200` means the data
 //! survives a crash (under `always`) and a producer that gets anything else
 //! can retry — safely, with an `Idempotency-Key`.
 //!

@@ -126,6 +126,13 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
         Log::open(&args.log_dir)
             .with_context(|| format!("cannot open log {}", args.log_dir.display()))?,
     );
+    if args.max_in_flight_bytes < args.max_body_bytes {
+        bail!(
+            "--max-in-flight-bytes ({}) is below --max-body-bytes ({}): a body of the largest size could never be read",
+            args.max_in_flight_bytes,
+            args.max_body_bytes
+        );
+    }
     let mut config = weir_ingest::IngestConfig::new(args.listen);
     config.max_body_bytes = args.max_body_bytes;
     config.limits = Limits {
