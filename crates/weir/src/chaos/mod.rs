@@ -95,13 +95,14 @@ pub fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
         bail!("--rate must be positive");
     }
     let batches = args.events.div_ceil(args.batch);
-    if batches <= u64::from(args.kills) {
+    let all_kills = u64::from(args.kills) + u64::from(args.ingest_kills.unwrap_or(args.kills));
+    if batches <= all_kills {
         bail!(
-            "{} events in requests of {} make {batches} requests, too few for {} kills \
-             (each restart needs fresh events): lower --batch or raise --events",
+            "{} events in requests of {} make {batches} requests, too few for {all_kills} kills \
+             of weir run and weir ingest (each restart needs fresh events): lower --batch or \
+             raise --events",
             args.events,
             args.batch,
-            args.kills
         );
     }
     let work = match &args.dir {
