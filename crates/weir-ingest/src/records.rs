@@ -5,11 +5,15 @@
 //! array syntax, a bad Protobuf length prefix) makes the rest of the body
 //! unreadable: it is reported once, at the index of the first record that
 //! could not be cut out, and nothing after it is returned.
+//!
+//! Only the first [`MAX_REPORTED_ERRORS`] errors are kept (with their
+//! reasons); the rest are counted. A body of millions of invalid records
+//! thus costs a counter, not a reason string each.
 
 use std::cell::Cell;
 use std::fmt;
 
-use serde::de::{DeserializeSeed, SeqAccess, Visitor};
+use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserializer;
 use serde_json::value::RawValue;
 
@@ -45,6 +49,10 @@ impl Format {
     }
 }
 
+/// How many refused records a [`Split`] keeps, with their reasons; the
+/// others are only counted ([`Split::error_count`]).
+pub const MAX_REPORTED_ERRORS: usize = 100;
+
 /// A record that was refused.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RecordError {
@@ -57,35 +65,112 @@ pub struct RecordError {
 /// The records of a body and the errors, both in request order.
 #[derive(Debug, Default)]
 pub struct Split<'a> {
-    /// Valid records with their index in the request.
-    pub records: Vec<(usize, &'a [u8])>,
-    /// Invalid records (and at most one final framing error).
+    /// Valid records, in request order (as the log appends them).
+    pub records: Vec<&'a [u8]>,
+    /// The first [`MAX_REPORTED_ERRORS`] invalid records (a framing error
+    /// included, which is always the last error).
     pub errors: Vec<RecordError>,
+    /// How many records were invalid, those not in `errors` included.
+    pub error_count: usize,
 }
 
 impl<'a> Split<'a> {
     fn push(&mut self, index: usize, result: Result<&'a [u8], String>) {
         match result {
-            Ok(r) => self.records.push((index, r)),
-            Err(reason) => self.errors.push(RecordError { index, reason }),
+            Ok(r) => self.records.push(r),
+            Err(reason) => self.error(index, reason),
+        }
+    }
+
+    fn error(&mut self, index: usize, reason: String) {
+        self.error_count += 1;
+        if self.errors.len() < MAX_REPORTED_ERRORS {
+            self.errors.push(RecordError { index, reason });
+        }
+    }
+
+    /// Whether a reason is wanted for the next error (one more fits).
+    fn wants_reason(&self) -> bool {
+        self.errors.len() < MAX_REPORTED_ERRORS
+    }
+}
+
+/// Cuts `body` into records of `format` and validates each. The list of
+/// records is allocated once, for [`max_records`].
+pub fn split(format: Format, body: &[u8]) -> Split<'_> {
+    let mut out = Split {
+        records: Vec::with_capacity(max_records(format, body)),
+        ..Split::default()
+    };
+    match format {
+        Format::JsonLines => json_lines(body, &mut out),
+        Format::JsonArray => json_array(body, &mut out),
+        Format::DelimitedProtobuf => delimited_protobuf(body, &mut out),
+    }
+    out
+}
+
+/// At least as many records as [`split`] can find in `body`, counted
+/// without checking them (one pass over the bytes): the lines of JSON
+/// lines, the `{` of a JSON array (every record is an object), the frames
+/// of Protobuf. What a request's list of records will take is known before
+/// it is built.
+pub fn max_records(format: Format, body: &[u8]) -> usize {
+    match format {
+        Format::JsonLines => body.iter().filter(|&&b| b == b'\n').count() + 1,
+        Format::JsonArray => body.iter().filter(|&&b| b == b'{').count(),
+        Format::DelimitedProtobuf => {
+            let mut pos = 0;
+            let mut n = 0;
+            while pos < body.len() {
+                let Ok((len, k)) = read_varint(&body[pos..]) else {
+                    break;
+                };
+                n += 1;
+                pos = match usize::try_from(len)
+                    .ok()
+                    .and_then(|l| (pos + k).checked_add(l))
+                {
+                    Some(p) => p,
+                    None => break,
+                };
+            }
+            n
         }
     }
 }
 
-/// Cuts `body` into records of `format` and validates each.
-pub fn split(format: Format, body: &[u8]) -> Split<'_> {
-    match format {
-        Format::JsonLines => json_lines(body),
-        Format::JsonArray => json_array(body),
-        Format::DelimitedProtobuf => delimited_protobuf(body),
+/// Whether `bytes` is one JSON object, checked without building it. The
+/// reason is only formatted when `reason` is set (a body of millions of
+/// bad lines formats a hundred).
+fn check_object(bytes: &[u8], reason: bool) -> Result<(), Option<String>> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let result = de.deserialize_any(ObjectCheck).and_then(|()| de.end());
+    match result {
+        Ok(()) => Ok(()),
+        Err(_) if !reason => Err(None),
+        Err(e) => Err(Some(
+            match serde_json::from_slice::<serde_json::Value>(bytes) {
+                Ok(other) => format!("expected a JSON object, found {}", kind(&other)),
+                Err(_) => format!("invalid JSON: {e}"),
+            },
+        )),
     }
 }
 
-fn check_object(bytes: &[u8]) -> Result<(), String> {
-    match serde_json::from_slice::<serde_json::Value>(bytes) {
-        Ok(serde_json::Value::Object(_)) => Ok(()),
-        Ok(other) => Err(format!("expected a JSON object, found {}", kind(&other))),
-        Err(e) => Err(format!("invalid JSON: {e}")),
+/// Accepts a JSON object and skips its members; anything else is an error.
+struct ObjectCheck;
+
+impl<'de> Visitor<'de> for ObjectCheck {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(())
     }
 }
 
@@ -100,29 +185,26 @@ fn kind(v: &serde_json::Value) -> &'static str {
     }
 }
 
-fn json_lines(body: &[u8]) -> Split<'_> {
-    let mut out = Split::default();
+fn json_lines<'a>(body: &'a [u8], out: &mut Split<'a>) {
     let mut index = 0;
     for line in body.split(|&b| b == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        out.push(index, check_object(line).map(|()| line));
+        match check_object(line, out.wants_reason()) {
+            Ok(()) => out.records.push(line),
+            Err(reason) => out.error(index, reason.unwrap_or_default()),
+        }
         index += 1;
     }
-    out
 }
 
-fn json_array(body: &[u8]) -> Split<'_> {
-    let mut out = Split::default();
+fn json_array<'a>(body: &'a [u8], out: &mut Split<'a>) {
     let seen = Cell::new(0usize);
     let mut de = serde_json::Deserializer::from_slice(body);
     let parsed = de
-        .deserialize_seq(ElementsVisitor {
-            seen: &seen,
-            out: &mut out,
-        })
+        .deserialize_seq(ElementsVisitor { seen: &seen, out })
         .and_then(|()| de.end());
     if let Err(e) = parsed {
         let reason = if e.is_data() && seen.get() == 0 && out.records.is_empty() {
@@ -131,12 +213,16 @@ fn json_array(body: &[u8]) -> Split<'_> {
         } else {
             format!("invalid JSON, the rest of the body is unreadable: {e}")
         };
+        // A framing error is always reported, as the last error.
+        out.error_count += 1;
+        if out.errors.len() == MAX_REPORTED_ERRORS {
+            out.errors.pop();
+        }
         out.errors.push(RecordError {
             index: seen.get(),
             reason,
         });
     }
-    out
 }
 
 /// Walks the array, slicing each element out of the original bytes.
@@ -156,14 +242,16 @@ impl<'de, 's, 'o> Visitor<'de> for ElementsVisitor<'s, 'o, 'de> {
         while let Some(raw) = seq.next_element_seed(RawSeed)? {
             let index = self.seen.get();
             let text = raw.get();
-            let result = if text.starts_with('{') {
-                Ok(text.as_bytes())
-            } else {
+            if text.starts_with('{') {
+                self.out.records.push(text.as_bytes());
+            } else if self.out.wants_reason() {
                 let v: serde_json::Value =
                     serde_json::from_str(text).unwrap_or(serde_json::Value::Null);
-                Err(format!("expected a JSON object, found {}", kind(&v)))
-            };
-            self.out.push(index, result);
+                let reason = format!("expected a JSON object, found {}", kind(&v));
+                self.out.error(index, reason);
+            } else {
+                self.out.error(index, String::new());
+            }
             self.seen.set(index + 1);
         }
         Ok(())
@@ -180,8 +268,7 @@ impl<'de> DeserializeSeed<'de> for RawSeed {
     }
 }
 
-fn delimited_protobuf(body: &[u8]) -> Split<'_> {
-    let mut out = Split::default();
+fn delimited_protobuf<'a>(body: &'a [u8], out: &mut Split<'a>) {
     let mut pos = 0;
     let mut index = 0;
     while pos < body.len() {
@@ -189,7 +276,7 @@ fn delimited_protobuf(body: &[u8]) -> Split<'_> {
             Ok(v) => v,
             Err(reason) => {
                 out.push(index, Err(format!("{reason} at byte {pos}")));
-                return out;
+                return;
             }
         };
         let start = pos + n;
@@ -201,14 +288,13 @@ fn delimited_protobuf(body: &[u8]) -> Split<'_> {
                     "length prefix at byte {pos} says {len} bytes but only {remaining} remain"
                 )),
             );
-            return out;
+            return;
         }
         let end = start + len as usize;
         out.push(index, Ok(&body[start..end]));
         pos = end;
         index += 1;
     }
-    out
 }
 
 /// Decodes a base-128 varint; returns the value and the bytes it took.
@@ -235,7 +321,7 @@ mod tests {
     use super::*;
 
     fn recs<'a>(s: &Split<'a>) -> Vec<&'a [u8]> {
-        s.records.iter().map(|r| r.1).collect()
+        s.records.clone()
     }
 
     #[test]
@@ -265,7 +351,6 @@ mod tests {
         let s = split(Format::JsonLines, b"{\"a\":1}\r\n\n  \n{\"b\":2}");
         assert!(s.errors.is_empty());
         assert_eq!(recs(&s), vec![&b"{\"a\":1}"[..], b"{\"b\":2}"]);
-        assert_eq!(s.records[1].0, 1);
     }
 
     #[test]
@@ -297,7 +382,6 @@ mod tests {
                 },
             ]
         );
-        assert_eq!(s.records[2].0, 4);
     }
 
     #[test]
@@ -326,9 +410,9 @@ mod tests {
         let s = split(Format::DelimitedProtobuf, &body);
         assert!(s.errors.is_empty());
         assert_eq!(s.records.len(), 3);
-        assert_eq!(s.records[0].1, &[1, 2, 3]);
-        assert_eq!(s.records[1].1, &[] as &[u8]);
-        assert_eq!(s.records[2].1.len(), 130);
+        assert_eq!(s.records[0], &[1, 2, 3]);
+        assert_eq!(s.records[1], &[] as &[u8]);
+        assert_eq!(s.records[2].len(), 130);
 
         let s = split(Format::DelimitedProtobuf, &[2, 9, 9, 5, 1]);
         assert_eq!(s.records.len(), 1);
@@ -342,6 +426,66 @@ mod tests {
         let s = split(Format::DelimitedProtobuf, &[0xff; 12]);
         assert_eq!(s.errors[0].index, 0);
         assert!(s.errors[0].reason.contains("overflows"));
+    }
+
+    #[test]
+    fn only_the_first_errors_keep_their_reasons() {
+        let mut body = b"{}\n".repeat(3);
+        body.extend(b"x\n".repeat(250));
+        body.extend(b"[]\n");
+        let s = split(Format::JsonLines, &body);
+        assert_eq!(s.records.len(), 3);
+        assert_eq!(s.error_count, 251);
+        assert_eq!(s.errors.len(), MAX_REPORTED_ERRORS);
+        assert_eq!(s.errors[0].index, 3);
+        assert_eq!(s.errors[99].index, 102);
+        assert!(s.errors[99].reason.starts_with("invalid JSON"));
+
+        // A JSON array's framing error is reported even past the cap.
+        let mut body = b"[".to_vec();
+        body.extend(b"1,".repeat(150));
+        body.extend(b"{}, oops]");
+        let s = split(Format::JsonArray, &body);
+        assert_eq!(s.records, vec![&b"{}"[..]]);
+        assert_eq!(s.error_count, 151);
+        assert_eq!(s.errors.len(), MAX_REPORTED_ERRORS);
+        assert_eq!(s.errors[98].index, 98);
+        assert_eq!(s.errors[99].index, 151);
+        assert!(s.errors[99]
+            .reason
+            .contains("the rest of the body is unreadable"));
+    }
+
+    #[test]
+    fn objects_are_checked_without_trailing_garbage() {
+        let s = split(
+            Format::JsonLines,
+            b"{\"a\":{\"b\":[1,{}]}}\n{} x\n{\"a\":1,}\n\"s\"\n",
+        );
+        assert_eq!(s.records, vec![&b"{\"a\":{\"b\":[1,{}]}}"[..]]);
+        assert_eq!(s.error_count, 3);
+        assert!(s.errors[0]
+            .reason
+            .starts_with("invalid JSON: trailing characters"));
+        assert!(s.errors[1].reason.starts_with("invalid JSON"));
+        assert_eq!(s.errors[2].reason, "expected a JSON object, found a string");
+    }
+
+    #[test]
+    fn max_records_bounds_what_split_finds() {
+        let cases: [(Format, &[u8]); 6] = [
+            (Format::JsonLines, b"{}\n\n{\"a\":{}}\nx"),
+            (Format::JsonLines, b""),
+            (Format::JsonArray, b"[{\"a\":{}}, 1, {}]"),
+            (Format::JsonArray, b"{}"),
+            (Format::DelimitedProtobuf, &[2, 1, 2, 0, 1, 7]),
+            (Format::DelimitedProtobuf, &[2, 1, 2, 9, 1]),
+        ];
+        let bounds: Vec<usize> = cases.iter().map(|(f, b)| max_records(*f, b)).collect();
+        assert_eq!(bounds, vec![4, 1, 3, 1, 3, 2]);
+        for (f, b) in cases {
+            assert!(split(f, b).records.len() <= max_records(f, b));
+        }
     }
 
     #[test]

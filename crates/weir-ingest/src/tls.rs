@@ -1,20 +1,14 @@
-//! HTTPS: loading the certificate and key, and a listener that hands axum
-//! connections whose TLS handshake is done.
+//! HTTPS: loading the certificate and key. Handshakes run in each
+//! connection's task (`server.rs`).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio_rustls::rustls::pki_types::pem::{self, PemObject};
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::{self, ServerConfig};
-use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
-use crate::{IngestError, TlsConfig, TLS_HANDSHAKE_TIMEOUT};
+use crate::{IngestError, TlsConfig};
 
 /// Reads the PEM files of `tls` into an acceptor (blocking file I/O).
 pub(crate) fn load(tls: &TlsConfig) -> Result<TlsAcceptor, IngestError> {
@@ -68,96 +62,4 @@ pub(crate) fn load(tls: &TlsConfig) -> Result<TlsAcceptor, IngestError> {
     // axum is built with HTTP/1 only.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
-}
-
-type Accepted = (TlsStream<TcpStream>, SocketAddr);
-
-/// An [`axum::serve::Listener`] yielding connections after their TLS
-/// handshake. A task accepts TCP connections and runs each handshake in
-/// its own task (with [`TLS_HANDSHAKE_TIMEOUT`]), so a slow or silent
-/// client does not hold up others. Dropping the listener (axum does when
-/// shutting down) stops accepting and closes the port.
-pub(crate) struct TlsListener {
-    accepted: mpsc::Receiver<Accepted>,
-    addr: SocketAddr,
-    acceptor_task: JoinHandle<()>,
-}
-
-impl TlsListener {
-    pub(crate) fn new(listener: TcpListener, acceptor: TlsAcceptor) -> TlsListener {
-        let addr = listener
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-        let (tx, accepted) = mpsc::channel(64);
-        let acceptor_task = tokio::spawn(accept_loop(listener, acceptor, tx));
-        TlsListener {
-            accepted,
-            addr,
-            acceptor_task,
-        }
-    }
-}
-
-impl Drop for TlsListener {
-    fn drop(&mut self) {
-        self.acceptor_task.abort();
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.accepted.recv().await {
-            Some(conn) => conn,
-            // Only after the accept task ended, which it does not while the
-            // receiver lives; wait for shutdown instead of spinning.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        Ok(self.addr)
-    }
-}
-
-async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, tx: mpsc::Sender<Accepted>) {
-    loop {
-        let accepted = tokio::select! {
-            () = tx.closed() => return,
-            r = listener.accept() => r,
-        };
-        let (tcp, peer) = match accepted {
-            Ok(c) => c,
-            Err(e) if is_connection_error(&e) => continue,
-            Err(e) => {
-                // Out of file descriptors and the like: give it a moment,
-                // as axum does for plain TCP.
-                tracing::error!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        let acceptor = acceptor.clone();
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => {
-                    // Fails only when the server is shutting down.
-                    let _ = tx.send((tls, peer)).await;
-                }
-                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-            }
-        });
-    }
-}
-
-fn is_connection_error(e: &std::io::Error) -> bool {
-    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
-    matches!(
-        e.kind(),
-        ConnectionRefused | ConnectionAborted | ConnectionReset
-    )
 }

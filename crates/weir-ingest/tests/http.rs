@@ -13,7 +13,7 @@ use std::net::TcpStream;
 use common::{parse, stream_config, Reply};
 use tokio::net::TcpListener;
 use weir_ingest::{router, serve, IngestConfig, IngestState, LagFn};
-use weir_log::{Log, Stream};
+use weir_log::{Log, Stream, TailReader};
 use weir_test_support::net::free_port;
 
 /// Sends one request (`Connection: close`) and reads the whole response,
@@ -79,22 +79,15 @@ struct Server {
 }
 
 impl Server {
+    /// The stream as a pipeline reads it (read-only, like another process).
     fn read_all(&self, stream: &str) -> Vec<(u64, Vec<u8>)> {
-        let s = self.log.stream(stream, stream_config()).unwrap();
-        let p = s.partition(0);
-        let mut out = Vec::new();
-        loop {
-            let got = p.read(out.len() as u64, 10_000).unwrap();
-            if got.is_empty() {
-                return out;
-            }
-            out.extend(got);
-        }
+        common::read_stream(self.log.dir(), stream)
     }
 
     fn next_offset(&self, stream: &str) -> u64 {
-        let s = self.log.stream(stream, stream_config()).unwrap();
-        s.partition(0).next_offset()
+        TailReader::new(self.log.dir(), stream, 0)
+            .end_offset()
+            .unwrap()
     }
 
     async fn post(&self, path: &str, content_type: &str, body: &[u8]) -> Reply {
@@ -254,7 +247,7 @@ async fn broken_protobuf_framing_is_400() {
     assert_eq!(r.status, 400);
     assert_eq!(
         r.body,
-        r#"{"errors":[{"index":1,"reason":"length prefix at byte 3 says 9 bytes but only 1 remain"}],"accepted":0}"#
+        r#"{"errors":[{"index":1,"reason":"length prefix at byte 3 says 9 bytes but only 1 remain"}],"error_count":1,"accepted":0}"#
     );
     assert_eq!(s.next_offset("clicks"), 0);
 }
@@ -269,7 +262,7 @@ async fn invalid_records_reject_the_whole_request() {
     assert_eq!(r.status, 400, "{r:?}");
     assert_eq!(
         r.body,
-        r#"{"errors":[{"index":1,"reason":"expected a JSON object, found an array"},{"index":3,"reason":"expected a JSON object, found a string"}],"accepted":0}"#
+        r#"{"errors":[{"index":1,"reason":"expected a JSON object, found an array"},{"index":3,"reason":"expected a JSON object, found a string"}],"error_count":2,"accepted":0}"#
     );
     assert_eq!(s.next_offset("clicks"), 1, "nothing appended");
 
@@ -277,13 +270,13 @@ async fn invalid_records_reject_the_whole_request() {
     assert_eq!(r.status, 400);
     assert_eq!(
         r.body,
-        r#"{"errors":[{"index":1,"reason":"invalid JSON: EOF while parsing a value at line 1 column 10"}],"accepted":0}"#
+        r#"{"errors":[{"index":1,"reason":"invalid JSON: EOF while parsing a value at line 1 column 10"}],"error_count":1,"accepted":0}"#
     );
 
     let r = s.post(EVENTS, "application/json", b"[{},7]").await;
     assert_eq!(
         r.body,
-        r#"{"errors":[{"index":1,"reason":"expected a JSON object, found a number"}],"accepted":0}"#
+        r#"{"errors":[{"index":1,"reason":"expected a JSON object, found a number"}],"error_count":1,"accepted":0}"#
     );
     let r = s.post(EVENTS, "application/json", b"{\"a\":1}").await;
     assert_eq!(r.status, 400);
@@ -306,7 +299,7 @@ async fn partial_appends_the_valid_records() {
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(
         r.body,
-        r#"{"stream":"clicks","partition":0,"offsets":[0,2],"accepted":2,"errors":[{"index":1,"reason":"expected a JSON object, found an array"},{"index":3,"reason":"expected a JSON object, found null"}]}"#
+        r#"{"stream":"clicks","partition":0,"offsets":[0,2],"accepted":2,"errors":[{"index":1,"reason":"expected a JSON object, found an array"},{"index":3,"reason":"expected a JSON object, found null"}],"error_count":2}"#
     );
     let data: Vec<Vec<u8>> = s.read_all("clicks").into_iter().map(|r| r.1).collect();
     assert_eq!(data, vec![b"{\"ok\":1}".to_vec(), b"{\"ok\":2}".to_vec()]);
@@ -322,7 +315,7 @@ async fn partial_appends_the_valid_records() {
     assert_eq!(r.status, 400);
     assert_eq!(
         r.body,
-        r#"{"errors":[{"index":0,"reason":"expected a JSON object, found a number"}],"accepted":0}"#
+        r#"{"errors":[{"index":0,"reason":"expected a JSON object, found a number"}],"error_count":1,"accepted":0}"#
     );
     // A broken JSON array keeps the elements before the break.
     let r = s
@@ -594,8 +587,10 @@ async fn serve_binds_and_shuts_down() {
     assert_eq!(reply.status, 200, "{reply:?}");
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
-    let stream = log.stream("clicks", stream_config()).unwrap();
-    assert_eq!(stream.partition(0).read(0, 10).unwrap()[0].1, b"{\"a\":1}");
+    assert_eq!(
+        common::read_stream(log.dir(), "clicks"),
+        vec![(0, b"{\"a\":1}".to_vec())]
+    );
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use common::{http, ndjson_post, stream_config, EVENTS};
 use weir_ingest::{bind, committed_consumer_lag, IngestConfig};
-use weir_log::Log;
+use weir_log::{FsyncPolicy, Log, StreamConfig};
 
 /// Starts a plain-HTTP server with `max_lag` over a log in `dir`.
 async fn start(dir: &std::path::Path, max_lag: u64) -> std::net::SocketAddr {
@@ -31,10 +31,12 @@ async fn a_consumer_far_behind_gets_429_and_caught_up_gets_200() {
     let r = http(addr, &ndjson_post(EVENTS, &ten)).await;
     assert_eq!(r.status, 200, "{r:?}");
 
-    // The pipeline commits from its own process (here: its own `Log`).
-    let engine = Log::open(dir.path()).unwrap();
-    let stream = engine.stream("clicks", stream_config()).unwrap();
-    stream.commit_consumer("fraud-v1", &[0]).unwrap();
+    // The pipeline commits as its log source does, without opening the
+    // stream (the server is its one writer).
+    let commit = |consumer: &str, next: &[u64]| {
+        weir_log::commit_consumer_position(dir.path(), "clicks", consumer, next)
+    };
+    commit("fraud-v1", &[0]).unwrap();
     let r = http(addr, &ndjson_post(EVENTS, b"{}\n")).await;
     assert_eq!(r.status, 429, "{r:?}");
     assert_eq!(r.header("retry-after"), Some("1"));
@@ -44,20 +46,20 @@ async fn a_consumer_far_behind_gets_429_and_caught_up_gets_200() {
     );
 
     // Within the bound (lag 5 = the bound) is accepted.
-    stream.commit_consumer("fraud-v1", &[5]).unwrap();
+    commit("fraud-v1", &[5]).unwrap();
     let r = http(addr, &ndjson_post(EVENTS, b"{}\n")).await;
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.header("retry-after"), None);
     assert!(r.body.contains(r#""offsets":[10,11]"#), "{}", r.body);
 
     // A second, slower consumer decides.
-    stream.commit_consumer("audit", &[2]).unwrap();
+    commit("audit", &[2]).unwrap();
     let r = http(addr, &ndjson_post(EVENTS, b"{}\n")).await;
     assert_eq!(r.status, 429, "{r:?}");
 
     // Caught up: accepted again.
-    stream.commit_consumer("fraud-v1", &[11]).unwrap();
-    stream.commit_consumer("audit", &[11]).unwrap();
+    commit("fraud-v1", &[11]).unwrap();
+    commit("audit", &[11]).unwrap();
     let r = http(addr, &ndjson_post(EVENTS, b"{}\n")).await;
     assert_eq!(r.status, 200, "{r:?}");
     assert!(r.body.contains(r#""offsets":[11,12]"#), "{}", r.body);
@@ -67,9 +69,10 @@ async fn a_consumer_far_behind_gets_429_and_caught_up_gets_200() {
 async fn unreadable_consumer_positions_do_not_refuse_producers() {
     let dir = tempfile::tempdir().unwrap();
     let addr = start(dir.path(), 0).await;
-    let engine = Log::open(dir.path()).unwrap();
-    let stream = engine.stream("clicks", stream_config()).unwrap();
-    stream.commit_consumer("p", &[0]).unwrap();
+    let commit = |consumer: &str, next: &[u64]| {
+        weir_log::commit_consumer_position(dir.path(), "clicks", consumer, next)
+    };
+    commit("p", &[0]).unwrap();
     let r = http(addr, &ndjson_post(EVENTS, b"{}\n")).await;
     assert_eq!(r.status, 200, "{r:?}");
     let r = http(addr, &ndjson_post(EVENTS, b"{}\n")).await;
@@ -79,12 +82,24 @@ async fn unreadable_consumer_positions_do_not_refuse_producers() {
     // logged) instead of every request being refused.
     let file = dir.path().join("clicks").join("consumers").join("p");
     std::fs::write(&file, b"garbage").unwrap();
+    // The server's own stream (this process opened it once, as the server
+    // does: an `always` stream with a backstop interval) sees the damage.
+    let stream = Log::open(dir.path())
+        .unwrap()
+        .stream(
+            "clicks",
+            StreamConfig {
+                fsync: FsyncPolicy::Interval(std::time::Duration::from_secs(1)),
+                ..stream_config()
+            },
+        )
+        .unwrap();
     assert!(stream.consumer_lag().is_err());
     let r = http(addr, &ndjson_post(EVENTS, b"{}\n")).await;
     assert_eq!(r.status, 200, "{r:?}");
 
     // The consumer's next commit repairs it and the bound holds again.
-    stream.commit_consumer("p", &[0]).unwrap();
+    commit("p", &[0]).unwrap();
     let r = http(addr, &ndjson_post(EVENTS, b"{}\n")).await;
     assert_eq!(r.status, 429, "{r:?}");
 }

@@ -91,6 +91,7 @@ pub struct Response {
     pub status: u16,
     /// The reason phrase the server sent, else the status code's usual one.
     pub reason: String,
+    pub headers: hyper::HeaderMap,
     pub body: Vec<u8>,
 }
 
@@ -98,6 +99,7 @@ pub struct Response {
 pub struct Streaming {
     pub status: u16,
     pub reason: String,
+    pub headers: hyper::HeaderMap,
     pub body: BodyStream,
 }
 
@@ -110,21 +112,31 @@ pub fn get(
     timeout: Duration,
     max_body: usize,
 ) -> anyhow::Result<Response> {
-    whole(endpoint, Method::GET, path, None, timeout, max_body)
+    whole(endpoint, Method::GET, path, &[], None, timeout, max_body)
 }
 
-/// POSTs `body` (of type `content_type`) to `path` and reads the whole
-/// answer (at most `max_body` bytes); `timeout` as for [`get`].
+/// POSTs `body` (of type `content_type`, with more request `headers`) to
+/// `path` and reads the whole answer (at most `max_body` bytes); `timeout`
+/// as for [`get`].
 pub fn post(
     endpoint: &Endpoint,
     path: &str,
     content_type: &str,
+    headers: &[(&str, &str)],
     body: Bytes,
     timeout: Duration,
     max_body: usize,
 ) -> anyhow::Result<Response> {
     let body = Some((content_type, body));
-    whole(endpoint, Method::POST, path, body, timeout, max_body)
+    whole(
+        endpoint,
+        Method::POST,
+        path,
+        headers,
+        body,
+        timeout,
+        max_body,
+    )
 }
 
 /// GETs `path` and returns once the head has arrived, with the body to read
@@ -137,7 +149,15 @@ pub fn get_streaming(
     timeout: Duration,
     body_timeout: Option<Duration>,
 ) -> anyhow::Result<Streaming> {
-    send(endpoint, Method::GET, path, None, timeout, body_timeout)
+    send(
+        endpoint,
+        Method::GET,
+        path,
+        &[],
+        None,
+        timeout,
+        body_timeout,
+    )
 }
 
 /// Sends a request and reads the whole answer.
@@ -145,12 +165,21 @@ fn whole(
     endpoint: &Endpoint,
     method: Method,
     path: &str,
+    headers: &[(&str, &str)],
     body: Option<(&str, Bytes)>,
     timeout: Duration,
     max_body: usize,
 ) -> anyhow::Result<Response> {
     let what = format!("{method} {}", endpoint.url(path));
-    let mut r = send(endpoint, method, path, body, timeout, Some(timeout))?;
+    let mut r = send(
+        endpoint,
+        method,
+        path,
+        headers,
+        body,
+        timeout,
+        Some(timeout),
+    )?;
     let body = r
         .body
         .read_all(max_body)
@@ -158,6 +187,7 @@ fn whole(
     Ok(Response {
         status: r.status,
         reason: r.reason,
+        headers: r.headers,
         body,
     })
 }
@@ -168,6 +198,7 @@ fn send(
     endpoint: &Endpoint,
     method: Method,
     path: &str,
+    headers: &[(&str, &str)],
     body: Option<(&str, Bytes)>,
     timeout: Duration,
     body_timeout: Option<Duration>,
@@ -180,6 +211,9 @@ fn send(
         .header(USER_AGENT, "weir");
     if let Some(token) = &endpoint.token {
         request = request.header(AUTHORIZATION, format!("Bearer {token}"));
+    }
+    for (name, value) in headers {
+        request = request.header(*name, *value);
     }
     let body = match body {
         Some((content_type, bytes)) => {
@@ -224,6 +258,7 @@ fn send(
     Ok(Streaming {
         status: status.as_u16(),
         reason,
+        headers: response.headers().clone(),
         body: BodyStream {
             runtime,
             body: response.into_body(),
@@ -464,6 +499,7 @@ pub(crate) mod tests {
             &ep,
             "/v1/streams/s/events",
             "application/x-ndjson",
+            &[("Idempotency-Key", "k1")],
             Bytes::from_static(b"{\"a\":1}\n"),
             Duration::from_secs(5),
             1024,
@@ -474,6 +510,7 @@ pub(crate) mod tests {
         assert!(request.starts_with("post /v1/streams/s/events http/1.1\r\n"));
         assert!(request.contains("\r\ncontent-type: application/x-ndjson\r\n"));
         assert!(request.contains("\r\ncontent-length: 8\r\n"));
+        assert!(request.contains("\r\nidempotency-key: k1\r\n"));
     }
 
     #[test]

@@ -9,6 +9,11 @@
 //! slowest committed consumer is more than N records behind; pipelines
 //! commit their position after each checkpoint. `--tls-cert` and
 //! `--tls-key` (PEM files, both or neither) switch the server to HTTPS only.
+//!
+//! SIGTERM or SIGINT stops it gracefully: the port closes, requests in
+//! flight are finished and answered, the streams are fsynced, a summary is
+//! printed and the process exits 0 — within `--stop-timeout`, or it exits
+//! 1 (a second signal exits at once).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,7 +21,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use weir_ingest::{IdempotencyConfig, Limits};
 use weir_log::{FsyncPolicy, Log, StreamConfig};
+
+use crate::parse_duration;
+use crate::signals;
 
 /// Arguments of `weir ingest`.
 #[derive(Debug, clap::Args)]
@@ -24,6 +33,11 @@ pub struct IngestArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    /// Also serve /metrics, /healthz and /readyz on this address (with
+    /// connections of their own, so scrapes and probes get through while
+    /// the events port is saturated); they are on --listen in any case.
+    #[arg(long, value_name = "ADDRESS")]
+    metrics_address: Option<SocketAddr>,
     /// Directory of the durable log.
     #[arg(long, default_value = "weir-data/log")]
     log_dir: PathBuf,
@@ -56,6 +70,38 @@ pub struct IngestArgs {
     /// Private key (PEM: PKCS#8, RSA or EC) for HTTPS; needs --tls-cert.
     #[arg(long, value_name = "PATH", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Most open connections; beyond, new ones wait until one closes.
+    #[arg(long, default_value_t = Limits::default().max_connections)]
+    max_connections: usize,
+    /// Most requests being read, checked or appended at once; beyond,
+    /// 503 with Retry-After.
+    #[arg(long, default_value_t = Limits::default().max_in_flight)]
+    max_in_flight: usize,
+    /// Most memory requests in flight may reserve (bodies, 16 bytes a
+    /// record), in bytes; beyond, 503 with Retry-After.
+    #[arg(long, default_value_t = Limits::default().max_in_flight_bytes)]
+    max_in_flight_bytes: usize,
+    /// Time for a request head to arrive, and for the next request on a
+    /// kept-alive connection; then the connection is closed.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    header_timeout: Duration,
+    /// Time for a request body to arrive; then 408.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    body_timeout: Duration,
+    /// Keys of this many of the newest requests with an Idempotency-Key
+    /// are remembered per stream (0: keys are ignored).
+    #[arg(long, value_name = "KEYS", default_value_t = IdempotencyConfig::default().keys)]
+    idempotency_keys: usize,
+    /// How long an Idempotency-Key is remembered.
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_duration)]
+    idempotency_ttl: Duration,
+    /// On SIGTERM or SIGINT the server stops accepting, finishes the
+    /// requests in flight and fsyncs the streams (exit 0); if that takes
+    /// longer than this, it exits 1 at once. Requests still running after
+    /// four fifths of it are cut off. Keep it under Kubernetes'
+    /// terminationGracePeriodSeconds (30 s by default).
+    #[arg(long, env = "WEIR_STOP_TIMEOUT", value_name = "DURATION", default_value = "25s", value_parser = parse_duration)]
+    stop_timeout: Duration,
 }
 
 /// Runs the server until the process is stopped.
@@ -80,10 +126,30 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
         Log::open(&args.log_dir)
             .with_context(|| format!("cannot open log {}", args.log_dir.display()))?,
     );
+    if args.max_in_flight_bytes < args.max_body_bytes {
+        bail!(
+            "--max-in-flight-bytes ({}) is below --max-body-bytes ({}): a body of the largest size could never be read",
+            args.max_in_flight_bytes,
+            args.max_body_bytes
+        );
+    }
     let mut config = weir_ingest::IngestConfig::new(args.listen);
     config.max_body_bytes = args.max_body_bytes;
+    config.limits = Limits {
+        max_connections: args.max_connections,
+        max_in_flight: args.max_in_flight,
+        max_in_flight_bytes: args.max_in_flight_bytes,
+        header_timeout: args.header_timeout,
+        body_timeout: args.body_timeout,
+        drain_timeout: args.stop_timeout * 4 / 5,
+    };
+    config.idempotency = IdempotencyConfig {
+        keys: args.idempotency_keys,
+        ttl: args.idempotency_ttl,
+    };
     config.bearer_token = token;
     config.max_lag = args.max_lag;
+    config.metrics_listen = args.metrics_address;
     config.tls = match (args.tls_cert, args.tls_key) {
         (Some(cert), Some(key)) => Some(weir_ingest::TlsConfig { cert, key }),
         (None, None) => None,
@@ -108,24 +174,50 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async {
+    let stop = weir_engine::Stop::new();
+    let signals = signals::watch_with(
+        stop.clone(),
+        args.stop_timeout,
+        "weir ingest",
+        "finishing the requests in flight, then fsyncing the streams",
+    )?;
+    let stats = runtime.block_on(async {
         // The lag is only asked for when --max-lag is set.
         let lag = weir_ingest::committed_consumer_lag();
         let server = weir_ingest::bind(config, log, lag)
             .await
             .context("cannot start the ingest server")?;
+        let scheme = if server.is_tls() { "https" } else { "http" };
         eprintln!(
-            "weir ingest listening on {}://{} (streams: {}; log: {}; max lag: {})",
-            if server.is_tls() { "https" } else { "http" },
+            "weir ingest listening on {scheme}://{} (streams: {}; log: {}; max lag: {}; /metrics, /healthz, /readyz{})",
             server.local_addr(),
             args.streams.join(", "),
             args.log_dir.display(),
             args.max_lag
                 .map_or_else(|| "none".to_string(), |n| format!("{n} records")),
+            server
+                .metrics_addr()
+                .map_or_else(String::new, |a| format!(" also on {scheme}://{a}")),
         );
+        let state = server.state();
+        let requested = stop.clone();
         server
-            .serve(std::future::pending())
+            .serve(async move {
+                while !requested.requested() {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
             .await
-            .context("ingest server failed")
-    })
+            .context("ingest server failed")?;
+        anyhow::Ok(state.stats())
+    })?;
+    drop(signals);
+    let took = stop.requested_at().map_or(String::new(), |at| {
+        format!(" in {:.1} s", at.elapsed().as_secs_f64())
+    });
+    eprintln!(
+        "weir ingest: stopped{took}: {} requests answered, {} records appended, {} of them for clients that left before their answer; streams fsynced",
+        stats.requests, stats.records, stats.unanswered_records
+    );
+    Ok(())
 }

@@ -83,6 +83,7 @@ impl IngestClient {
             &self.endpoint,
             &self.path,
             "application/x-protobuf",
+            &[],
             Self::body(records).into(),
             TIMEOUT,
             MAX_ANSWER_BYTES,

@@ -24,6 +24,16 @@ pub struct StopOnSignal {
 /// Requests `stop` on the first SIGTERM or SIGINT; `command` names the
 /// program in messages.
 pub fn watch(stop: Stop, grace: Duration, command: &'static str) -> anyhow::Result<StopOnSignal> {
+    watch_with(stop, grace, command, "final checkpoint and commit")
+}
+
+/// [`watch`], saying what stopping does with `doing`.
+pub fn watch_with(
+    stop: Stop,
+    grace: Duration,
+    command: &'static str,
+    doing: &'static str,
+) -> anyhow::Result<StopOnSignal> {
     let mut signals = Signals::new([SIGTERM, SIGINT])
         .context("cannot install the SIGTERM and SIGINT handlers")?;
     let handle = signals.handle();
@@ -37,7 +47,7 @@ pub fn watch(stop: Stop, grace: Duration, command: &'static str) -> anyhow::Resu
                     std::process::exit(128 + signal);
                 }
                 eprintln!(
-                    "{command}: {name}: stopping (final checkpoint and commit; a second signal exits at once)"
+                    "{command}: {name}: stopping ({doing}; a second signal exits at once)"
                 );
                 stop.request();
                 let _ = std::thread::Builder::new()

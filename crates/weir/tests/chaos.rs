@@ -1,7 +1,9 @@
 //! The kill -9 crash test: `weir chaos fraud-v1` feeds events through HTTP
 //! ingest, the log, a checkpointed pipeline and a transactional file sink
-//! while killing the pipeline process with SIGKILL five times; the sink must
-//! end with exactly the reference alerts and nothing acknowledged is lost.
+//! while killing the pipeline process with SIGKILL five times, and `weir
+//! ingest` five times with a request in flight (the producer sends it again
+//! with its Idempotency-Key); the sink must end with exactly the reference
+//! alerts, nothing acknowledged is lost and the log holds nothing twice.
 
 use std::collections::HashMap;
 use std::process::Command;
@@ -57,6 +59,9 @@ fn pipeline_killed_five_times_loses_and_duplicates_nothing() {
     let reference = weir_workloads::fraud_v1::score(EVENTS);
     assert_eq!(num("events"), EVENTS, "{context}");
     assert_eq!(num("kills"), KILLS, "{context}");
+    assert_eq!(num("ingest_kills"), KILLS, "{context}");
+    assert!(num("retries") > 0, "the kills cut requests\n{context}");
+    assert_eq!(num("unacknowledged_log_records"), 0, "{context}");
     assert_eq!(num("lost"), 0, "{context}");
     assert_eq!(num("duplicated"), 0, "{context}");
     assert_eq!(num("alerts"), reference.alerts, "{context}");

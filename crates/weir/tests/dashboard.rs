@@ -1,7 +1,8 @@
 //! The Grafana dashboard in `deploy/grafana/weir-dashboard.json` against
-//! what `weir run --metrics-address` serves: its queries parse, and every
-//! metric it queries is exposed by a running pipeline — a renamed metric
-//! or a typo in a panel fails here instead of showing "No data" at 3 a.m.
+//! what `weir run --metrics-address` and `weir ingest` serve: its queries
+//! parse, and every metric it queries is exposed by a running pipeline or
+//! ingest server — a renamed metric or a typo in a panel fails here instead
+//! of showing "No data" at 3 a.m.
 
 mod common;
 
@@ -14,6 +15,7 @@ use weir_test_support::pipelines::fraud_text_following_log;
 use weir_test_support::repo_root;
 
 use weir_engine::telemetry::names::{self, FAMILIES};
+use weir_test_support::process;
 
 /// Families that exist only in pipelines with a broker or database
 /// connector (Kafka, MQTT, NATS, PostgreSQL): the connection state and its
@@ -236,12 +238,45 @@ fn family(queried: &str, types: &BTreeMap<String, String>) -> String {
 }
 
 /// The metric families `weir run --metrics-address` serves (name → type),
-/// as the engine defines them. The dashboard may query only these
-/// (histograms through their `_bucket`, `_sum` and `_count` series).
-fn spec_types() -> BTreeMap<String, String> {
+/// as the engine defines them.
+fn run_types() -> BTreeMap<String, String> {
     FAMILIES
         .iter()
         .map(|(name, kind)| (name.to_string(), kind.as_str().to_string()))
+        .collect()
+}
+
+/// The metric families `weir ingest` serves on `/metrics` (name → type),
+/// as weir-ingest defines them.
+fn ingest_types() -> BTreeMap<String, String> {
+    weir_ingest::names::FAMILIES
+        .iter()
+        .map(|(name, kind)| (name.to_string(), kind.to_string()))
+        .collect()
+}
+
+/// What the dashboard may query: the families of both (histograms through
+/// their `_bucket`, `_sum` and `_count` series).
+fn spec_types() -> BTreeMap<String, String> {
+    let mut all = run_types();
+    for (name, kind) in ingest_types() {
+        if let Some(other) = all.insert(name.clone(), kind.clone()) {
+            assert_eq!(other, kind, "{name} has two types");
+        }
+    }
+    all
+}
+
+/// The dashboard's metrics that only `weir ingest` exposes.
+fn ingest_only(names: &BTreeSet<String>) -> BTreeSet<String> {
+    let (run, ingest) = (run_types(), ingest_types());
+    names
+        .iter()
+        .filter(|n| {
+            let fam = family(n, &ingest);
+            ingest.contains_key(&fam) && !run.contains_key(&fam)
+        })
+        .cloned()
         .collect()
 }
 
@@ -347,7 +382,9 @@ fn missing(names: &BTreeSet<String>, types: &BTreeMap<String, String>) -> Vec<St
 
 #[test]
 fn every_dashboard_metric_is_exposed() {
-    let names = dashboard_metric_names();
+    let all = dashboard_metric_names();
+    let ingest = ingest_only(&all);
+    let names: BTreeSet<String> = all.difference(&ingest).cloned().collect();
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(
         dir.path().join("pipeline.toml"),
@@ -410,4 +447,52 @@ fn every_dashboard_metric_is_exposed() {
          weir stderr (tail):\n{tail}",
         types.keys().collect::<Vec<_>>()
     );
+}
+
+/// The panels of `weir ingest` query only what a running `weir ingest`
+/// exposes on `/metrics`.
+#[test]
+fn every_ingest_dashboard_metric_is_exposed() {
+    let names = ingest_only(&dashboard_metric_names());
+    assert!(names.len() >= 10, "only {names:?} on ingest panels");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let stderr = std::fs::File::create(dir.path().join("ingest.stderr")).expect("stderr");
+    let _ingest = process::start(
+        common::WEIR,
+        &[
+            "ingest",
+            "--listen",
+            &listen,
+            "--log-dir",
+            "log",
+            "--stream",
+            "s",
+        ],
+        dir.path(),
+        stderr,
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let types = loop {
+        match get(port, "/metrics") {
+            Ok((200, body)) => break exposed_types(&body),
+            Ok((status, body)) => panic!("{status}: {body}"),
+            Err(e) => {
+                assert!(Instant::now() < deadline, "weir ingest never served: {e}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    };
+    let absent = missing(&names, &types);
+    assert!(
+        absent.is_empty(),
+        "the dashboard queries metrics that `weir ingest` does not expose: {absent:?}\n\
+         exposed families: {:?}",
+        types.keys().collect::<Vec<_>>()
+    );
+    // And the types are the spec's.
+    for (name, kind) in ingest_types() {
+        assert_eq!(types.get(&name), Some(&kind), "{name}");
+    }
 }

@@ -22,6 +22,20 @@ pub fn stream_config() -> StreamConfig {
     }
 }
 
+/// Every record of partition 0 of `stream`, read as a pipeline in another
+/// process reads it (without opening the stream for writing).
+pub fn read_stream(log_dir: &std::path::Path, stream: &str) -> Vec<(u64, Vec<u8>)> {
+    let mut reader = weir_log::TailReader::new(log_dir, stream, 0);
+    let mut out = Vec::new();
+    loop {
+        let got = reader.read(out.len() as u64, 10_000).unwrap();
+        if got.is_empty() {
+            return out;
+        }
+        out.extend(got);
+    }
+}
+
 /// A response as read off the wire.
 #[derive(Debug)]
 pub struct Reply {
@@ -159,4 +173,110 @@ pub async fn https(
     let name = ServerName::try_from("localhost").unwrap();
     let tls = connector.connect(name, tcp).await?;
     Ok(parse(&exchange_raw(tls, request).await))
+}
+
+/// The raw bytes of a `POST` of `body` as JSON lines to `path` with extra
+/// `headers` (`Connection: close`).
+pub fn post_with(path: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+         Content-Type: application/x-ndjson\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    let mut req = req.into_bytes();
+    req.extend_from_slice(body);
+    req
+}
+
+/// The raw bytes of a `GET path` with extra `headers` (`Connection: close`).
+pub fn get_with(path: &str, headers: &[(&str, &str)]) -> Vec<u8> {
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.into_bytes()
+}
+
+/// A server serving stream `clicks` on 127.0.0.1 until stopped, over a
+/// log in `dir`.
+pub struct TestServer {
+    pub addr: std::net::SocketAddr,
+    /// The operators' port, when `metrics_listen` was set.
+    pub ops_addr: Option<std::net::SocketAddr>,
+    pub state: Arc<weir_ingest::IngestState>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), weir_ingest::IngestError>>>,
+}
+
+impl TestServer {
+    /// Starts a server over the log in `dir` with the defaults changed by
+    /// `edit`.
+    pub async fn start(
+        dir: &std::path::Path,
+        edit: impl FnOnce(&mut weir_ingest::IngestConfig),
+    ) -> TestServer {
+        let log = Arc::new(weir_log::Log::open(dir).unwrap());
+        let mut config = weir_ingest::IngestConfig::new("127.0.0.1:0".parse().unwrap());
+        config.streams.push(("clicks".into(), stream_config()));
+        edit(&mut config);
+        let server = weir_ingest::bind(config, log, Arc::new(|_: &weir_log::Stream| 0))
+            .await
+            .unwrap();
+        let addr = server.local_addr();
+        let ops_addr = server.metrics_addr();
+        let state = server.state();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server.serve(async {
+            let _ = stopped.await;
+        }));
+        TestServer {
+            addr,
+            ops_addr,
+            state,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Asks the server to stop, without waiting.
+    pub fn begin_stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Stops the server and waits until it has (the log is closed then).
+    pub async fn stop(mut self) {
+        self.begin_stop();
+        let task = self.task.take().unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(30), task)
+            .await
+            .expect("the server stops within 30 s")
+            .unwrap()
+            .unwrap();
+    }
+
+    /// Waits for the server to have stopped.
+    pub async fn stopped(mut self) -> Result<(), weir_ingest::IngestError> {
+        self.task.take().unwrap().await.unwrap()
+    }
+
+    /// `/metrics` as the registry renders it.
+    pub fn metrics(&self) -> String {
+        self.state.registry().render()
+    }
+}
+
+/// The value of the series `name{labels}` (labels as rendered, e.g.
+/// `stream="clicks",code="200"`) in an exposition.
+pub fn sample(exposition: &str, series: &str) -> Option<f64> {
+    exposition.lines().find_map(|l| {
+        let (name, value) = l.rsplit_once(' ')?;
+        (name == series).then(|| value.parse().unwrap())
+    })
 }

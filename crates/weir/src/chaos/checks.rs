@@ -13,12 +13,20 @@ use super::{Ack, STREAM};
 
 /// Checks the log and the sink after the run, prints the differences (if
 /// any) and the summary line; returns whether the output was exact.
+/// What the kills of `weir ingest` made the producer do.
+pub(super) struct IngestKills {
+    pub(super) kills: u32,
+    pub(super) retries: u64,
+    pub(super) replayed: u64,
+}
+
 pub(super) fn verify(
     log_dir: &Path,
     sink: &Path,
     acks: &[Ack],
     events: u64,
     mut recoveries: Vec<Duration>,
+    ingest: IngestKills,
 ) -> anyhow::Result<bool> {
     let log_check = verify_log(log_dir, acks, events)?;
     let sink_check = verify_sink(sink, events)?;
@@ -62,13 +70,17 @@ pub(super) fn verify(
         );
     }
     println!(
-        "chaos fraud-v1 events={} kills={} alerts={} checksum={} lost={} duplicated={} recovery_p50_ms={} recovery_max_ms={}",
+        "chaos fraud-v1 events={} kills={} ingest_kills={} retries={} replayed={} alerts={} checksum={} lost={} duplicated={} unacknowledged_log_records={} recovery_p50_ms={} recovery_max_ms={}",
         events,
         recoveries.len(),
+        ingest.kills,
+        ingest.retries,
+        ingest.replayed,
         sink_check.alerts,
         sink_check.checksum,
         lost,
         sink_check.duplicated,
+        log_check.extra,
         p50.as_millis(),
         max.as_millis()
     );

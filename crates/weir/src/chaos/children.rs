@@ -9,6 +9,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -163,18 +164,25 @@ pub(super) fn wait_exit(
     }
 }
 
-/// Starts `weir ingest` on a free port; retries on other ports when it
-/// fails to start (another process may take a released port).
+/// Starts `weir ingest` on `port` (when given and free) or a free port;
+/// retries on other ports when it fails to start (another process may take
+/// a released port).
 pub(super) fn start_ingest(
     exe: &Path,
     work: &Path,
     log_dir: &Path,
     deadline: Instant,
+    port: Option<u16>,
 ) -> anyhow::Result<(Child, u16)> {
+    static STARTS: AtomicU32 = AtomicU32::new(0);
     let mut last = String::new();
     for attempt in 1..=5 {
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let log = work.join("stderr").join(format!("ingest-{attempt}.stderr"));
+        let port = match port {
+            Some(p) if attempt == 1 => p,
+            _ => TcpListener::bind("127.0.0.1:0")?.local_addr()?.port(),
+        };
+        let n = STARTS.fetch_add(1, Ordering::SeqCst) + 1;
+        let log = work.join("stderr").join(format!("ingest-{n}.stderr"));
         let file =
             File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
         let mut child = Command::new(exe)

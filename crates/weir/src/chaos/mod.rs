@@ -3,10 +3,12 @@
 //! fraud-v1 events go through the whole durable path — HTTP ingest (a
 //! `weir ingest` child), the log, a checkpointed follow-mode pipeline (a
 //! `weir run` child) and its transactional file sink — while the pipeline
-//! process is killed with SIGKILL at random moments and restarted at once.
+//! process is killed with SIGKILL at random moments and restarted at once,
+//! and so is `weir ingest`, while a request is in flight; the producer sends
+//! a request that got no answer again with the same `Idempotency-Key`.
 //! After production a `weir run --drain` commits the rest, and the sink must
 //! then hold exactly the reference alerts, each once, and the log every
-//! acknowledged event with the bytes posted for it.
+//! acknowledged event with the bytes posted for it and nothing else.
 //!
 //! Recovery time is measured from spawning the restarted process to reading
 //! its `weir run: first record processed` line on standard error.
@@ -22,7 +24,7 @@ mod producer;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitCode};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -47,6 +49,11 @@ pub struct ChaosArgs {
     /// events are produced.
     #[arg(long, default_value_t = 10)]
     kills: u32,
+    /// Times to kill `weir ingest` (SIGKILL) while a request is in flight
+    /// and restart it (default: as many as --kills); the producer sends
+    /// the unanswered request again with the same Idempotency-Key.
+    #[arg(long)]
+    ingest_kills: Option<u32>,
     /// Most events per second the producer posts (default: production
     /// spread over about 1.5 s per kill, at least 3 s).
     #[arg(long)]
@@ -88,13 +95,14 @@ pub fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
         bail!("--rate must be positive");
     }
     let batches = args.events.div_ceil(args.batch);
-    if batches <= u64::from(args.kills) {
+    let all_kills = u64::from(args.kills) + u64::from(args.ingest_kills.unwrap_or(args.kills));
+    if batches <= all_kills {
         bail!(
-            "{} events in requests of {} make {batches} requests, too few for {} kills \
-             (each restart needs fresh events): lower --batch or raise --events",
+            "{} events in requests of {} make {batches} requests, too few for {all_kills} kills \
+             of weir run and weir ingest (each restart needs fresh events): lower --batch or \
+             raise --events",
             args.events,
             args.batch,
-            args.kills
         );
     }
     let work = match &args.dir {
@@ -150,9 +158,24 @@ struct Shared {
     kills_done: AtomicU32,
     /// Acknowledged requests, in order.
     acks: Mutex<Vec<Ack>>,
+    /// The port `weir ingest` listens on now.
+    ingest_port: AtomicU16,
+    /// The producer is waiting for an answer.
+    in_flight: AtomicBool,
+    /// The producer holds its last requests back for kills to come.
+    holding: AtomicBool,
+    /// Kills of `weir ingest` planned and done.
+    ingest_kills: AtomicU32,
+    ingest_kills_done: AtomicU32,
 }
 
 impl Shared {
+    fn ingest_kills_pending(&self) -> u32 {
+        self.ingest_kills
+            .load(Ordering::SeqCst)
+            .saturating_sub(self.ingest_kills_done.load(Ordering::SeqCst))
+    }
+
     fn check(&self) -> anyhow::Result<()> {
         if let Some(reason) = lock(&self.failed).as_ref() {
             bail!("the producer failed: {reason}");
@@ -173,7 +196,8 @@ struct Ack {
 /// Kills every child (and stops the producer) however the run ends.
 struct Guard {
     shared: Arc<Shared>,
-    ingest: Option<Child>,
+    /// Shared with the thread that kills and restarts it.
+    ingest: Arc<Mutex<Option<Child>>>,
     pipeline: Option<RunChild>,
 }
 
@@ -184,7 +208,7 @@ impl Drop for Guard {
             let _ = p.child.kill();
             let _ = p.child.wait();
         }
-        if let Some(mut c) = self.ingest.take() {
+        if let Some(mut c) = lock(&self.ingest).take() {
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -240,13 +264,16 @@ fn chaos(args: &ChaosArgs, work: &Path) -> anyhow::Result<bool> {
     );
 
     let shared = Arc::new(Shared::default());
+    let ingest_kills = args.ingest_kills.unwrap_or(args.kills);
+    shared.ingest_kills.store(ingest_kills, Ordering::SeqCst);
     let mut guard = Guard {
         shared: shared.clone(),
-        ingest: None,
+        ingest: Arc::new(Mutex::new(None)),
         pipeline: None,
     };
-    let (ingest, port) = start_ingest(&exe, work, &log_dir, deadline)?;
-    guard.ingest = Some(ingest);
+    let (ingest, port) = start_ingest(&exe, work, &log_dir, deadline, None)?;
+    *lock(&guard.ingest) = Some(ingest);
+    shared.ingest_port.store(port, Ordering::SeqCst);
 
     let producer = {
         let shared = shared.clone();
@@ -254,9 +281,35 @@ fn chaos(args: &ChaosArgs, work: &Path) -> anyhow::Result<bool> {
         std::thread::Builder::new()
             .name("weir-chaos-producer".into())
             .spawn(move || {
-                let r = produce(port, events, batch, rate, kills, &shared, deadline);
+                let r = produce(events, batch, rate, kills, &shared, deadline);
                 if let Err(e) = &r {
                     *lock(&shared.failed) = Some(format!("{e:#}"));
+                }
+                r
+            })?
+    };
+    let ingest_killer = {
+        let (shared, ingest) = (shared.clone(), guard.ingest.clone());
+        let (exe, work, log_dir) = (exe.clone(), work.to_path_buf(), log_dir.clone());
+        let (events, batch) = (args.events, args.batch);
+        let seed = seed ^ 0x696e_6765_7374;
+        std::thread::Builder::new()
+            .name("weir-chaos-ingest-killer".into())
+            .spawn(move || {
+                let r = kill_ingest(
+                    &exe,
+                    &work,
+                    &log_dir,
+                    &ingest,
+                    &shared,
+                    ingest_kills,
+                    events,
+                    batch,
+                    seed,
+                    deadline,
+                );
+                if let Err(e) = &r {
+                    *lock(&shared.failed) = Some(format!("killing weir ingest: {e:#}"));
                 }
                 r
             })?
@@ -369,12 +422,17 @@ fn chaos(args: &ChaosArgs, work: &Path) -> anyhow::Result<bool> {
     let production = producer
         .join()
         .map_err(|_| anyhow::anyhow!("the producer thread panicked"))??;
+    ingest_killer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the ingest killer thread panicked"))??;
     println!(
-        "production: {} events in {} requests in {:.1} s ({:.0} events/s)",
+        "production: {} events in {} requests in {:.1} s ({:.0} events/s); {} requests sent again after no answer, {} answered from the idempotency window",
         args.events,
         production.requests,
         production.elapsed.as_secs_f64(),
-        args.events as f64 / production.elapsed.as_secs_f64().max(1e-9)
+        args.events as f64 / production.elapsed.as_secs_f64().max(1e-9),
+        production.retries,
+        production.replayed,
     );
 
     // A last kill of the follow-mode run (not counted), then a drain.
@@ -402,12 +460,112 @@ fn chaos(args: &ChaosArgs, work: &Path) -> anyhow::Result<bool> {
         }
     );
     guard.pipeline = None;
-    if let Some(mut ingest) = guard.ingest.take() {
+    if let Some(mut ingest) = lock(&guard.ingest).take() {
         let _ = ingest.kill();
         ingest.wait()?;
     }
     let acks = lock(&shared.acks).clone();
-    checks::verify(&log_dir, &sink, &acks, args.events, recoveries)
+    checks::verify(
+        &log_dir,
+        &sink,
+        &acks,
+        args.events,
+        recoveries,
+        checks::IngestKills {
+            kills: shared.ingest_kills_done.load(Ordering::SeqCst),
+            retries: production.retries,
+            replayed: production.replayed,
+        },
+    )
+}
+
+/// Kills `weir ingest` `kills` times, each at a random point of its share
+/// of the production while a request is in flight — every other time once
+/// the request's batch is in the log but not yet answered — and restarts it
+/// on the same port.
+#[allow(clippy::too_many_arguments)]
+fn kill_ingest(
+    exe: &Path,
+    work: &Path,
+    log_dir: &Path,
+    ingest: &Mutex<Option<Child>>,
+    shared: &Shared,
+    kills: u32,
+    events: u64,
+    batch: u64,
+    seed: u64,
+    deadline: Instant,
+) -> anyhow::Result<()> {
+    let mut rng = Rng::new(seed);
+    for i in 1..=kills {
+        let span = events as f64 / f64::from(kills);
+        let cap = events.saturating_sub(u64::from(kills - i + 1) * batch);
+        let threshold = (((f64::from(i - 1) + rng.unit()) * span) as u64).min(cap);
+        // Odd kills wait for a request's batch to reach the log and kill
+        // before its answer (stored, not acknowledged: the retry must be
+        // answered from the idempotency window); even ones fall anywhere
+        // in a request.
+        let after_append = i % 2 == 1;
+        loop {
+            if shared.stop.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!("deadline passed before kill {i} of weir ingest");
+            }
+            if shared.holding.load(Ordering::SeqCst) {
+                break;
+            }
+            if shared.in_flight.load(Ordering::SeqCst)
+                && shared.acked_events.load(Ordering::SeqCst) >= threshold
+            {
+                if !after_append {
+                    std::thread::sleep(Duration::from_micros(rng.range(0, 3000)));
+                    break;
+                }
+                let before = stream_bytes(log_dir);
+                let mut appended = false;
+                while shared.in_flight.load(Ordering::SeqCst) {
+                    if stream_bytes(log_dir) > before {
+                        appended = true;
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_micros(50));
+                }
+                if appended {
+                    break;
+                }
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let acked_at_kill = shared.acked_events.load(Ordering::SeqCst);
+        let port = shared.ingest_port.load(Ordering::SeqCst);
+        if let Some(mut child) = lock(ingest).take() {
+            child.kill().context("cannot kill weir ingest")?;
+            child.wait()?;
+        }
+        shared.ingest_kills_done.fetch_add(1, Ordering::SeqCst);
+        let t0 = Instant::now();
+        let (child, port) = start_ingest(exe, work, log_dir, deadline, Some(port))?;
+        *lock(ingest) = Some(child);
+        shared.ingest_port.store(port, Ordering::SeqCst);
+        println!(
+            "ingest kill {i}/{kills}: listening again after {} ms (killed with {acked_at_kill} of {events} events acknowledged)",
+            t0.elapsed().as_millis()
+        );
+    }
+    Ok(())
+}
+
+/// Bytes in the segments of partition 0 of the stream.
+fn stream_bytes(log_dir: &Path) -> u64 {
+    std::fs::read_dir(log_dir.join(STREAM).join("0"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum()
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
