@@ -271,12 +271,16 @@ impl Target {
         }
     }
 
-    fn append(&self, records: &[&[u8]]) -> anyhow::Result<()> {
-        match self {
-            Target::Log(stream) => stream.partition(0).append(records).map(|_| ())?,
-            Target::Ingest(client) => client.append(records).map(|_| ())?,
-        }
-        Ok(())
+    /// Appends `records`; whether they had been stored before (through a
+    /// server that recognised the batch).
+    fn append(&self, records: &[&[u8]]) -> anyhow::Result<bool> {
+        Ok(match self {
+            Target::Log(stream) => {
+                stream.partition(0).append(records)?;
+                false
+            }
+            Target::Ingest(client) => client.append(records)?.1,
+        })
     }
 }
 
@@ -371,7 +375,7 @@ pub fn run(command: DlqCommand) -> anyhow::Result<()> {
             let end = dead.end()?;
             let limit = limit.unwrap_or(u64::MAX);
             let mut from = filter.from;
-            let (mut replayed, mut skipped) = (0u64, 0u64);
+            let (mut replayed, mut skipped, mut already) = (0u64, 0u64, 0u64);
             while from < end && replayed < limit {
                 let batch = dead.read(from, (end - from).min(1000) as usize)?;
                 let Some(&(last, _)) = batch.last() else {
@@ -399,23 +403,31 @@ pub fn run(command: DlqCommand) -> anyhow::Result<()> {
                         for chunk in chunks(&records, MAX_BODY_BYTES) {
                             let slices: Vec<&[u8]> =
                                 chunk.iter().map(|(_, r)| r.as_slice()).collect();
-                            target.append(&slices).with_context(|| {
+                            let before = target.append(&slices).with_context(|| {
                                 format!(
                                     "cannot append to {to} after {replayed} dead letters; \
                                      resume with --from {}",
                                     chunk[0].0
                                 )
                             })?;
+                            if before {
+                                already += chunk.len() as u64;
+                            }
                             replayed += chunk.len() as u64;
                         }
                     }
                 }
                 from = last + 1;
             }
-            let skipped = match skipped {
+            let mut skipped = match skipped {
                 0 => String::new(),
                 n => format!(" ({n} left out by --step/--reason)"),
             };
+            if already > 0 {
+                skipped.push_str(&format!(
+                    " ({already} already stored by an earlier replay, not stored again)"
+                ));
+            }
             if dry_run {
                 println!("would replay {replayed} dead letters from {name} into {to}{skipped}");
             } else {

@@ -75,16 +75,23 @@ impl IngestClient {
     }
 
     /// Posts `records` as one request; the offsets the server stored them
-    /// at. Anything but a `200` that accepted every record is an error with
-    /// the server's answer.
-    pub fn append(&self, records: &[&[u8]]) -> anyhow::Result<Range<u64>> {
+    /// at, and whether it had stored this very batch before (a replay
+    /// resumed after an answer was lost). Anything but a `200` that
+    /// accepted every record is an error with the server's answer.
+    ///
+    /// The request's `Idempotency-Key` is a digest of the target and the
+    /// batch, so sending the same batch again (a retry, a resumed replay)
+    /// stores it once while the server remembers the key.
+    pub fn append(&self, records: &[&[u8]]) -> anyhow::Result<(Range<u64>, bool)> {
         let url = self.endpoint.url(&self.path);
+        let body = Self::body(records);
+        let key = idempotency_key(&self.path, &body);
         let answer = http_client::post(
             &self.endpoint,
             &self.path,
             "application/x-protobuf",
-            &[],
-            Self::body(records).into(),
+            &[("idempotency-key", &key)],
+            body.into(),
             TIMEOUT,
             MAX_ANSWER_BYTES,
         )
@@ -101,7 +108,11 @@ impl IngestClient {
             .and_then(|o| Some((o.get(0)?.as_u64()?, o.get(1)?.as_u64()?)));
         match (accepted, offsets) {
             (Some(n), Some((first, end))) if n == records.len() as u64 && end - first == n => {
-                Ok(first..end)
+                let replayed = answer
+                    .headers
+                    .get("idempotent-replayed")
+                    .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
+                Ok((first..end, replayed))
             }
             _ => bail!(
                 "the server accepted other than the {} records sent: {answer_text}",
@@ -109,6 +120,18 @@ impl IngestClient {
             ),
         }
     }
+}
+
+/// `weir-dlq-` and a 64-bit FNV-1a digest of the request path (naming the
+/// target stream) and the body: the same batch to the same stream always
+/// has the same key, whatever replay sends it.
+fn idempotency_key(path: &str, body: &[u8]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in path.as_bytes().iter().chain([0u8].iter()).chain(body) {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("weir-dlq-{h:016x}-{}", body.len())
 }
 
 #[cfg(test)]
@@ -125,6 +148,15 @@ mod tests {
         }
         let e = IngestClient::new("https://h:1", "s", None).unwrap_err();
         assert!(e.to_string().contains("only http://"), "{e}");
+    }
+
+    #[test]
+    fn keys_follow_the_target_and_the_batch() {
+        let a = idempotency_key("/v1/streams/t/events", b"\x01x");
+        assert_eq!(a, idempotency_key("/v1/streams/t/events", b"\x01x"));
+        assert_ne!(a, idempotency_key("/v1/streams/u/events", b"\x01x"));
+        assert_ne!(a, idempotency_key("/v1/streams/t/events", b"\x01y"));
+        assert!(a.len() <= 255 && a.bytes().all(|b| b.is_ascii_graphic()));
     }
 
     #[test]

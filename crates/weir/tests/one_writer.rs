@@ -200,6 +200,14 @@ fn dlq_replay_into_a_stream_ingest_owns_is_refused_or_goes_through_the_server() 
         String::from_utf8_lossy(&out.stdout),
         "replayed 2 dead letters from stream dead-letters into transactions\n"
     );
+    // The same replay again (as after a lost answer): the server
+    // recognises the batch by its idempotency key and stores nothing.
+    let again = weir(dir.path(), &with_via, Some(TOKEN));
+    assert_eq!(
+        String::from_utf8_lossy(&again.stdout),
+        "replayed 2 dead letters from stream dead-letters into transactions \
+         (2 already stored by an earlier replay, not stored again)\n"
+    );
 
     // The server's own next append comes after the replayed records.
     let (status, body) = post(port, "{\"n\":6}\n{\"n\":7}\n").expect("post");
