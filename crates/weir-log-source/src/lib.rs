@@ -38,14 +38,18 @@ use weir_connect::{ConnectError, SourceConnector};
 pub use source::{LogSource, ReadFrom};
 
 /// Which stream a [`LogSource`] reads, and how.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct LogSourceConfig<'a> {
     /// The log's directory.
     pub dir: &'a Path,
     /// The stream's name in it.
     pub stream: &'a str,
-    /// Number of partitions read: `0..partitions`.
+    /// Number of partitions of the stream.
     pub partitions: u32,
+    /// The partitions this source reads (one task's share of the stream);
+    /// `None`: all of them. Offsets in positions and checkpoints are per
+    /// partition read, in order; records carry their real partition.
+    pub read: Option<std::ops::Range<u32>>,
     /// Keep reading as records are appended, instead of ending at the end
     /// the stream had at open.
     pub follow: bool,

@@ -13,12 +13,14 @@ use std::sync::Arc;
 
 use weir_log::{LogError, Stream, TailReader};
 
-/// Reads the partitions of one stream.
+/// Reads the partitions of one stream that a source reads; `p` below is
+/// the index among them.
 pub(crate) enum Reader {
-    /// Read-only from the files, one reader per partition.
+    /// Read-only from the files, one reader per partition read.
     Files(Vec<TailReader>),
-    /// Through the open stream: fsynced records only.
-    Stream(Arc<Stream>),
+    /// Through the open stream (fsynced records only), reading its
+    /// partitions from `first` on.
+    Stream(Arc<Stream>, u32),
 }
 
 /// One record: its offset and payload.
@@ -30,7 +32,7 @@ impl Reader {
     pub(crate) fn first_offset(&self, p: u32) -> Result<u64, LogError> {
         match self {
             Reader::Files(readers) => readers[p as usize].first_offset(),
-            Reader::Stream(stream) => Ok(stream.partition(p).first_offset()),
+            Reader::Stream(stream, first) => Ok(stream.partition(*first + p).first_offset()),
         }
     }
 
@@ -43,7 +45,7 @@ impl Reader {
     pub(crate) fn end_offset(&mut self, p: u32) -> Result<u64, LogError> {
         match self {
             Reader::Files(readers) => readers[p as usize].end_offset(),
-            Reader::Stream(stream) => Ok(stream.partition(p).next_offset()),
+            Reader::Stream(stream, first) => Ok(stream.partition(*first + p).next_offset()),
         }
     }
 
@@ -57,7 +59,7 @@ impl Reader {
                 None => Ok(true),
                 Some(last) => Ok(!readers[p as usize].read(last, 1)?.is_empty()),
             },
-            Reader::Stream(stream) => Ok(next <= stream.partition(p).next_offset()),
+            Reader::Stream(stream, first) => Ok(next <= stream.partition(*first + p).next_offset()),
         }
     }
 
@@ -66,7 +68,7 @@ impl Reader {
     pub(crate) fn read(&mut self, p: u32, from: u64, max: usize) -> Result<Vec<Record>, LogError> {
         match self {
             Reader::Files(readers) => readers[p as usize].read(from, max),
-            Reader::Stream(stream) => stream.partition(p).read(from, max),
+            Reader::Stream(stream, first) => stream.partition(*first + p).read(from, max),
         }
     }
 }

@@ -31,8 +31,8 @@ pub enum ReadFrom {
 
 /// A stream of the log read as a [`SourceConnector`].
 ///
-/// Partitions are `0..partitions`; a record's offset in its partition is
-/// its offset in the stream. Each poll reads one partition, the next one
+/// It reads partitions `read` of the stream (all by default); a record's
+/// offset in its partition is its offset in the stream. Each poll reads one partition, the next one
 /// round-robin that has records, so a poll's records are consecutive
 /// offsets of one partition.
 pub struct LogSource {
@@ -41,6 +41,11 @@ pub struct LogSource {
     stream: String,
     consumer: String,
     reader: Reader,
+    /// The first partition read: index `p` of `next` is partition
+    /// `first + p`.
+    first: u32,
+    /// The stream's partitions, for the consumer position.
+    stream_partitions: u32,
     /// The next offset to deliver, per partition.
     next: Vec<u64>,
     /// Without `follow`: each partition's end when the source opened,
@@ -90,9 +95,16 @@ impl LogSource {
         start: Option<&[u64]>,
         drain: bool,
     ) -> Result<LogSource, ConnectError> {
+        let read = config.read.clone().unwrap_or(0..config.partitions);
+        if read.is_empty() || read.end > config.partitions {
+            return Err(ConnectError::Config(format!(
+                "cannot read partitions {read:?} of stream {:?}, which has {}",
+                config.stream, config.partitions
+            )));
+        }
         let reader = match from {
             ReadFrom::Files => Reader::Files(
-                (0..config.partitions)
+                read.clone()
                     .map(|p| TailReader::new(config.dir, config.stream, p))
                     .collect(),
             ),
@@ -106,7 +118,7 @@ impl LogSource {
                         stream.name()
                     )));
                 }
-                Reader::Stream(stream)
+                Reader::Stream(stream, read.start)
             }
         };
         let mut source = LogSource {
@@ -115,6 +127,8 @@ impl LogSource {
             stream: config.stream.to_string(),
             consumer: config.consumer.to_string(),
             reader,
+            first: read.start,
+            stream_partitions: config.partitions,
             next: Vec::new(),
             end: None,
             turn: 0,
@@ -154,7 +168,7 @@ impl LogSource {
         }
         for (p, (first, &s)) in (0..partitions).zip(next.iter_mut().zip(start)) {
             if s < *first {
-                tracing::warn!(source = %self.name, partition = p, checkpointed = s, first = *first, "records after the checkpoint were removed by retention; resuming at the first retained one");
+                tracing::warn!(source = %self.name, partition = self.first + p, checkpointed = s, first = *first, "records after the checkpoint were removed by retention; resuming at the first retained one");
                 continue;
             }
             if s > *first
@@ -168,7 +182,8 @@ impl LogSource {
                     .end_offset(p)
                     .map_err(self.read_error(p, "find the end of"))?;
                 return Err(ConnectError::Checkpoint(format!(
-                    "the checkpoint resumes partition {p} at offset {s}, but stream {:?} in {} ends at {end} there (was the log directory replaced?)",
+                    "the checkpoint resumes partition {} at offset {s}, but stream {:?} in {} ends at {end} there (was the log directory replaced?)",
+                    self.first + p,
                     self.stream,
                     self.dir.display()
                 )));
@@ -200,15 +215,16 @@ impl LogSource {
     fn partitions_len(&self) -> usize {
         match &self.reader {
             Reader::Files(readers) => readers.len(),
-            Reader::Stream(stream) => stream.partitions().len(),
+            Reader::Stream(stream, first) => stream.partitions().len() - *first as usize,
         }
     }
 
-    /// Turns a log error on partition `p` into a connector error saying
-    /// what was being done, where.
+    /// Turns a log error on the `p`th partition read into a connector error
+    /// saying what was being done, where.
     fn read_error(&self, p: u32, doing: &str) -> impl FnOnce(LogError) -> ConnectError {
         let context = format!(
-            "{doing} partition {p} of stream {:?} in {}",
+            "{doing} partition {} of stream {:?} in {}",
+            self.first + p,
             self.stream,
             self.dir.display()
         );
@@ -245,7 +261,7 @@ impl LogSource {
                 continue;
             };
             for (offset, payload) in &records {
-                out.push(p as u32, *offset, payload);
+                out.push(self.first + p as u32, *offset, payload);
             }
             self.next[p] = last + 1;
             self.turn = (p + 1) % partitions;
@@ -297,7 +313,19 @@ impl SourceConnector for LogSource {
     fn on_checkpoint(&mut self) -> Acknowledge {
         let (dir, stream, consumer) =
             (self.dir.clone(), self.stream.clone(), self.consumer.clone());
-        Box::new(move |next: &[u64]| publish_position(&dir, &stream, &consumer, next))
+        let (first, all) = (self.first as usize, self.stream_partitions as usize);
+        Box::new(move |next: &[u64]| {
+            if first == 0 && next.len() == all {
+                return publish_position(&dir, &stream, &consumer, next);
+            }
+            // A share of the stream: the partitions others read count as
+            // caught up, so this consumer's lag is its own partitions'.
+            let mut whole = vec![u64::MAX; all];
+            for (slot, &n) in whole[first..].iter_mut().zip(next) {
+                *slot = n;
+            }
+            publish_position(&dir, &stream, &consumer, &whole)
+        })
     }
 
     fn status(&self) -> Arc<ConnectorStatus> {

@@ -26,6 +26,7 @@ fn config(dir: &Path, partitions: u32, follow: bool) -> LogSourceConfig<'_> {
         dir,
         stream: STREAM,
         partitions,
+        read: None,
         follow,
         consumer: CONSUMER,
     }
@@ -368,6 +369,39 @@ fn the_checkpointed_position_is_published_as_the_consumer_position() {
         stream.consumer_offsets().unwrap(),
         vec![(CONSUMER.to_string(), vec![3, 2])]
     );
+}
+
+#[test]
+fn a_share_of_the_partitions_is_read_and_counts_as_its_own_consumer() {
+    let dir = tempfile::tempdir().unwrap();
+    filled(dir.path(), &[2, 2, 3, 1]);
+    let share = LogSourceConfig {
+        read: Some(2..4),
+        ..config(dir.path(), 4, false)
+    };
+    let mut source = open("in", &share, None, false).unwrap();
+    assert_eq!(source.partitions(), 2);
+    // Only partitions 2 and 3, with their own numbers.
+    let polls = read_to_end(source.as_mut(), 10);
+    assert_eq!(polls, vec![numbered(2, 0..3), numbered(3, 0..1)]);
+    assert_eq!(source.position(), vec![3, 1]);
+    // Its position counts the partitions others read as caught up.
+    let mut acknowledge = source.on_checkpoint();
+    acknowledge(&[3, 1]);
+    let log = Log::open(dir.path()).unwrap();
+    let stream = open_stream(&log, 4);
+    assert_eq!(
+        stream.consumer_offsets().unwrap(),
+        vec![(CONSUMER.to_string(), vec![u64::MAX, u64::MAX, 3, 1])]
+    );
+    assert_eq!(stream.consumer_lag().unwrap(), 0);
+    // A share past the stream's partitions is refused.
+    let past = LogSourceConfig {
+        read: Some(3..5),
+        ..config(dir.path(), 4, false)
+    };
+    let e = refused(open("in", &past, None, false));
+    assert!(e.to_string().contains("cannot read partitions 3..5"), "{e}");
 }
 
 #[test]

@@ -129,6 +129,7 @@ pub(crate) fn open(
         dir: &config.log_dir,
         stream: &config.stream,
         partitions: 1,
+        read: None,
         follow: true,
         consumer: &consumer,
     };
