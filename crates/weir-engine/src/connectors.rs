@@ -41,6 +41,7 @@ pub(crate) fn open_source(
                 dir,
                 stream,
                 partitions: *partitions,
+                read: None,
                 follow: *follow,
                 consumer: &p.name,
             };
