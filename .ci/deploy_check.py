@@ -25,7 +25,9 @@ into .ci/.venv); each problem is printed and the exit status is 1 if any.
    from their args and env (0.0.0.0 ports moved to free loopback ports,
    volumes to temporary directories), probes until ready, fraud-v1 events
    posted through the ingest Service's port with the token, alerts
-   committed, then SIGTERM: both must exit 0 within the grace period.
+   committed, then SIGTERM: both must exit 0 within the grace period. Then
+   the pod again on the same volume: the pipeline must resume from the
+   checkpoint and write no alert twice.
 5. The Dockerfile: what it COPYs exists and is in the build context, the
    features it builds exist in crates/weir/Cargo.toml, its Rust image is
    not older than the workspace's rust-version, its user is the manifests'
