@@ -88,19 +88,31 @@ impl<'a> ChunkReader<'a> {
         }
     }
 
-    /// `n` bytes at `pos`; the caller ensures `pos + n <= limit`.
-    fn get(&mut self, pos: u64, n: usize) -> Result<&[u8]> {
+    /// `n` bytes at `pos`; the caller ensures `pos + n <= limit`. `None`
+    /// when the file now ends before `pos + n`: its writer cut a torn tail
+    /// after the caller took its length (another process may recover the
+    /// segment while this one reads it).
+    fn get(&mut self, pos: u64, n: usize) -> Result<Option<&[u8]>> {
         let end = pos + n as u64;
         if pos < self.start || end > self.start + self.buf.len() as u64 {
             let want = n.max(READ_CHUNK).min((self.limit - pos) as usize);
             self.buf.resize(want, 0);
-            read_exact_at(self.file, &mut self.buf, pos).map_err(io_err("read", self.path))?;
+            let got =
+                read_up_to(self.file, &mut self.buf, pos).map_err(io_err("read", self.path))?;
+            self.buf.truncate(got);
             self.start = pos;
+            if got < n {
+                return Ok(None);
+            }
         }
         let at = (pos - self.start) as usize;
-        Ok(&self.buf[at..at + n])
+        Ok(Some(&self.buf[at..at + n]))
     }
 }
+
+/// Why a scan stops when a segment is shorter than the length it was given.
+pub(crate) const SHRANK: &str =
+    "segment shorter than when its length was taken (its writer cut a torn tail)";
 
 /// Scans frames from `pos` (a frame start holding offset `next`) up to byte
 /// `limit`, or until `visit` returns false. Every frame is fully verified
@@ -123,7 +135,14 @@ pub(crate) fn scan(
                 stop: stop(pos, "incomplete frame header"),
             });
         }
-        let header = match format::parse_header(r.get(pos, HEADER_LEN)?) {
+        let Some(bytes) = r.get(pos, HEADER_LEN)? else {
+            return Ok(Scan {
+                pos,
+                next,
+                stop: stop(pos, SHRANK),
+            });
+        };
+        let header = match format::parse_header(bytes) {
             Ok(h) => h,
             Err(reason) => {
                 return Ok(Scan {
@@ -147,7 +166,13 @@ pub(crate) fn scan(
                 stop: stop(pos, "incomplete frame"),
             });
         }
-        let frame = r.get(pos, header.len as usize)?;
+        let Some(frame) = r.get(pos, header.len as usize)? else {
+            return Ok(Scan {
+                pos,
+                next,
+                stop: stop(pos, SHRANK),
+            });
+        };
         if let Err(reason) = format::verify(&header, frame) {
             return Ok(Scan {
                 pos,
@@ -169,9 +194,24 @@ pub(crate) fn scan(
     })
 }
 
+/// Fills `buf` from `pos` until it is full or the file ends; the number of
+/// bytes read.
+fn read_up_to(file: &File, buf: &mut [u8], pos: u64) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match read_at(file, &mut buf[got..], pos + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
 #[cfg(unix)]
-fn read_exact_at(file: &File, buf: &mut [u8], pos: u64) -> std::io::Result<()> {
-    std::os::unix::fs::FileExt::read_exact_at(file, buf, pos)
+fn read_at(file: &File, buf: &mut [u8], pos: u64) -> std::io::Result<usize> {
+    std::os::unix::fs::FileExt::read_at(file, buf, pos)
 }
 
 #[cfg(unix)]
@@ -180,18 +220,8 @@ pub(crate) fn write_all_at(file: &File, buf: &[u8], pos: u64) -> std::io::Result
 }
 
 #[cfg(windows)]
-fn read_exact_at(file: &File, mut buf: &mut [u8], mut pos: u64) -> std::io::Result<()> {
-    use std::os::windows::fs::FileExt;
-    while !buf.is_empty() {
-        match file.seek_read(buf, pos)? {
-            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-            n => {
-                buf = &mut buf[n..];
-                pos += n as u64;
-            }
-        }
-    }
-    Ok(())
+fn read_at(file: &File, buf: &mut [u8], pos: u64) -> std::io::Result<usize> {
+    std::os::windows::fs::FileExt::seek_read(file, buf, pos)
 }
 
 #[cfg(windows)]

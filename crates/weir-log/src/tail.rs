@@ -212,4 +212,53 @@ mod tests {
         assert_eq!(reader.read(9, 5).expect("read").len(), 1);
         assert_eq!(reader.end_offset().expect("end"), 10);
     }
+
+    /// A writer that reopens a partition cuts the torn tail a kill left,
+    /// while a reader in another process may hold the longer length: the
+    /// reader stops at the cut instead of failing ("failed to fill whole
+    /// buffer" before the fix).
+    #[test]
+    fn a_segment_cut_after_its_length_was_taken_ends_the_scan() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = Log::open(dir.path()).expect("log");
+        let config = StreamConfig {
+            partitions: 1,
+            segment_bytes: 1 << 20,
+            retention_bytes: None,
+            retention_age: None,
+            fsync: FsyncPolicy::Never,
+        };
+        let stream = log.stream("s", config).expect("stream");
+        for i in 0..3u8 {
+            stream.partition(0).append(&[&[i; 50]]).expect("append");
+        }
+        let path = dir.path().join("s/0").join(crate::format::segment_name(0));
+        let good = std::fs::metadata(&path).expect("stat").len();
+        // A torn frame, as a kill mid-write leaves it.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .expect("open");
+        crate::segment::write_all_at(&file, &[7u8; 40], good).expect("write");
+        let stale_len = good + 40;
+        // The writer's recovery cuts it before the reader reads.
+        file.set_len(good).expect("truncate");
+        let mut offsets = Vec::new();
+        let scan = crate::segment::scan(&file, &path, 0, 0, stale_len, |_, h, _| {
+            offsets.extend(h.offsets());
+            true
+        })
+        .expect("a cut tail is not an error");
+        assert_eq!(offsets, vec![0, 1, 2]);
+        assert_eq!(scan.pos, good);
+        assert_eq!(scan.next, 3);
+        assert_eq!(
+            scan.stop.map(|s| (s.position, s.reason)),
+            Some((good, crate::segment::SHRANK))
+        );
+        // And the tail reader sees the three records and nothing else.
+        let mut reader = super::TailReader::new(dir.path(), "s", 0);
+        assert_eq!(reader.read(0, 10).expect("read").len(), 3);
+    }
 }

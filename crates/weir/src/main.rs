@@ -150,13 +150,34 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             let class = error_class(&e);
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", render_error(&e));
             if let Some(class) = class {
                 eprintln!("  ({})", class_hint(class));
             }
             exit_code(class)
         }
     }
+}
+
+/// `e` and its causes on one line. Library errors print their source in
+/// their own message (so a log line is whole), and anyhow's `{:#}` would
+/// then say each cause twice or more; a cause the layer above already said
+/// is left out.
+fn render_error(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    let mut said = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if said.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+        said = text;
+    }
+    out
 }
 
 /// The class of the engine or configuration error behind `e`, if any.
@@ -381,5 +402,30 @@ pub(crate) fn print_summary(p: &weir_config::Pipeline, s: &RunSummary) {
                 c.max_duration.as_secs_f64() * 1e3
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::render_error;
+
+    #[test]
+    fn a_cause_is_said_once() {
+        let io = std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "failed to fill whole buffer",
+        );
+        let log = weir_log::LogError::Io {
+            op: "read",
+            path: "/log/s/0/0.log".into(),
+            source: io,
+        };
+        let e = anyhow::Error::new(log).context("pipeline p failed");
+        assert_eq!(
+            render_error(&e),
+            "pipeline p failed: read /log/s/0/0.log: failed to fill whole buffer"
+        );
+        let plain = anyhow::anyhow!("inner").context("middle").context("outer");
+        assert_eq!(render_error(&plain), "outer: middle: inner");
     }
 }
