@@ -31,6 +31,15 @@ pub(crate) fn fingerprint(p: &Pipeline) -> String {
 /// The text the fingerprint hashes.
 pub(crate) fn state_text(p: &Pipeline) -> String {
     let mut text = format!("state/2;key_groups={};", p.settings.key_groups);
+    // Only when split, so that earlier checkpoints keep their meaning. A
+    // task's state is its key groups' and its partition's: another task's
+    // checkpoint does not restore into it.
+    if p.settings.tasks > 1 {
+        let _ = write!(text, "tasks={};", p.settings.tasks);
+    }
+    if let Some(t) = &p.task {
+        let _ = write!(text, "task={};", t.index);
+    }
     for s in &p.steps {
         match &s.kind {
             StepKind::Window(w) => {

@@ -38,6 +38,7 @@ mod fingerprint;
 mod graph;
 mod interpolate;
 mod spec;
+mod tasks;
 #[cfg(test)]
 mod test_support;
 mod validate;
@@ -54,6 +55,7 @@ pub use connectors::{
 pub use duration::parse_duration_ms;
 pub use error::{ConfigError, Problem};
 pub use graph::{Consumer, Graph};
+pub use tasks::{task_key_groups, task_of_group};
 pub use weir_expr::CompiledExpr;
 
 /// Name of the hidden column carrying each record's position in its source
@@ -178,7 +180,25 @@ pub struct Pipeline {
     /// The steps and sinks as a resolved tree: what reads each step's
     /// output ports, the decode step, and the worker and shard parts.
     pub graph: Graph,
+    /// The one task this pipeline runs, when it was made by
+    /// [`Pipeline::for_task`]; `None`: the whole pipeline.
+    pub task: Option<Task>,
 }
+
+/// One task of a pipeline split into `settings.tasks` tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Task {
+    /// The task's number, from 0.
+    pub index: u32,
+    /// The number of tasks.
+    pub count: u32,
+    /// The key groups it owns.
+    pub key_groups: (u32, u32),
+}
+
+/// What `{task}` in a sink's path or stream, or the dead letter's, stands
+/// for in a pipeline split into tasks.
+pub const TASK_PLACEHOLDER: &str = "{task}";
 
 /// The `[checkpoint]` table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -222,6 +242,11 @@ pub struct Settings {
     /// Number of key groups keys hash into; fixed for the life of the
     /// pipeline's state, it bounds the useful number of shards.
     pub key_groups: u32,
+    /// Number of tasks the key groups are split into (contiguous ranges);
+    /// a task is the unit of ownership, state and recovery that `weir run`
+    /// processes share. Fixed for the life of the pipeline's state, like
+    /// the key groups. 1: the pipeline is one task.
+    pub tasks: u32,
 }
 
 impl Default for Settings {
@@ -230,6 +255,7 @@ impl Default for Settings {
             batch_rows: 4096,
             shards: 0,
             key_groups: 128,
+            tasks: 1,
         }
     }
 }

@@ -44,6 +44,8 @@ pub(crate) struct SettingsSpec {
     pub shards: Option<i64>,
     #[serde(default)]
     pub key_groups: Option<i64>,
+    #[serde(default)]
+    pub tasks: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]

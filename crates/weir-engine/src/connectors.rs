@@ -35,15 +35,16 @@ pub(crate) fn open_source(
             partitions,
             follow,
         } => {
-            // The pipeline's name is the consumer whose position ingest's
-            // lag bound reads.
+            // The pipeline's name (with its task's) is the consumer whose
+            // position ingest's lag bound reads.
+            let consumer = p.consumer_name();
             let config = weir_log_source::LogSourceConfig {
                 dir,
                 stream,
                 partitions: *partitions,
-                read: None,
+                read: p.task.is_some().then(|| p.log_partitions()).flatten(),
                 follow: *follow,
-                consumer: &p.name,
+                consumer: &consumer,
             };
             weir_log_source::open(name, &config, start, drain)
         }

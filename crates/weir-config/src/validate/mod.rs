@@ -20,6 +20,7 @@ mod sinks;
 mod source;
 mod steps;
 mod tables;
+mod tasks;
 mod window;
 
 use std::collections::HashMap;
@@ -79,7 +80,7 @@ pub(crate) fn validate(
     match (source, dead_letter, built.decode) {
         (Some(source), Some(dead_letter), Some(decode)) if !c.has_problems() => {
             let graph = graph::tree(&built.steps, decode, &built.inputs, &sink_inputs);
-            Ok(Pipeline {
+            let pipeline = Pipeline {
                 name: file.name,
                 base_dir: base_dir.to_path_buf(),
                 settings,
@@ -89,7 +90,20 @@ pub(crate) fn validate(
                 dead_letter,
                 checkpoint,
                 graph,
-            })
+                task: None,
+            };
+            tasks::check_tasks(
+                &mut c,
+                &pipeline,
+                file.settings.as_ref(),
+                file.sources.first(),
+                &file.sinks,
+                file.dead_letter.as_ref(),
+            );
+            if c.has_problems() {
+                return Err(c.into_problems());
+            }
+            Ok(pipeline)
         }
         _ => {
             let mut problems = c.into_problems();

@@ -44,6 +44,21 @@ pub(super) fn check_settings(
             settings.key_groups = n as u32;
         }
     }
+    if let Some(n) = spec.tasks {
+        if n < 1 || n > i64::from(settings.key_groups) {
+            c.at(
+                "settings.tasks".into(),
+                &span,
+                "tasks",
+                format!(
+                    "must be between 1 and key_groups ({}), got {n}",
+                    settings.key_groups
+                ),
+            );
+        } else {
+            settings.tasks = n as u32;
+        }
+    }
     if let Some(n) = spec.shards {
         if n < 0 || n > settings.key_groups as i64 {
             c.at(
@@ -153,7 +168,7 @@ mod tests {
                 with_table("[settings]\nbatch_row = 5"),
                 "settings.batch_row",
                 Some("batch_row ="),
-                "unknown field `batch_row`, expected one of `batch_rows`, `shards`, `key_groups`",
+                "unknown field `batch_row`, expected one of `batch_rows`, `shards`, `key_groups`, `tasks`",
             ),
             case(
                 "wrong type",
@@ -245,7 +260,8 @@ mod tests {
             crate::Settings {
                 batch_rows: 10,
                 shards: 2,
-                key_groups: 8
+                key_groups: 8,
+                tasks: 1,
             }
         );
         assert_eq!(

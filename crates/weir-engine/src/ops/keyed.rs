@@ -11,6 +11,7 @@ use arrow_array::{
 use arrow_schema::DataType;
 use arrow_select::take::take_record_batch;
 
+use crate::dead_letter::Rejected;
 use crate::hash::{hash_bytes, key_group, mix64, shard_of, FastBuild};
 use crate::EngineError;
 
@@ -95,7 +96,21 @@ pub struct Partitioner {
     pub key_groups: u32,
     /// Number of shards.
     pub shards: usize,
+    /// The key groups this run owns (one task's), with the task's number
+    /// and count; rows of other groups are dead letters. `None`: all.
+    pub owned: Option<OwnedGroups>,
     indices: Vec<Vec<u32>>,
+}
+
+/// One task's key groups, for [`Partitioner`].
+#[derive(Debug, Clone, Copy)]
+pub struct OwnedGroups {
+    /// The task's number (and partition).
+    pub task: u32,
+    /// The number of tasks.
+    pub tasks: u32,
+    /// Its key groups, `[start, end)`.
+    pub groups: (u32, u32),
 }
 
 impl Partitioner {
@@ -106,14 +121,25 @@ impl Partitioner {
             key_index,
             key_groups,
             shards,
+            owned: None,
             indices: vec![Vec::new(); shards],
         }
     }
 
+    /// Rows whose key group `owned` does not hold go to `rejected`.
+    pub fn owning(mut self, owned: OwnedGroups) -> Self {
+        self.owned = Some(owned);
+        self
+    }
+
     /// Splits `batch`; entry `s` holds the rows for shard `s`, in input
-    /// order.
-    pub fn split(&mut self, batch: &RecordBatch) -> Result<Vec<RecordBatch>, EngineError> {
-        if self.shards == 1 {
+    /// order. Rows of key groups another task owns go to `rejected`.
+    pub fn split(
+        &mut self,
+        batch: &RecordBatch,
+        rejected: &mut Vec<Rejected>,
+    ) -> Result<Vec<RecordBatch>, EngineError> {
+        if self.shards == 1 && self.owned.is_none() {
             return Ok(vec![batch.clone()]);
         }
         let keys = KeyColumn::read(batch.column(self.key_index)).map_err(|_| {
@@ -127,6 +153,12 @@ impl Partitioner {
         }
         for row in 0..batch.num_rows() {
             let g = key_group(keys.hash(row), self.key_groups);
+            if let Some(o) = &self.owned {
+                if !(o.groups.0..o.groups.1).contains(&g) {
+                    rejected.push(self.misrouted(batch, row, g, o));
+                    continue;
+                }
+            }
             self.indices[shard_of(g, self.key_groups, self.shards)].push(row as u32);
         }
         self.indices
@@ -140,6 +172,30 @@ impl Partitioner {
                 }
             })
             .collect()
+    }
+}
+
+impl Partitioner {
+    /// The dead letter of a row read by a task that does not own its key.
+    #[cold]
+    fn misrouted(&self, batch: &RecordBatch, row: usize, group: u32, o: &OwnedGroups) -> Rejected {
+        let position = batch
+            .column_by_name(weir_config::POSITION_COLUMN)
+            .and_then(|c| c.as_any().downcast_ref::<UInt64Array>())
+            .map_or(0, |c| c.value(row));
+        let owner = weir_config::task_of_group(group, self.key_groups, o.tasks);
+        Rejected {
+            step: self.step.clone(),
+            position,
+            reason: format!(
+                "misrouted record: its key is in key group {group}, which task {owner} owns, \
+                 but it was read from partition {} (task {}); a producer must write a record \
+                 to the partition of its key's task",
+                o.task, o.task
+            ),
+            bytes: Vec::new(),
+            record: Some(crate::encode::row_json(batch, row)),
+        }
     }
 }
 

@@ -174,7 +174,7 @@ impl<'a, 'p> Runner<'a, 'p> {
                     m.step_in[step].add(batch.num_rows() as u64);
                 }
                 // Counted when the shard takes the parts over (`deliver`).
-                let parts = p.split(&batch)?;
+                let parts = p.split(&batch, c.rejected)?;
                 for (s, part) in parts.into_iter().enumerate() {
                     if part.num_rows() > 0 {
                         self.exchange[s].push((step, part));

@@ -12,7 +12,7 @@ use weir_config::{Pipeline, StepKind, WindowKind};
 
 pub(crate) use weir_config::{Consumer, Graph};
 
-use crate::ops::keyed::Partitioner;
+use crate::ops::keyed::{OwnedGroups, Partitioner};
 use crate::ops::model::ModelStep;
 use crate::ops::stateless::{Derive, Filter, Route, Select};
 use crate::ops::window::{FixedWindows, SlidingWindow};
@@ -86,12 +86,15 @@ impl Plan {
                 let idx = input
                     .index_of(key)
                     .map_err(|e| EngineError::build(&s.name, e))?;
-                return Ok(Op::Split(Partitioner::new(
-                    &s.name,
-                    idx,
-                    p.settings.key_groups,
-                    self.shards,
-                )));
+                let split = Partitioner::new(&s.name, idx, p.settings.key_groups, self.shards);
+                return Ok(Op::Split(match &p.task {
+                    Some(t) => split.owning(OwnedGroups {
+                        task: t.index,
+                        tasks: t.count,
+                        groups: t.key_groups,
+                    }),
+                    None => split,
+                }));
             }
             StepKind::Filter { predicate } => Box::new(Filter {
                 step: s.name.clone(),

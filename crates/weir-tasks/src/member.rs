@@ -1,0 +1,212 @@
+//! The loop a member runs: hold as many tasks as its target, no more.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::{targets, LeaseError, LocalLeases, TaskLease};
+
+/// How a task's run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskEnd {
+    /// It stopped as asked, or its input ended.
+    Done,
+    /// It failed, in these words.
+    Failed(String),
+}
+
+/// Starts and stops the runs of tasks (the engine, in `weir run`).
+pub trait TaskRunner {
+    /// A running task.
+    type Running;
+    /// Starts task `task`, owned under fencing epoch `epoch`.
+    fn start(&mut self, task: u32, epoch: u64) -> Result<Self::Running, String>;
+    /// Asks a running task to stop gracefully (a last checkpoint, outputs
+    /// committed) and waits until it has.
+    fn stop(&mut self, running: Self::Running) -> TaskEnd;
+    /// How it ended, when it ended by itself; does not wait.
+    fn ended(&mut self, running: &mut Self::Running) -> Option<TaskEnd>;
+}
+
+/// Settings of a [`Member`].
+#[derive(Debug, Clone)]
+pub struct MemberOptions {
+    /// The pipeline's number of tasks.
+    pub tasks: u32,
+    /// How often membership and free tasks are looked at.
+    pub poll: Duration,
+    /// Set to stop: every task is stopped gracefully and released.
+    pub stop: Arc<AtomicBool>,
+}
+
+/// One process's share of a pipeline's tasks.
+pub struct Member<R: TaskRunner> {
+    leases: LocalLeases,
+    runner: R,
+    options: MemberOptions,
+    running: BTreeMap<u32, (TaskLease, R::Running)>,
+    /// Tasks whose input ended: still held, so that nobody runs them again
+    /// while this member lives.
+    finished: BTreeMap<u32, TaskLease>,
+    published: Option<u32>,
+}
+
+/// Why a member stopped before it was asked to.
+#[derive(Debug, thiserror::Error)]
+pub enum MemberError {
+    /// The lock files failed.
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
+    /// A task failed; the member's other tasks were stopped gracefully.
+    #[error("task {task} failed: {reason}")]
+    Task {
+        /// The task.
+        task: u32,
+        /// Its error.
+        reason: String,
+    },
+}
+
+impl<R: TaskRunner> Member<R> {
+    /// A member holding no task yet.
+    pub fn new(leases: LocalLeases, runner: R, options: MemberOptions) -> Self {
+        Member {
+            leases,
+            runner,
+            options,
+            running: BTreeMap::new(),
+            finished: BTreeMap::new(),
+            published: None,
+        }
+    }
+
+    fn held(&self) -> u32 {
+        (self.running.len() + self.finished.len()) as u32
+    }
+
+    /// Runs until asked to stop, a task fails, or every task it holds has
+    /// ended by itself and it holds its share.
+    pub fn run(mut self) -> Result<(), MemberError> {
+        let result = self.run_loop();
+        self.stop_all();
+        result
+    }
+
+    fn run_loop(&mut self) -> Result<(), MemberError> {
+        while !self.options.stop.load(Ordering::Acquire) {
+            self.collect_ended()?;
+            let target = self.target()?;
+            self.release_above(target);
+            self.acquire_up_to(target)?;
+            let held = self.held();
+            if self.published != Some(held) {
+                self.leases.publish_held(held)?;
+                self.published = Some(held);
+            }
+            if self.running.is_empty() && !self.finished.is_empty() && held >= target {
+                tracing::info!(
+                    member = self.leases.id(),
+                    "every task this member holds has ended"
+                );
+                return Ok(());
+            }
+            std::thread::sleep(self.options.poll);
+        }
+        Ok(())
+    }
+
+    fn collect_ended(&mut self) -> Result<(), MemberError> {
+        let tasks: Vec<u32> = self.running.keys().copied().collect();
+        for task in tasks {
+            let ended = match self.running.get_mut(&task) {
+                Some((_, running)) => self.runner.ended(running),
+                None => None,
+            };
+            match ended {
+                None => {}
+                Some(TaskEnd::Done) => {
+                    if let Some((lease, _)) = self.running.remove(&task) {
+                        tracing::info!(task, "task ended: its input ended");
+                        self.finished.insert(task, lease);
+                    }
+                }
+                Some(TaskEnd::Failed(reason)) => {
+                    self.running.remove(&task);
+                    return Err(MemberError::Task { task, reason });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn target(&self) -> Result<u32, MemberError> {
+        let members = self.leases.members()?;
+        let ids: Vec<&str> = members.iter().map(|m| m.id.as_str()).collect();
+        Ok(targets(self.options.tasks, &ids)
+            .into_iter()
+            .find(|(id, _)| *id == self.leases.id())
+            .map_or(0, |(_, n)| n))
+    }
+
+    /// Hands back tasks above `target`: finished ones first, then the
+    /// highest-numbered running ones, each stopped gracefully first.
+    fn release_above(&mut self, target: u32) {
+        while self.held() > target {
+            if let Some((task, lease)) = self.finished.pop_last() {
+                tracing::info!(task, epoch = lease.epoch(), "handing back a finished task");
+                continue;
+            }
+            let Some((task, (lease, running))) = self.running.pop_last() else {
+                break;
+            };
+            tracing::info!(
+                task,
+                epoch = lease.epoch(),
+                target,
+                "handing a task over to another member"
+            );
+            if let TaskEnd::Failed(reason) = self.runner.stop(running) {
+                tracing::error!(task, %reason, "the task failed while stopping");
+            }
+            drop(lease);
+        }
+    }
+
+    fn acquire_up_to(&mut self, target: u32) -> Result<(), MemberError> {
+        for task in 0..self.options.tasks {
+            if self.held() >= target {
+                break;
+            }
+            if self.running.contains_key(&task) || self.finished.contains_key(&task) {
+                continue;
+            }
+            let Some(lease) = self.leases.try_acquire(task)? else {
+                continue;
+            };
+            tracing::info!(
+                task,
+                epoch = lease.epoch(),
+                member = self.leases.id(),
+                "took a task"
+            );
+            match self.runner.start(task, lease.epoch()) {
+                Ok(running) => {
+                    self.running.insert(task, (lease, running));
+                }
+                Err(reason) => return Err(MemberError::Task { task, reason }),
+            }
+        }
+        Ok(())
+    }
+
+    fn stop_all(&mut self) {
+        while let Some((task, (lease, running))) = self.running.pop_last() {
+            if let TaskEnd::Failed(reason) = self.runner.stop(running) {
+                tracing::error!(task, %reason, "the task failed while stopping");
+            }
+            drop(lease);
+        }
+        self.finished.clear();
+    }
+}
