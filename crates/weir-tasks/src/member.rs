@@ -1,7 +1,6 @@
 //! The loop a member runs: hold as many tasks as its target, no more.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,14 +29,15 @@ pub trait TaskRunner {
 }
 
 /// Settings of a [`Member`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct MemberOptions {
     /// The pipeline's number of tasks.
     pub tasks: u32,
     /// How often membership and free tasks are looked at.
     pub poll: Duration,
-    /// Set to stop: every task is stopped gracefully and released.
-    pub stop: Arc<AtomicBool>,
+    /// True once the member is to stop: every task is then stopped
+    /// gracefully and released.
+    pub stop: Arc<dyn Fn() -> bool + Send + Sync>,
 }
 
 /// One process's share of a pipeline's tasks.
@@ -94,7 +94,7 @@ impl<R: TaskRunner> Member<R> {
     }
 
     fn run_loop(&mut self) -> Result<(), MemberError> {
-        while !self.options.stop.load(Ordering::Acquire) {
+        while !(self.options.stop)() {
             self.collect_ended()?;
             let target = self.target()?;
             self.release_above(target);

@@ -57,7 +57,10 @@ fn spawn(
         MemberOptions {
             tasks: 4,
             poll: Duration::from_millis(10),
-            stop: stop.clone(),
+            stop: {
+                let stop = stop.clone();
+                Arc::new(move || stop.load(Ordering::Acquire))
+            },
         },
     );
     let handle = std::thread::spawn(move || member.run().expect("member"));

@@ -11,6 +11,7 @@ mod observe;
 mod progress;
 mod signals;
 mod tap;
+mod tasks;
 mod top;
 
 use std::path::{Path, PathBuf};
@@ -87,6 +88,15 @@ enum Command {
         /// terminationGracePeriodSeconds (30 s by default).
         #[arg(long, env = "WEIR_STOP_TIMEOUT", value_name = "DURATION", default_value = "25s", value_parser = parse_duration)]
         stop_timeout: std::time::Duration,
+        /// For a pipeline split into tasks (`settings.tasks`): run only
+        /// this task. Without it, the process shares the tasks with every
+        /// other `weir run` of the pipeline on this machine.
+        #[arg(long)]
+        task: Option<u32>,
+        /// For a pipeline split into tasks: this process's member id among
+        /// the pipeline's workers (default: host name and process id).
+        #[arg(long)]
+        member_id: Option<String>,
     },
     /// Check a pipeline file without running it.
     Validate {
@@ -229,11 +239,37 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             endpoint_token_file,
             max_lag,
             stop_timeout,
+            task,
+            member_id,
         } => {
             // First, so a signal during start-up stops the run as well.
             let stop = weir_engine::Stop::new();
             let signals = signals::watch(stop.clone(), stop_timeout, "weir run")?;
             let p = weir_config::load(&pipeline)?;
+            if p.settings.tasks > 1 {
+                anyhow::ensure!(
+                    metrics_address.is_none(),
+                    "--metrics-address is not served yet for a pipeline split into tasks (settings.tasks = {})",
+                    p.settings.tasks
+                );
+                let code = tasks::run(
+                    p,
+                    tasks::TaskArgs {
+                        only: task,
+                        member_id,
+                        shards,
+                        drain,
+                    },
+                    stop,
+                );
+                drop(signals);
+                return code;
+            }
+            anyhow::ensure!(
+                task.is_none() && member_id.is_none(),
+                "--task and --member-id are for a pipeline split into tasks; {} has settings.tasks = 1",
+                p.name
+            );
             let telemetry = weir_engine::telemetry::Telemetry::new(&p, max_lag);
             let _endpoint = match &metrics_address {
                 Some(addr) => Some(observe::start(

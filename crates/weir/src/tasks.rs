@@ -1,0 +1,195 @@
+//! `weir run` of a pipeline split into tasks (`settings.tasks`): this
+//! process becomes a member of the pipeline's workers and runs its share
+//! of the tasks, each as a pipeline of its own on its own threads (see
+//! `weir_tasks`). Membership and ownership are lock files under the
+//! checkpoint directory (`<checkpoint dir>/leases`), which every process
+//! running the pipeline on this machine shares.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::Context;
+use weir_config::Pipeline;
+use weir_engine::{EngineError, RunOptions, RunSummary, Stop};
+use weir_tasks::{LocalLeases, Member, MemberOptions, TaskEnd, TaskRunner};
+
+use crate::progress;
+
+/// How often a member looks at membership and free tasks: a dead member's
+/// tasks are taken over within this (plus the restore).
+const POLL: Duration = Duration::from_millis(100);
+
+/// What `weir run` was asked for.
+pub struct TaskArgs {
+    /// Run only this task (its lease is still taken: a second process
+    /// asking for it is refused).
+    pub only: Option<u32>,
+    /// This member's id; default `<host>-<pid>`.
+    pub member_id: Option<String>,
+    /// Shard count override.
+    pub shards: Option<usize>,
+    /// Stop at the end of what the source holds now.
+    pub drain: bool,
+}
+
+struct EngineRunner {
+    pipeline: Pipeline,
+    shards: Option<usize>,
+    drain: bool,
+}
+
+struct Running {
+    stop: Stop,
+    /// `None` once joined.
+    thread: Option<JoinHandle<Result<RunSummary, EngineError>>>,
+}
+
+fn end_of(joined: std::thread::Result<Result<RunSummary, EngineError>>) -> TaskEnd {
+    match joined {
+        Ok(Ok(_)) => TaskEnd::Done,
+        Ok(Err(e)) => TaskEnd::Failed(crate::render_error(&anyhow::Error::new(e))),
+        Err(_) => TaskEnd::Failed("its thread panicked".into()),
+    }
+}
+
+impl TaskRunner for EngineRunner {
+    type Running = Running;
+
+    fn start(&mut self, task: u32, epoch: u64) -> Result<Running, String> {
+        let p = self
+            .pipeline
+            .for_task(task)
+            .ok_or_else(|| format!("the pipeline has no task {task}"))?;
+        let stop = Stop::new();
+        let options = RunOptions {
+            shards: self.shards,
+            drain: self.drain,
+            stop: Some(stop.clone()),
+            on_first_record: Some(weir_engine::FirstRecord(Arc::new(move |restored| {
+                progress::print_line(&match restored {
+                    Some(id) => format!(
+                        "weir run: task {task} (epoch {epoch}): first record processed (restored checkpoint {id})"
+                    ),
+                    None => format!(
+                        "weir run: task {task} (epoch {epoch}): first record processed (no checkpoint)"
+                    ),
+                })
+            }))),
+            ..Default::default()
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("weir-task-{task}"))
+            .spawn(move || weir_engine::run(&p, options))
+            .map_err(|e| format!("cannot start a thread: {e}"))?;
+        Ok(Running {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    fn stop(&mut self, running: Running) -> TaskEnd {
+        running.stop.request();
+        running.thread.map_or(TaskEnd::Done, |t| end_of(t.join()))
+    }
+
+    fn ended(&mut self, running: &mut Running) -> Option<TaskEnd> {
+        if !running.thread.as_ref()?.is_finished() {
+            return None;
+        }
+        // Finished: joining does not wait.
+        running.thread.take().map(|t| end_of(t.join()))
+    }
+}
+
+fn default_member_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| {
+            h.trim()
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .take(60)
+                .collect::<String>()
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "weir".into());
+    format!("{host}-{}", std::process::id())
+}
+
+/// Runs this process's share of `p`'s tasks until `stop` (a signal), a
+/// task's failure, or the end of every task it holds.
+pub fn run(p: Pipeline, args: TaskArgs, stop: Stop) -> anyhow::Result<ExitCode> {
+    let checkpoint = p
+        .checkpoint
+        .as_ref()
+        .context("a pipeline split into tasks has a [checkpoint] table (validation ensures it)")?;
+    let root = checkpoint.dir.join("leases");
+    let id = args.member_id.unwrap_or_else(default_member_id);
+    let leases = LocalLeases::join(&root, &id)
+        .with_context(|| format!("cannot join the workers of pipeline {}", p.name))?;
+    let tasks = p.settings.tasks;
+    progress::print_line(&format!(
+        "weir run: pipeline {} has {tasks} tasks; member {id} shares them (leases in {})",
+        p.name,
+        root.display()
+    ));
+    let mut runner = EngineRunner {
+        pipeline: p.clone(),
+        shards: args.shards,
+        drain: args.drain,
+    };
+    if let Some(task) = args.only {
+        anyhow::ensure!(
+            task < tasks,
+            "--task {task}: pipeline {} has tasks 0 to {}",
+            p.name,
+            tasks - 1
+        );
+        let Some(lease) = leases.try_acquire(task)? else {
+            anyhow::bail!(
+                "task {task} of pipeline {} is run by member {} (lock file in {})",
+                p.name,
+                leases.holder(task).unwrap_or_else(|| "?".into()),
+                root.display()
+            );
+        };
+        let mut running = runner
+            .start(task, lease.epoch())
+            .map_err(anyhow::Error::msg)?;
+        let end = loop {
+            if stop.requested() {
+                break runner.stop(running);
+            }
+            if let Some(end) = runner.ended(&mut running) {
+                break end;
+            }
+            std::thread::sleep(POLL);
+        };
+        drop(lease);
+        return match end {
+            TaskEnd::Done => Ok(ExitCode::SUCCESS),
+            TaskEnd::Failed(reason) => anyhow::bail!("task {task} failed: {reason}"),
+        };
+    }
+    let member = Member::new(
+        leases,
+        runner,
+        MemberOptions {
+            tasks,
+            poll: POLL,
+            stop: Arc::new(move || stop.requested()),
+        },
+    );
+    member
+        .run()
+        .with_context(|| format!("pipeline {} failed", p.name))?;
+    Ok(ExitCode::SUCCESS)
+}

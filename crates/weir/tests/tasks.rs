@@ -1,0 +1,166 @@
+//! fraud-v1 split into 3 tasks, run by several `weir run` processes that
+//! share them through the lock files under the checkpoint directory. While
+//! transactions flow into the 3 partitions of a log stream, workers are
+//! killed with SIGKILL and new ones join; the alerts of all tasks together
+//! equal the reference exactly (nothing lost, nothing twice), and no
+//! record is a dead letter (each task read only its own keys, in order).
+
+use std::fs::File;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use weir_test_support::fraud::{alerts_in_file, assert_exact, events, reference};
+use weir_test_support::pipelines::{fraud_text_following_log, replace_once};
+use weir_test_support::process::{start, Running};
+
+const EVENTS: u64 = 60_000;
+const TASKS: u32 = 3;
+const KEY_GROUPS: u32 = 128;
+
+/// The partition a producer writes a transaction to: its card's task.
+fn partition_of(event: &[u8]) -> u32 {
+    let v: serde_json::Value = serde_json::from_slice(event).expect("event JSON");
+    let card = v["card_id"].as_u64().expect("card_id");
+    // u64 keys hash by their bit pattern, as the engine's key_by does.
+    let group = weir_engine::hash::key_group(weir_engine::hash::mix64(card), KEY_GROUPS);
+    weir_config::task_of_group(group, KEY_GROUPS, TASKS)
+}
+
+fn pipeline_text() -> String {
+    let text = fraud_text_following_log(256, 1, true);
+    let text = replace_once(
+        &text,
+        "key_groups = 128",
+        &format!("key_groups = {KEY_GROUPS}\ntasks = {TASKS}"),
+    );
+    let text = replace_once(
+        &text,
+        "stream = \"transactions\"\nfollow = true",
+        &format!("stream = \"transactions\"\nfollow = true\npartitions = {TASKS}"),
+    );
+    let text = replace_once(&text, "out/alerts.jsonl", "out/alerts-{task}.jsonl");
+    replace_once(
+        &text,
+        "out/dead_letter.jsonl",
+        "out/dead_letter-{task}.jsonl",
+    )
+}
+
+fn worker(dir: &Path, id: &str) -> Running {
+    let log = File::create(dir.join(format!("{id}.log"))).expect("log file");
+    start(
+        env!("CARGO_BIN_EXE_weir"),
+        &["run", "pipeline.toml", "--member-id", id],
+        dir,
+        log,
+    )
+}
+
+fn all_alerts(dir: &Path) -> Vec<weir_test_support::fraud::Alert> {
+    let mut all = Vec::new();
+    for t in 0..TASKS {
+        let path = dir.join(format!("out/alerts-{t}.jsonl"));
+        if path.exists() {
+            all.extend(alerts_in_file(&path));
+        }
+    }
+    all.sort_unstable();
+    all
+}
+
+fn logs(dir: &Path) -> String {
+    let mut out = String::new();
+    for id in ["w1", "w2", "w3", "w4"] {
+        let text = std::fs::read_to_string(dir.join(format!("{id}.log"))).unwrap_or_default();
+        out.push_str(&format!("--- {id}\n{text}"));
+    }
+    out
+}
+
+#[test]
+fn workers_killed_and_added_share_the_tasks_without_loss_or_duplicates() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let dir = dir.path();
+    std::fs::write(dir.join("pipeline.toml"), pipeline_text()).expect("pipeline");
+    let log = weir_log::Log::open(dir.join("log")).expect("log");
+    let stream = log
+        .stream(
+            "transactions",
+            weir_log::StreamConfig {
+                partitions: TASKS,
+                fsync: weir_log::FsyncPolicy::Never,
+                ..Default::default()
+            },
+        )
+        .expect("stream");
+    let records = events(EVENTS);
+    let producer = std::thread::spawn(move || {
+        // About 3 s of traffic: 120 requests of 500 transactions, each
+        // written to the partition of its card.
+        for chunk in records.chunks(500) {
+            let mut by_partition: Vec<Vec<&[u8]>> = vec![Vec::new(); TASKS as usize];
+            for e in chunk {
+                by_partition[partition_of(e) as usize].push(e);
+            }
+            for (p, recs) in by_partition.iter().enumerate() {
+                if !recs.is_empty() {
+                    stream.partition(p as u32).append(recs).expect("append");
+                }
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    });
+
+    let mut w1 = worker(dir, "w1");
+    let mut w2 = worker(dir, "w2");
+    let mut w3 = worker(dir, "w3");
+    std::thread::sleep(Duration::from_millis(900));
+    w2.kill().expect("kill w2");
+    std::thread::sleep(Duration::from_millis(500));
+    let mut w4 = worker(dir, "w4");
+    std::thread::sleep(Duration::from_millis(600));
+    w1.kill().expect("kill w1");
+    producer.join().expect("producer");
+
+    let expected = reference(EVENTS);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while all_alerts(dir).len() < expected.len() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for w in [&mut w3, &mut w4] {
+        // SIGTERM: a graceful stop, a last checkpoint.
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &w.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(sent.success());
+    }
+    for (id, w) in [("w3", &mut w3), ("w4", &mut w4)] {
+        let status = w.wait().expect("wait");
+        assert!(status.success(), "{id} exited with {status}\n{}", logs(dir));
+    }
+    let got = all_alerts(dir);
+    if got != expected {
+        eprintln!("{}", logs(dir));
+    }
+    assert_exact(&got, &expected, "alerts of all tasks");
+    for t in 0..TASKS {
+        let dl = dir.join(format!("out/dead_letter-{t}.jsonl"));
+        let text = std::fs::read_to_string(&dl).unwrap_or_default();
+        assert!(
+            text.is_empty(),
+            "task {t} dead letters:\n{}",
+            &text[..text.len().min(2000)]
+        );
+    }
+    // Every task ran, and the survivors took over the killed ones' tasks.
+    let logs = logs(dir);
+    for t in 0..TASKS {
+        assert!(
+            logs.contains(&format!("task {t} (epoch")),
+            "task {t} never ran:\n{logs}"
+        );
+    }
+    assert!(logs.contains("(epoch 2)"), "no task moved:\n{logs}");
+    eprintln!("{logs}");
+}
