@@ -41,6 +41,8 @@ struct EngineRunner {
 }
 
 struct Running {
+    task: u32,
+    epoch: u64,
     stop: Stop,
     /// `None` once joined.
     thread: Option<JoinHandle<Result<RunSummary, EngineError>>>,
@@ -84,12 +86,18 @@ impl TaskRunner for EngineRunner {
             .spawn(move || weir_engine::run(&p, options))
             .map_err(|e| format!("cannot start a thread: {e}"))?;
         Ok(Running {
+            task,
+            epoch,
             stop,
             thread: Some(thread),
         })
     }
 
     fn stop(&mut self, running: Running) -> TaskEnd {
+        progress::print_line(&format!(
+            "weir run: task {} (epoch {}): stopping (last checkpoint, then the task is free)",
+            running.task, running.epoch
+        ));
         running.stop.request();
         running.thread.map_or(TaskEnd::Done, |t| end_of(t.join()))
     }

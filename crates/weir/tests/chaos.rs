@@ -81,3 +81,64 @@ fn pipeline_killed_five_times_loses_and_duplicates_nothing() {
     // The work directory is removed after a successful run.
     assert!(!work.exists(), "{context}");
 }
+
+/// `weir chaos fraud-v1 --workers 3`: the pipeline split into 6 tasks on
+/// three `weir run` workers, two of them killed with SIGKILL (each followed
+/// by a new worker) while transactions flow: every alert exactly once, no
+/// dead letter, and every killed worker's tasks moved to a survivor.
+#[cfg(unix)]
+#[test]
+fn workers_killed_while_sharing_tasks_lose_and_duplicate_nothing() {
+    const EVENTS: u64 = 40_000;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let work = dir.path().join("chaos");
+    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args([
+            "chaos",
+            "fraud-v1",
+            "--workers",
+            "3",
+            "--events",
+            &EVENTS.to_string(),
+            "--kills",
+            "2",
+            "--kill-every-ms",
+            "1200",
+            "--deadline-s",
+            "120",
+            "--dir",
+        ])
+        .arg(&work)
+        .output()
+        .expect("run weir chaos");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let context = format!("stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(out.status.success(), "weir chaos failed\n{context}");
+    let last = stdout.lines().last().unwrap_or_default();
+    assert!(last.starts_with("chaos fraud-v1 workers=3 "), "{context}");
+    let fields: HashMap<&str, &str> = last
+        .split_whitespace()
+        .filter_map(|f| f.split_once('='))
+        .collect();
+    let num = |k: &str| -> u64 {
+        fields
+            .get(k)
+            .unwrap_or_else(|| panic!("no {k}= in {last:?}"))
+            .parse()
+            .unwrap_or_else(|_| panic!("{k}= is not a number in {last:?}"))
+    };
+    let reference = weir_workloads::fraud_v1::score(EVENTS);
+    assert_eq!(num("tasks"), 6, "{context}");
+    assert_eq!(num("kills"), 2, "{context}");
+    assert_eq!(num("lost"), 0, "{context}");
+    assert_eq!(num("duplicated"), 0, "{context}");
+    assert_eq!(num("dead_letters"), 0, "{context}");
+    assert_eq!(num("alerts"), reference.alerts, "{context}");
+    assert_eq!(fields.get("result"), Some(&"ok"), "{context}");
+    // Two kills of a worker holding tasks: at least two moves, timed.
+    assert!(num("moves") >= 2, "{context}");
+    assert!(num("move_max_ms") >= num("move_p50_ms"), "{context}");
+    assert!(num("seconds") >= 3, "{context}");
+    assert!(!work.exists(), "{context}");
+}

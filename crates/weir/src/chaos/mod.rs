@@ -21,6 +21,7 @@ mod checks;
 mod children;
 mod pipeline;
 mod producer;
+mod workers;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitCode};
@@ -81,6 +82,24 @@ pub struct ChaosArgs {
     /// standard error) instead of removing it at the end.
     #[arg(long)]
     keep: bool,
+    /// Run the pipeline split into tasks on this many `weir run` workers
+    /// (this process then produces into the log itself, routing each
+    /// transaction to its card's partition); each kill is of a random
+    /// worker, and a new worker joins after it.
+    #[arg(long)]
+    workers: Option<u32>,
+    /// With --workers: the number of tasks (and partitions); default
+    /// twice the workers.
+    #[arg(long)]
+    tasks: Option<u32>,
+    /// With --workers: time between kills, in milliseconds.
+    #[arg(long, default_value_t = 1500)]
+    kill_every_ms: u64,
+    /// With --workers: the latency objective of availability: a second
+    /// counts as available when every task's committed position is
+    /// within this many milliseconds of what was appended to it.
+    #[arg(long, default_value_t = 1000)]
+    objective_ms: u64,
 }
 
 /// Runs the crash test.
@@ -95,8 +114,11 @@ pub fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
         bail!("--rate must be positive");
     }
     let batches = args.events.div_ceil(args.batch);
+    if args.workers.is_some() && args.ingest_kills.is_some() {
+        bail!("--ingest-kills: with --workers this process produces into the log itself");
+    }
     let all_kills = u64::from(args.kills) + u64::from(args.ingest_kills.unwrap_or(args.kills));
-    if batches <= all_kills {
+    if batches <= all_kills && args.workers.is_none() {
         bail!(
             "{} events in requests of {} make {batches} requests, too few for {all_kills} kills \
              of weir run and weir ingest (each restart needs fresh events): lower --batch or \
@@ -130,7 +152,10 @@ pub fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
     let work = work
         .canonicalize()
         .with_context(|| format!("cannot resolve {}", work.display()))?;
-    let outcome = chaos(&args, &work);
+    let outcome = match args.workers {
+        Some(n) => workers::chaos_workers(&args, &work, n),
+        None => chaos(&args, &work),
+    };
     let passed = matches!(outcome, Ok(true));
     if args.keep || !passed {
         eprintln!("chaos: work dir kept at {}", work.display());
