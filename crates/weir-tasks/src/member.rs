@@ -50,6 +50,8 @@ pub struct Member<R: TaskRunner> {
     /// while this member lives.
     finished: BTreeMap<u32, TaskLease>,
     published: Option<u32>,
+    /// The live members seen at the previous look.
+    last_members: Vec<String>,
 }
 
 /// Why a member stopped before it was asked to.
@@ -78,6 +80,7 @@ impl<R: TaskRunner> Member<R> {
             running: BTreeMap::new(),
             finished: BTreeMap::new(),
             published: None,
+            last_members: Vec::new(),
         }
     }
 
@@ -96,15 +99,21 @@ impl<R: TaskRunner> Member<R> {
     fn run_loop(&mut self) -> Result<(), MemberError> {
         while !(self.options.stop)() {
             self.collect_ended()?;
-            let target = self.target()?;
-            self.release_above(target);
-            self.acquire_up_to(target)?;
+            // Tasks move only once the member list is the same at two looks
+            // in a row: members that have not all seen a join or a death yet
+            // would otherwise pass tasks around on the way.
+            let target = self.stable_target()?;
+            if let Some(target) = target {
+                self.release_above(target);
+                self.acquire_up_to(target)?;
+            }
             let held = self.held();
             if self.published != Some(held) {
                 self.leases.publish_held(held)?;
                 self.published = Some(held);
             }
-            if self.running.is_empty() && !self.finished.is_empty() && held >= target {
+            let all_ended = self.running.is_empty() && !self.finished.is_empty();
+            if all_ended && target.is_some_and(|t| held >= t) {
                 tracing::info!(
                     member = self.leases.id(),
                     "every task this member holds has ended"
@@ -140,13 +149,18 @@ impl<R: TaskRunner> Member<R> {
         Ok(())
     }
 
-    fn target(&self) -> Result<u32, MemberError> {
-        let members = self.leases.members()?;
-        let ids: Vec<&str> = members.iter().map(|m| m.id.as_str()).collect();
-        Ok(targets(self.options.tasks, &ids)
+    /// This member's target, when the member list is what it was at the
+    /// previous look.
+    fn stable_target(&mut self) -> Result<Option<u32>, MemberError> {
+        let members: Vec<String> = self.leases.members()?.into_iter().map(|m| m.id).collect();
+        let stable = members == self.last_members;
+        let ids: Vec<&str> = members.iter().map(String::as_str).collect();
+        let target = targets(self.options.tasks, &ids)
             .into_iter()
             .find(|(id, _)| *id == self.leases.id())
-            .map_or(0, |(_, n)| n))
+            .map_or(0, |(_, n)| n);
+        self.last_members = members;
+        Ok(stable.then_some(target))
     }
 
     /// Hands back tasks above `target`: finished ones first, then the
