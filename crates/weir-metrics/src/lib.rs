@@ -192,6 +192,9 @@ type Collector = Box<dyn Fn(&mut Scrape) + Send + Sync>;
 pub struct Registry {
     families: Mutex<BTreeMap<String, Family>>,
     collectors: Mutex<Vec<Collector>>,
+    /// Registries rendered with this one, each series with the extra
+    /// labels first (the runs of a process's tasks, `task="3"`).
+    children: Mutex<Vec<(Labels, Arc<Registry>)>>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -283,33 +286,98 @@ impl Registry {
             .push(Box::new(f));
     }
 
-    /// Everything in the text exposition format.
-    pub fn render(&self) -> String {
-        let mut scrape = Scrape::default();
-        for c in self
-            .collectors
+    /// Renders `child` with this registry, its series labelled `labels`
+    /// first, until [`detach`](Self::detach)ed; a child attached under the
+    /// same labels replaces the one before.
+    pub fn attach(&self, labels: Labels, child: Arc<Registry>) {
+        let mut children = self.children.lock().unwrap_or_else(|p| p.into_inner());
+        children.retain(|(l, _)| *l != labels);
+        children.push((labels, child));
+    }
+
+    /// Stops rendering the child attached under `labels`.
+    pub fn detach(&self, labels: &Labels) {
+        self.children
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
-            c(&mut scrape);
-        }
-        let families = self.families.lock().unwrap_or_else(|p| p.into_inner());
-        let mut out = String::with_capacity(8192);
-        // Registered and collected families, merged in name order.
-        let mut names: Vec<&String> = families.keys().chain(scrape.families.keys()).collect();
-        names.sort();
-        names.dedup();
-        for name in names {
-            let (kind, help) = match (families.get(name), scrape.families.get(name)) {
-                (Some(f), _) => (f.kind, f.help.as_str()),
-                (None, Some((k, h, _))) => (*k, h.as_str()),
-                (None, None) => continue,
+            .retain(|(l, _)| l != labels);
+    }
+
+    /// Everything in the text exposition format: this registry's series,
+    /// then each attached child's, a family's HELP and TYPE once.
+    pub fn render(&self) -> String {
+        let children = self
+            .children
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let none = Labels::new();
+        let mut parts: Vec<(&Labels, &Registry)> = vec![(&none, self)];
+        parts.extend(children.iter().map(|(l, r)| (l, &**r)));
+        render_parts(&parts)
+    }
+}
+
+/// One registry's families and scraped samples, locked for a render.
+struct Part<'a> {
+    extra: &'a Labels,
+    families: std::sync::MutexGuard<'a, BTreeMap<String, Family>>,
+    scrape: Scrape,
+}
+
+fn render_parts(registries: &[(&Labels, &Registry)]) -> String {
+    let parts: Vec<Part<'_>> = registries
+        .iter()
+        .map(|(extra, r)| {
+            let mut scrape = Scrape::default();
+            for c in r
+                .collectors
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+            {
+                c(&mut scrape);
+            }
+            Part {
+                extra,
+                families: r.families.lock().unwrap_or_else(|p| p.into_inner()),
+                scrape,
+            }
+        })
+        .collect();
+    let mut out = String::with_capacity(8192);
+    // Registered and collected families of every part, merged in name order.
+    let mut names: Vec<&String> = parts
+        .iter()
+        .flat_map(|p| p.families.keys().chain(p.scrape.families.keys()))
+        .collect();
+    names.sort();
+    names.dedup();
+    let mut with_extra = Labels::new();
+    for name in names {
+        let Some((kind, help)) =
+            parts.iter().find_map(
+                |p| match (p.families.get(name), p.scrape.families.get(name)) {
+                    (Some(f), _) => Some((f.kind, f.help.as_str())),
+                    (None, Some((k, h, _))) => Some((*k, h.as_str())),
+                    (None, None) => None,
+                },
+            )
+        else {
+            continue;
+        };
+        let _ = writeln!(out, "# HELP {name} {}", escape_help(help));
+        let _ = writeln!(out, "# TYPE {name} {}", kind.name());
+        for part in &parts {
+            let labelled = |labels: &Labels, buf: &mut Labels| {
+                buf.clear();
+                buf.extend(part.extra.iter().cloned());
+                buf.extend(labels.iter().cloned());
             };
-            let _ = writeln!(out, "# HELP {name} {}", escape_help(help));
-            let _ = writeln!(out, "# TYPE {name} {}", kind.name());
-            if let Some(f) = families.get(name) {
+            if let Some(f) = part.families.get(name) {
                 for (labels, value) in &f.series {
+                    labelled(labels, &mut with_extra);
+                    let labels = &with_extra;
                     match value {
                         Value::Counter(c) => sample(&mut out, name, labels, None, c.get() as f64),
                         Value::Gauge(g) => sample(&mut out, name, labels, None, g.get()),
@@ -317,14 +385,15 @@ impl Registry {
                     }
                 }
             }
-            if let Some((_, _, samples)) = scrape.families.get(name) {
+            if let Some((_, _, samples)) = part.scrape.families.get(name) {
                 for (labels, v) in samples {
-                    sample(&mut out, name, labels, None, *v);
+                    labelled(labels, &mut with_extra);
+                    sample(&mut out, name, &with_extra, None, *v);
                 }
             }
         }
-        out
     }
+    out
 }
 
 fn histogram(out: &mut String, name: &str, labels: &Labels, h: &Histogram) {
@@ -405,6 +474,30 @@ fn escape_help(v: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn attached_registries_render_with_their_labels_and_one_header() {
+        let process = Registry::new();
+        process
+            .counter("weir_x_total", "X.", labels(&[("p", "a")]))
+            .add(1);
+        let task = Arc::new(Registry::new());
+        task.counter("weir_x_total", "X.", labels(&[("p", "a")]))
+            .add(5);
+        task.collect(|s| s.gauge("weir_y", "Y.", labels(&[]), 2.0));
+        let key = labels(&[("task", "3")]);
+        process.attach(key.clone(), task.clone());
+        assert_eq!(
+            process.render(),
+            "# HELP weir_x_total X.\n# TYPE weir_x_total counter\nweir_x_total{p=\"a\"} 1\n\
+             weir_x_total{task=\"3\",p=\"a\"} 5\n# HELP weir_y Y.\n# TYPE weir_y gauge\nweir_y{task=\"3\"} 2\n"
+        );
+        process.detach(&key);
+        assert_eq!(
+            process.render(),
+            "# HELP weir_x_total X.\n# TYPE weir_x_total counter\nweir_x_total{p=\"a\"} 1\n"
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -247,11 +247,17 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let signals = signals::watch(stop.clone(), stop_timeout, "weir run")?;
             let p = weir_config::load(&pipeline)?;
             if p.settings.tasks > 1 {
-                anyhow::ensure!(
-                    metrics_address.is_none(),
-                    "--metrics-address is not served yet for a pipeline split into tasks (settings.tasks = {})",
-                    p.settings.tasks
-                );
+                let telemetry = metrics_address
+                    .as_ref()
+                    .map(|_| weir_engine::telemetry::Telemetry::new(&p, max_lag));
+                let _endpoint = match (&metrics_address, &telemetry) {
+                    (Some(addr), Some(t)) => Some(observe::start(
+                        addr,
+                        endpoint_token_file.as_deref(),
+                        t.clone(),
+                    )?),
+                    _ => None,
+                };
                 let code = tasks::run(
                     p,
                     tasks::TaskArgs {
@@ -259,6 +265,8 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                         member_id,
                         shards,
                         drain,
+                        telemetry,
+                        max_lag,
                     },
                     stop,
                 );

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use weir_config::Pipeline;
+use weir_engine::telemetry::Telemetry;
 use weir_engine::{EngineError, RunOptions, RunSummary, Stop};
 use weir_tasks::{LocalLeases, Member, MemberOptions, TaskEnd, TaskRunner};
 
@@ -32,12 +33,32 @@ pub struct TaskArgs {
     pub shards: Option<usize>,
     /// Stop at the end of what the source holds now.
     pub drain: bool,
+    /// The process's telemetry (served by `--metrics-address`): each
+    /// task's run reports into a registry of its own, attached to it under
+    /// `task="N"` while the task runs here.
+    pub telemetry: Option<Telemetry>,
+    /// The consumer lag bound of each task's readiness.
+    pub max_lag: Option<u64>,
 }
 
 struct EngineRunner {
     pipeline: Pipeline,
     shards: Option<usize>,
     drain: bool,
+    telemetry: Option<Telemetry>,
+    max_lag: Option<u64>,
+}
+
+fn task_labels(task: u32) -> weir_metrics::Labels {
+    weir_metrics::labels(&[("task", &task.to_string())])
+}
+
+impl EngineRunner {
+    fn detach(&self, task: u32) {
+        if let Some(t) = &self.telemetry {
+            t.registry.detach(&task_labels(task));
+        }
+    }
 }
 
 struct Running {
@@ -65,7 +86,15 @@ impl TaskRunner for EngineRunner {
             .for_task(task)
             .ok_or_else(|| format!("the pipeline has no task {task}"))?;
         let stop = Stop::new();
+        let telemetry = self.telemetry.as_ref().map(|process| {
+            let t = Telemetry::for_task(&p, self.max_lag);
+            process
+                .registry
+                .attach(task_labels(task), t.registry.clone());
+            t
+        });
         let options = RunOptions {
+            telemetry,
             shards: self.shards,
             drain: self.drain,
             stop: Some(stop.clone()),
@@ -99,7 +128,9 @@ impl TaskRunner for EngineRunner {
             running.task, running.epoch
         ));
         running.stop.request();
-        running.thread.map_or(TaskEnd::Done, |t| end_of(t.join()))
+        let end = running.thread.map_or(TaskEnd::Done, |t| end_of(t.join()));
+        self.detach(running.task);
+        end
     }
 
     fn ended(&mut self, running: &mut Running) -> Option<TaskEnd> {
@@ -107,7 +138,9 @@ impl TaskRunner for EngineRunner {
             return None;
         }
         // Finished: joining does not wait.
-        running.thread.take().map(|t| end_of(t.join()))
+        let end = running.thread.take().map(|t| end_of(t.join()));
+        self.detach(running.task);
+        end
     }
 }
 
@@ -149,10 +182,16 @@ pub fn run(p: Pipeline, args: TaskArgs, stop: Stop) -> anyhow::Result<ExitCode> 
         p.name,
         root.display()
     ));
+    if let Some(t) = &args.telemetry {
+        // The member is up: its tasks' readiness is each task's own.
+        t.health.set_recovered();
+    }
     let mut runner = EngineRunner {
         pipeline: p.clone(),
         shards: args.shards,
         drain: args.drain,
+        telemetry: args.telemetry,
+        max_lag: args.max_lag,
     };
     if let Some(task) = args.only {
         anyhow::ensure!(

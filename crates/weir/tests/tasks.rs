@@ -46,14 +46,29 @@ fn pipeline_text() -> String {
     )
 }
 
-fn worker(dir: &Path, id: &str) -> Running {
+fn worker(dir: &Path, id: &str, extra: &[&str]) -> Running {
     let log = File::create(dir.join(format!("{id}.log"))).expect("log file");
-    start(
-        env!("CARGO_BIN_EXE_weir"),
-        &["run", "pipeline.toml", "--member-id", id],
-        dir,
-        log,
+    let mut args = vec!["run", "pipeline.toml", "--member-id", id];
+    args.extend_from_slice(extra);
+    start(env!("CARGO_BIN_EXE_weir"), &args, dir, log)
+}
+
+/// `GET path` of a local endpoint: the body of a 200 answer.
+fn get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     )
+    .expect("send");
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).expect("read");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
 }
 
 fn all_alerts(dir: &Path) -> Vec<weir_test_support::fraud::Alert> {
@@ -111,13 +126,15 @@ fn workers_killed_and_added_share_the_tasks_without_loss_or_duplicates() {
         }
     });
 
-    let mut w1 = worker(dir, "w1");
-    let mut w2 = worker(dir, "w2");
-    let mut w3 = worker(dir, "w3");
+    let port = weir_test_support::net::free_port();
+    let address = format!("127.0.0.1:{port}");
+    let mut w1 = worker(dir, "w1", &[]);
+    let mut w2 = worker(dir, "w2", &[]);
+    let mut w3 = worker(dir, "w3", &["--metrics-address", &address]);
     std::thread::sleep(Duration::from_millis(900));
     w2.kill().expect("kill w2");
     std::thread::sleep(Duration::from_millis(500));
-    let mut w4 = worker(dir, "w4");
+    let mut w4 = worker(dir, "w4", &[]);
     std::thread::sleep(Duration::from_millis(600));
     w1.kill().expect("kill w1");
     producer.join().expect("producer");
@@ -127,6 +144,22 @@ fn workers_killed_and_added_share_the_tasks_without_loss_or_duplicates() {
     while all_alerts(dir).len() < expected.len() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
+    // w3's endpoint: ready, and the series of each task it runs labelled
+    // with the task.
+    assert_eq!(get(port, "/readyz"), "ready\n");
+    let metrics = get(port, "/metrics");
+    let held: Vec<u32> = (0..TASKS)
+        .filter(|t| metrics.contains(&format!("weir_source_records_total{{task=\"{t}\",")))
+        .collect();
+    assert!(!held.is_empty(), "w3 reports no task:\n{metrics}");
+    assert_eq!(
+        metrics.matches("# TYPE weir_source_records_total ").count(),
+        1
+    );
+    assert!(
+        metrics.contains("process_resident_memory_bytes"),
+        "{metrics}"
+    );
     for w in [&mut w3, &mut w4] {
         // SIGTERM: a graceful stop, a last checkpoint.
         let sent = std::process::Command::new("kill")

@@ -44,8 +44,16 @@ impl Telemetry {
     /// Telemetry for a run of `pipeline`; `max_lag` bounds the source's
     /// consumer lag (records) under which the run counts as ready.
     pub fn new(pipeline: &Pipeline, max_lag: Option<u64>) -> Telemetry {
+        let t = Telemetry::for_task(pipeline, max_lag);
+        t.registry.collect(weir_metrics::process_metrics);
+        t
+    }
+
+    /// [`new`](Self::new) without the process's metrics: for one task's
+    /// run among several in a process, whose registry the process's
+    /// attaches ([`Registry::attach`]) under a `task` label.
+    pub fn for_task(pipeline: &Pipeline, max_lag: Option<u64>) -> Telemetry {
         let registry = Arc::new(Registry::new());
-        registry.collect(weir_metrics::process_metrics);
         let health = Arc::new(Health::new(max_lag));
         let h = health.clone();
         let name = pipeline.name.clone();
