@@ -197,3 +197,66 @@ fn workers_killed_and_added_share_the_tasks_without_loss_or_duplicates() {
     assert!(logs.contains("(epoch 2)"), "no task moved:\n{logs}");
     eprintln!("{logs}");
 }
+
+/// `--task N` pins one task to a process: a second process asking for the
+/// same task is refused naming the holder, a task the pipeline lacks is
+/// refused, and `--task` on a pipeline that is not split is refused.
+#[test]
+fn a_pinned_task_has_one_process() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let dir = dir.path();
+    std::fs::write(dir.join("pipeline.toml"), pipeline_text()).expect("pipeline");
+    let log = weir_log::Log::open(dir.join("log")).expect("log");
+    log.stream(
+        "transactions",
+        weir_log::StreamConfig {
+            partitions: TASKS,
+            ..Default::default()
+        },
+    )
+    .expect("stream");
+    let mut first = worker(dir, "p1", &["--task", "1"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let lock = dir.join("checkpoints/leases/tasks/task-1.lock");
+    while !std::fs::read_to_string(&lock).is_ok_and(|t| t.contains("owner=p1")) {
+        assert!(
+            Instant::now() < deadline,
+            "p1 never took task 1\n{}",
+            logs(dir)
+        );
+        assert!(
+            first.try_wait().expect("wait").is_none(),
+            "p1 exited\n{}",
+            logs(dir)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let weir = env!("CARGO_BIN_EXE_weir");
+    let second = weir_test_support::process::run(
+        weir,
+        &["run", "pipeline.toml", "--task", "1", "--member-id", "p2"],
+        dir,
+    );
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success());
+    assert!(
+        stderr.contains("task 1 of pipeline fraud-v1 is run by member p1"),
+        "{stderr}"
+    );
+    let missing =
+        weir_test_support::process::run(weir, &["run", "pipeline.toml", "--task", "3"], dir);
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        stderr.contains("--task 3: pipeline fraud-v1 has tasks 0 to 2"),
+        "{stderr}"
+    );
+    let unsplit = replace_once(&pipeline_text(), &format!("tasks = {TASKS}"), "tasks = 1");
+    std::fs::write(dir.join("one.toml"), unsplit).expect("pipeline");
+    let one = weir_test_support::process::run(weir, &["run", "one.toml", "--task", "0"], dir);
+    let stderr = String::from_utf8_lossy(&one.stderr);
+    assert!(
+        stderr.contains("--task and --member-id are for a pipeline split into tasks"),
+        "{stderr}"
+    );
+    first.kill().expect("kill");
+}
