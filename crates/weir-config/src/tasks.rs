@@ -1,5 +1,6 @@
 //! A pipeline split into tasks: which key groups a task owns, and the
-//! pipeline one task runs.
+//! pipeline one task runs. (A NATS source's task reads the subject with
+//! `{task}` replaced by its number, through consumer `<consumer>-task-N`.)
 //!
 //! `settings.tasks = N` splits the key groups into N contiguous ranges, as
 //! shards split them inside a process. Task `t` reads partition `t` of its
@@ -55,6 +56,12 @@ impl Pipeline {
                 SinkKind::Log { stream, .. } => *stream = with_task(stream, index),
                 _ => {}
             }
+        }
+        if let SourceKind::Nats(n) = &mut p.source.kind {
+            if let Some(subject) = &mut n.subject {
+                *subject = with_task(subject, index);
+            }
+            n.consumer = format!("{}-task-{index}", n.consumer);
         }
         let dl = &mut p.dead_letter;
         dl.path = with_task(&dl.path.to_string_lossy(), index).into();

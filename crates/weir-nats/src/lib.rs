@@ -31,8 +31,11 @@ use weir_connect::{
     Backoff, ConnectError, ConnectionState, ConnectorStatus, SinkConnector, SourceConnector,
 };
 
+mod leases;
 mod sink;
 mod source;
+
+pub use leases::{bucket_name, NatsLease, NatsLeases};
 
 /// Opens the source at `start` (next offset per partition, from the
 /// restored checkpoint) or, without one, where the broker keeps the

@@ -42,6 +42,44 @@ pub enum LeaseError {
     /// An id with characters a file name cannot safely have.
     #[error("member id {0:?} must be 1 to 100 of A-Z a-z 0-9 . _ - and not start with '.'")]
     BadId(String),
+    /// The broker or store that keeps ownership failed.
+    #[error("{what}: {reason}")]
+    Backend {
+        /// What was being done.
+        what: String,
+        /// The backend's error.
+        reason: String,
+    },
+}
+
+/// A held task.
+pub trait Lease {
+    /// The task's number.
+    fn task(&self) -> u32;
+    /// The fencing epoch its owner took: higher for every new owner.
+    fn epoch(&self) -> u64;
+}
+
+/// Where membership and task ownership live: lock files in a local
+/// directory ([`LocalLeases`]), or a broker's key-value bucket.
+pub trait Ownership {
+    /// A held task.
+    type Lease: Lease;
+    /// This member's id.
+    fn id(&self) -> &str;
+    /// The live members (this one included), sorted by id.
+    fn members(&mut self) -> Result<Vec<MemberInfo>, LeaseError>;
+    /// Says how many tasks this member holds.
+    fn publish_held(&mut self, held: u32) -> Result<(), LeaseError>;
+    /// Takes task `task` if nobody holds it, with the next epoch.
+    fn try_acquire(&mut self, task: u32) -> Result<Option<Self::Lease>, LeaseError>;
+    /// Keeps a held task's lease alive: `false` when it was lost (another
+    /// member may own the task now, and this one must stop it).
+    fn renew(&mut self, lease: &mut Self::Lease) -> Result<bool, LeaseError>;
+    /// Gives a task up.
+    fn release(&mut self, lease: Self::Lease);
+    /// Who holds task `task` (or held it last), when known.
+    fn holder(&mut self, task: u32) -> Option<String>;
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> LeaseError + 'a {
@@ -78,15 +116,48 @@ pub struct TaskLease {
     _file: File,
 }
 
-impl TaskLease {
-    /// The task's number.
-    pub fn task(&self) -> u32 {
+impl Lease for TaskLease {
+    fn task(&self) -> u32 {
         self.task
     }
 
-    /// The epoch this owner took (1 for the first owner ever).
-    pub fn epoch(&self) -> u64 {
+    /// 1 for the first owner ever.
+    fn epoch(&self) -> u64 {
         self.epoch
+    }
+}
+
+/// The kernel's locks: a lease lasts as long as its process, so renewing
+/// never fails.
+impl Ownership for LocalLeases {
+    type Lease = TaskLease;
+
+    fn id(&self) -> &str {
+        LocalLeases::id(self)
+    }
+
+    fn members(&mut self) -> Result<Vec<MemberInfo>, LeaseError> {
+        LocalLeases::members(self)
+    }
+
+    fn publish_held(&mut self, held: u32) -> Result<(), LeaseError> {
+        LocalLeases::publish_held(self, held)
+    }
+
+    fn try_acquire(&mut self, task: u32) -> Result<Option<TaskLease>, LeaseError> {
+        LocalLeases::try_acquire(self, task)
+    }
+
+    fn renew(&mut self, _: &mut TaskLease) -> Result<bool, LeaseError> {
+        Ok(true)
+    }
+
+    fn release(&mut self, lease: TaskLease) {
+        drop(lease);
+    }
+
+    fn holder(&mut self, task: u32) -> Option<String> {
+        LocalLeases::holder(self, task)
     }
 }
 

@@ -24,5 +24,5 @@ mod leases;
 mod member;
 
 pub use balance::targets;
-pub use leases::{LeaseError, LocalLeases, MemberInfo, TaskLease};
+pub use leases::{Lease, LeaseError, LocalLeases, MemberInfo, Ownership, TaskLease};
 pub use member::{Member, MemberError, MemberOptions, TaskEnd, TaskRunner};

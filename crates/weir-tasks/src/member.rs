@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::{targets, LeaseError, LocalLeases, TaskLease};
+use crate::{targets, Lease, LeaseError, Ownership};
 
 /// How a task's run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,14 +41,14 @@ pub struct MemberOptions {
 }
 
 /// One process's share of a pipeline's tasks.
-pub struct Member<R: TaskRunner> {
-    leases: LocalLeases,
+pub struct Member<O: Ownership, R: TaskRunner> {
+    leases: O,
     runner: R,
     options: MemberOptions,
-    running: BTreeMap<u32, (TaskLease, R::Running)>,
+    running: BTreeMap<u32, (O::Lease, R::Running)>,
     /// Tasks whose input ended: still held, so that nobody runs them again
     /// while this member lives.
-    finished: BTreeMap<u32, TaskLease>,
+    finished: BTreeMap<u32, O::Lease>,
     published: Option<u32>,
     /// The live members seen at the previous look.
     last_members: Vec<String>,
@@ -70,9 +70,9 @@ pub enum MemberError {
     },
 }
 
-impl<R: TaskRunner> Member<R> {
+impl<O: Ownership, R: TaskRunner> Member<O, R> {
     /// A member holding no task yet.
-    pub fn new(leases: LocalLeases, runner: R, options: MemberOptions) -> Self {
+    pub fn new(leases: O, runner: R, options: MemberOptions) -> Self {
         Member {
             leases,
             runner,
@@ -99,6 +99,7 @@ impl<R: TaskRunner> Member<R> {
     fn run_loop(&mut self) -> Result<(), MemberError> {
         while !(self.options.stop)() {
             self.collect_ended()?;
+            self.renew()?;
             // Tasks move only once the member list is the same at two looks
             // in a row: members that have not all seen a join or a death yet
             // would otherwise pass tasks around on the way.
@@ -149,6 +150,38 @@ impl<R: TaskRunner> Member<R> {
         Ok(())
     }
 
+    /// Keeps every held lease alive; a task whose lease was lost is
+    /// stopped at once (its new owner may be running it already: the
+    /// checkpoint store's epoch fences what this one still writes).
+    fn renew(&mut self) -> Result<(), MemberError> {
+        let mut lost = Vec::new();
+        for (task, (lease, _)) in self.running.iter_mut() {
+            if !self.leases.renew(lease)? {
+                lost.push(*task);
+            }
+        }
+        for task in lost {
+            if let Some((lease, running)) = self.running.remove(&task) {
+                tracing::error!(
+                    task,
+                    epoch = lease.epoch(),
+                    "lost the lease of a running task; stopping it"
+                );
+                let _ = self.runner.stop(running);
+            }
+        }
+        let mut lost = Vec::new();
+        for (task, lease) in self.finished.iter_mut() {
+            if !self.leases.renew(lease)? {
+                lost.push(*task);
+            }
+        }
+        for task in lost {
+            self.finished.remove(&task);
+        }
+        Ok(())
+    }
+
     /// This member's target, when the member list is what it was at the
     /// previous look.
     fn stable_target(&mut self) -> Result<Option<u32>, MemberError> {
@@ -169,6 +202,7 @@ impl<R: TaskRunner> Member<R> {
         while self.held() > target {
             if let Some((task, lease)) = self.finished.pop_last() {
                 tracing::info!(task, epoch = lease.epoch(), "handing back a finished task");
+                self.leases.release(lease);
                 continue;
             }
             let Some((task, (lease, running))) = self.running.pop_last() else {
@@ -183,7 +217,7 @@ impl<R: TaskRunner> Member<R> {
             if let TaskEnd::Failed(reason) = self.runner.stop(running) {
                 tracing::error!(task, %reason, "the task failed while stopping");
             }
-            drop(lease);
+            self.leases.release(lease);
         }
     }
 
@@ -219,8 +253,10 @@ impl<R: TaskRunner> Member<R> {
             if let TaskEnd::Failed(reason) = self.runner.stop(running) {
                 tracing::error!(task, %reason, "the task failed while stopping");
             }
-            drop(lease);
+            self.leases.release(lease);
         }
-        self.finished.clear();
+        while let Some((_, lease)) = self.finished.pop_last() {
+            self.leases.release(lease);
+        }
     }
 }

@@ -14,7 +14,7 @@ use anyhow::Context;
 use weir_config::Pipeline;
 use weir_engine::telemetry::Telemetry;
 use weir_engine::{EngineError, RunOptions, RunSummary, Stop};
-use weir_tasks::{LocalLeases, Member, MemberOptions, TaskEnd, TaskRunner};
+use weir_tasks::{Lease, LocalLeases, Member, MemberOptions, Ownership, TaskEnd, TaskRunner};
 
 use crate::progress;
 
@@ -165,23 +165,53 @@ fn default_member_id() -> String {
     format!("{host}-{}", std::process::id())
 }
 
+/// How long a task's lease in a NATS key-value bucket lasts without
+/// renewal (renewed every third of it): a dead member's tasks are free
+/// this long after its last renewal.
+#[cfg(feature = "nats")]
+const NATS_LEASE_TTL: Duration = Duration::from_millis(1500);
+
 /// Runs this process's share of `p`'s tasks until `stop` (a signal), a
-/// task's failure, or the end of every task it holds.
+/// task's failure, or the end of every task it holds. Ownership lives in a
+/// NATS key-value bucket for a NATS source (workers may be on several
+/// machines), else in lock files under the checkpoint directory.
 pub fn run(p: Pipeline, args: TaskArgs, stop: Stop) -> anyhow::Result<ExitCode> {
+    let id = args.member_id.clone().unwrap_or_else(default_member_id);
+    #[cfg(feature = "nats")]
+    if let weir_config::SourceKind::Nats(source) = &p.source.kind {
+        let leases = weir_nats::NatsLeases::join(source, &p.name, &id, NATS_LEASE_TTL)
+            .with_context(|| format!("cannot join the workers of pipeline {}", p.name))?;
+        progress::print_line(&format!(
+            "weir run: pipeline {} has {} tasks; member {id} shares them (leases in NATS bucket {})",
+            p.name,
+            p.settings.tasks,
+            weir_nats::bucket_name(&p.name)
+        ));
+        return run_member(p, args, stop, leases);
+    }
     let checkpoint = p
         .checkpoint
         .as_ref()
         .context("a pipeline split into tasks has a [checkpoint] table (validation ensures it)")?;
     let root = checkpoint.dir.join("leases");
-    let id = args.member_id.unwrap_or_else(default_member_id);
     let leases = LocalLeases::join(&root, &id)
         .with_context(|| format!("cannot join the workers of pipeline {}", p.name))?;
-    let tasks = p.settings.tasks;
     progress::print_line(&format!(
-        "weir run: pipeline {} has {tasks} tasks; member {id} shares them (leases in {})",
+        "weir run: pipeline {} has {} tasks; member {id} shares them (leases in {})",
         p.name,
+        p.settings.tasks,
         root.display()
     ));
+    run_member(p, args, stop, leases)
+}
+
+fn run_member<O: Ownership>(
+    p: Pipeline,
+    args: TaskArgs,
+    stop: Stop,
+    mut leases: O,
+) -> anyhow::Result<ExitCode> {
+    let tasks = p.settings.tasks;
     if let Some(t) = &args.telemetry {
         // The member is up: its tasks' readiness is each task's own.
         t.health.set_recovered();
@@ -200,12 +230,11 @@ pub fn run(p: Pipeline, args: TaskArgs, stop: Stop) -> anyhow::Result<ExitCode> 
             p.name,
             tasks - 1
         );
-        let Some(lease) = leases.try_acquire(task)? else {
+        let Some(mut lease) = leases.try_acquire(task)? else {
             anyhow::bail!(
-                "task {task} of pipeline {} is run by member {} (lock file in {})",
+                "task {task} of pipeline {} is run by member {}",
                 p.name,
                 leases.holder(task).unwrap_or_else(|| "?".into()),
-                root.display()
             );
         };
         let mut running = runner
@@ -218,9 +247,13 @@ pub fn run(p: Pipeline, args: TaskArgs, stop: Stop) -> anyhow::Result<ExitCode> 
             if let Some(end) = runner.ended(&mut running) {
                 break end;
             }
+            if !leases.renew(&mut lease)? {
+                let _ = runner.stop(running);
+                break TaskEnd::Failed("its lease was lost to another member".into());
+            }
             std::thread::sleep(POLL);
         };
-        drop(lease);
+        leases.release(lease);
         return match end {
             TaskEnd::Done => Ok(ExitCode::SUCCESS),
             TaskEnd::Failed(reason) => anyhow::bail!("task {task} failed: {reason}"),

@@ -48,11 +48,23 @@ pub(super) fn check_tasks(
             );
         }
         SourceKind::Log { .. } => {}
+        SourceKind::Nats(n) if !n.subject.as_deref().unwrap_or("").contains(TASK_PLACEHOLDER) => {
+            let at = source.map_or(span.clone(), |s| s.span());
+            c.at(
+                "sources[0].subject".into(),
+                &at,
+                "subject",
+                format!(
+                    "with settings.tasks task N reads the subjects of its partition: put {TASK_PLACEHOLDER} in the subject (such as \"transactions.{TASK_PLACEHOLDER}\", with producers publishing to transactions.<task of the key>)"
+                ),
+            );
+        }
+        SourceKind::Nats(_) => {}
         _ => c.at(
             "settings.tasks".into(),
             &span,
             "tasks",
-            "only a log source can be split into tasks (task N reads partition N of the stream)",
+            "only log and nats sources can be split into tasks (task N reads partition N of the stream, or the subjects of partition N)",
         ),
     }
     if p.checkpoint.is_none() {
@@ -184,6 +196,17 @@ path = "out/alerts-{task}.jsonl"
             panic!("a file sink")
         };
         assert!(path.ends_with("out/alerts-1.jsonl"), "{path:?}");
+        // A NATS source's task reads its subject through its own consumer.
+        let nats = parse(&patched(
+            &split(),
+            "type = \"log\"\npath = \"log\"\nstream = \"tx\"\npartitions = 3",
+            "type = \"nats\"\nurl = \"nats://127.0.0.1:4222\"\nstream = \"TX\"\nsubject = \"tx.{task}\"",
+        ))
+        .expect("valid");
+        let crate::SourceKind::Nats(n) = &nats.for_task(2).expect("task 2").source.kind else {
+            panic!("a nats source")
+        };
+        assert_eq!((n.subject.as_deref(), n.consumer.as_str()), (Some("tx.2"), "split-task-2"));
         assert!(t.dead_letter.path.ends_with("dl-1.jsonl"));
         let cp = &t.checkpoint.as_ref().expect("checkpoint").dir;
         assert!(cp.ends_with("cp/task-1"), "{cp:?}");
@@ -238,6 +261,17 @@ path = "out/alerts-{task}.jsonl"
                 "dead_letter.path",
                 Some("path = \"dl.jsonl\""),
                 "with settings.tasks each task writes its own dead letters: put {task} in the dead letter's path",
+            ),
+            case(
+                "a nats source without a subject per task",
+                patched(
+                    &text,
+                    "type = \"log\"\npath = \"log\"\nstream = \"tx\"\npartitions = 3",
+                    "type = \"nats\"\nurl = \"nats://127.0.0.1:4222\"\nstream = \"TX\"\nsubject = \"tx.*\"",
+                ),
+                "sources[0].subject",
+                Some("subject = \"tx.*\""),
+                "with settings.tasks task N reads the subjects of its partition: put {task} in the subject (such as \"transactions.{task}\", with producers publishing to transactions.<task of the key>)",
             ),
             case(
                 "no checkpoints",

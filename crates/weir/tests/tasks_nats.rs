@@ -1,0 +1,210 @@
+//! fraud-v1 split into 3 tasks over NATS JetStream: producers publish each
+//! transaction to `tx.<task of its card>`, task N reads `tx.N` through its
+//! own durable consumer, and the workers share the tasks through leases
+//! in a key-value bucket of the same (private, nats-server 2.9) server.
+//! Workers are killed with SIGKILL and new ones join while transactions
+//! flow; the alerts of all tasks equal the reference exactly.
+
+#![cfg(feature = "nats")]
+
+use std::fs::File;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use weir_test_support::brokers::Broker;
+use weir_test_support::fraud::{alerts_in_file, assert_exact, events, reference, Alert};
+use weir_test_support::pipelines::{fraud_text, replace_once, FRAUD_FILE_SOURCE};
+use weir_test_support::process::{start, Running};
+
+const EVENTS: u64 = 40_000;
+const TASKS: u32 = 3;
+const KEY_GROUPS: u32 = 128;
+
+fn partition_of(event: &[u8]) -> u32 {
+    let v: serde_json::Value = serde_json::from_slice(event).expect("event JSON");
+    let card = v["card_id"].as_u64().expect("card_id");
+    let group = weir_engine::hash::key_group(weir_engine::hash::mix64(card), KEY_GROUPS);
+    weir_config::task_of_group(group, KEY_GROUPS, TASKS)
+}
+
+fn pipeline_text(port: u16) -> String {
+    let text = replace_once(
+        &fraud_text(),
+        FRAUD_FILE_SOURCE,
+        &format!(
+            "type = \"nats\"\nurl = \"nats://127.0.0.1:{port}\"\nstream = \"TX\"\nsubject = \"tx.{{task}}\""
+        ),
+    );
+    let text = replace_once(
+        &text,
+        "batch_rows = 4096",
+        &format!("batch_rows = 256\ntasks = {TASKS}"),
+    );
+    let text = replace_once(&text, "out/alerts.jsonl", "out/alerts-{task}.jsonl");
+    let text = replace_once(
+        &text,
+        "out/dead_letter.jsonl",
+        "out/dead_letter-{task}.jsonl",
+    );
+    format!("{text}\n[checkpoint]\ndir = \"checkpoints\"\ninterval = \"100ms\"\n")
+}
+
+fn worker(dir: &Path, id: &str) -> Running {
+    let log = File::create(dir.join(format!("{id}.log"))).expect("log file");
+    start(
+        env!("CARGO_BIN_EXE_weir"),
+        &["run", "pipeline.toml", "--member-id", id],
+        dir,
+        log,
+    )
+}
+
+fn all_alerts(dir: &Path) -> Vec<Alert> {
+    let mut all = Vec::new();
+    for t in 0..TASKS {
+        let path = dir.join(format!("out/alerts-{t}.jsonl"));
+        if path.exists() {
+            all.extend(alerts_in_file(&path));
+        }
+    }
+    all.sort_unstable();
+    all
+}
+
+fn logs(dir: &Path) -> String {
+    let mut out = String::new();
+    for id in ["w1", "w2", "w3", "w4"] {
+        let text = std::fs::read_to_string(dir.join(format!("{id}.log"))).unwrap_or_default();
+        out.push_str(&format!("--- {id}\n{text}"));
+    }
+    out
+}
+
+#[test]
+fn workers_sharing_tasks_through_a_nats_bucket_lose_and_duplicate_nothing() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir.join("nats")).expect("nats dir");
+    let server = Broker::nats_server(&dir.join("nats"));
+    let port = server.port();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let url = format!("nats://127.0.0.1:{port}");
+    let js = rt.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match async_nats::connect(&url).await {
+                Ok(c) => break async_nats::jetstream::new(c),
+                Err(e) if Instant::now() > deadline => panic!("cannot connect to {url}: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    });
+    rt.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let made = js
+                .create_stream(async_nats::jetstream::stream::Config {
+                    name: "TX".into(),
+                    subjects: vec!["tx.*".into()],
+                    storage: async_nats::jetstream::stream::StorageType::File,
+                    ..Default::default()
+                })
+                .await;
+            match made {
+                Ok(_) => break,
+                Err(e) if Instant::now() > deadline => panic!("cannot create stream TX: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    });
+    std::fs::write(dir.join("pipeline.toml"), pipeline_text(port)).expect("pipeline");
+
+    let records = events(EVENTS);
+    let producer = {
+        let js = js.clone();
+        let handle = rt.handle().clone();
+        std::thread::spawn(move || {
+            // About 3 s of traffic, 500 transactions at a time.
+            for chunk in records.chunks(500) {
+                handle.block_on(async {
+                    let mut acks = Vec::with_capacity(chunk.len());
+                    for e in chunk {
+                        let subject = format!("tx.{}", partition_of(e));
+                        acks.push(
+                            js.publish(subject, e.clone().into())
+                                .await
+                                .expect("publish"),
+                        );
+                    }
+                    for a in acks {
+                        a.await.expect("publish ack");
+                    }
+                });
+                std::thread::sleep(Duration::from_millis(35));
+            }
+        })
+    };
+
+    let mut w1 = worker(dir, "w1");
+    let mut w2 = worker(dir, "w2");
+    let mut w3 = worker(dir, "w3");
+    std::thread::sleep(Duration::from_millis(1200));
+    w2.kill().expect("kill w2");
+    std::thread::sleep(Duration::from_millis(700));
+    let mut w4 = worker(dir, "w4");
+    std::thread::sleep(Duration::from_millis(600));
+    w1.kill().expect("kill w1");
+    producer.join().expect("producer");
+
+    let expected = reference(EVENTS);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while all_alerts(dir).len() < expected.len() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for w in [&w3, &w4] {
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &w.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(sent.success());
+    }
+    for (id, w) in [("w3", &mut w3), ("w4", &mut w4)] {
+        let status = w.wait().expect("wait");
+        assert!(status.success(), "{id} exited with {status}\n{}", logs(dir));
+    }
+    let got = all_alerts(dir);
+    let logs = logs(dir);
+    if got != expected {
+        eprintln!("{logs}");
+    }
+    assert_exact(&got, &expected, "alerts of all tasks");
+    for t in 0..TASKS {
+        let text = std::fs::read_to_string(dir.join(format!("out/dead_letter-{t}.jsonl")))
+            .unwrap_or_default();
+        assert!(
+            text.is_empty(),
+            "task {t} dead letters:\n{}",
+            &text[..text.len().min(2000)]
+        );
+    }
+    assert!(
+        logs.contains("leases in NATS bucket weir_tasks_fraud-v1"),
+        "{logs}"
+    );
+    for t in 0..TASKS {
+        assert!(
+            logs.contains(&format!("task {t} (epoch")),
+            "task {t} never ran:\n{logs}"
+        );
+    }
+    // The killed workers' tasks were taken over (restored from a checkpoint).
+    assert!(
+        logs.contains("(restored checkpoint"),
+        "no task moved:\n{logs}"
+    );
+    eprintln!("{logs}");
+}
