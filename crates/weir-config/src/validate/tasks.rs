@@ -206,7 +206,10 @@ path = "out/alerts-{task}.jsonl"
         let crate::SourceKind::Nats(n) = &nats.for_task(2).expect("task 2").source.kind else {
             panic!("a nats source")
         };
-        assert_eq!((n.subject.as_deref(), n.consumer.as_str()), (Some("tx.2"), "split-task-2"));
+        assert_eq!(
+            (n.subject.as_deref(), n.consumer.as_str()),
+            (Some("tx.2"), "split-task-2")
+        );
         assert!(t.dead_letter.path.ends_with("dl-1.jsonl"));
         let cp = &t.checkpoint.as_ref().expect("checkpoint").dir;
         assert!(cp.ends_with("cp/task-1"), "{cp:?}");
