@@ -7,16 +7,15 @@
 //! letters, connectors, readiness and the process's CPU and memory.
 //!
 //! This module scrapes the endpoint and redraws; the exposition is parsed
-//! by [`exposition`], histogram quantiles are estimated by [`histogram`],
+//! by [`weir_metrics::exposition`], histogram quantiles are estimated by
+//! [`weir_metrics::exposition::histogram`],
 //! and each view is rendered by [`render::render`], a pure function of two
 //! parsed scrapes and the time between them (rates and interval quantiles
 //! need two), so it is tested on fixture exposition text.
 
-mod exposition;
 #[cfg(test)]
 mod fixtures;
 mod format;
-mod histogram;
 mod render;
 
 use std::io::{IsTerminal, Write};
@@ -26,6 +25,8 @@ use anyhow::{bail, Context};
 
 use crate::http_client::{self, Endpoint};
 use exposition::Scrape;
+use weir_metrics::exposition;
+use weir_metrics::exposition::histogram;
 pub(crate) use format::count;
 use render::render;
 
