@@ -77,7 +77,10 @@ impl CommandTemplate {
     /// The program and arguments of worker `index`.
     pub fn render(&self, index: usize) -> Vec<String> {
         let i = index.to_string();
-        self.words.iter().map(|w| w.replace("{worker}", &i)).collect()
+        self.words
+            .iter()
+            .map(|w| w.replace("{worker}", &i))
+            .collect()
     }
 }
 
@@ -125,10 +128,15 @@ impl Local {
                 Ok(())
             });
         }
-        let child = cmd
-            .spawn()
-            .map_err(|e| anyhow::anyhow!("cannot start worker {index} ({}): {e}", argv.join(" ")))?;
-        tracing::info!(worker = index, pid = child.id(), "scaler: started worker {index}: {}", argv.join(" "));
+        let child = cmd.spawn().map_err(|e| {
+            anyhow::anyhow!("cannot start worker {index} ({}): {e}", argv.join(" "))
+        })?;
+        tracing::info!(
+            worker = index,
+            pid = child.id(),
+            "scaler: started worker {index}: {}",
+            argv.join(" ")
+        );
         Ok(child)
     }
 
@@ -136,7 +144,11 @@ impl Local {
     /// grace period; every one reaped.
     fn stop(&self, mut children: Vec<(usize, Child)>) {
         for (i, c) in &children {
-            tracing::info!(worker = *i, pid = c.id(), "scaler: stopping worker {i} (SIGTERM)");
+            tracing::info!(
+                worker = *i,
+                pid = c.id(),
+                "scaler: stopping worker {i} (SIGTERM)"
+            );
             signal(c, libc::SIGTERM);
         }
         let deadline = Instant::now() + self.grace;
@@ -158,7 +170,11 @@ impl Local {
             std::thread::sleep(Duration::from_millis(20));
         }
         for (i, c) in &mut children {
-            tracing::warn!(worker = *i, "scaler: worker {i} still running {:.1} s after SIGTERM; SIGKILL", self.grace.as_secs_f64());
+            tracing::warn!(
+                worker = *i,
+                "scaler: worker {i} still running {:.1} s after SIGTERM; SIGKILL",
+                self.grace.as_secs_f64()
+            );
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -181,7 +197,12 @@ impl Backend for Local {
 
     fn scale_to(&mut self, n: usize) -> anyhow::Result<()> {
         if n < self.children.len() {
-            let stopping: Vec<(usize, Child)> = self.children.drain(n..).enumerate().map(|(k, c)| (n + k, c)).collect();
+            let stopping: Vec<(usize, Child)> = self
+                .children
+                .drain(n..)
+                .enumerate()
+                .map(|(k, c)| (n + k, c))
+                .collect();
             self.stop(stopping);
         }
         while self.children.len() < n {
@@ -194,7 +215,10 @@ impl Backend for Local {
     fn supervise(&mut self) {
         for i in 0..self.children.len() {
             if let Ok(Some(status)) = self.children[i].try_wait() {
-                tracing::warn!(worker = i, "scaler: worker {i} exited on its own ({status}); starting it again");
+                tracing::warn!(
+                    worker = i,
+                    "scaler: worker {i} exited on its own ({status}); starting it again"
+                );
                 self.restarts.add(1);
                 match self.spawn(i) {
                     Ok(c) => self.children[i] = c,
@@ -222,7 +246,8 @@ mod tests {
 
     #[test]
     fn templates_render_the_index_and_reject_empty() {
-        let t = CommandTemplate::parse("weir run p.toml --metrics-address 127.0.0.1:95{worker}").unwrap();
+        let t = CommandTemplate::parse("weir run p.toml --metrics-address 127.0.0.1:95{worker}")
+            .unwrap();
         assert_eq!(t.render(3)[4], "127.0.0.1:953");
         assert!(CommandTemplate::parse("  ").is_err());
     }

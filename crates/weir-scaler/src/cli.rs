@@ -181,12 +181,17 @@ pub fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
         return Ok(());
     }
-    let capacity = args.capacity_per_worker.expect("clap requires --capacity-per-worker");
+    let capacity = args
+        .capacity_per_worker
+        .expect("clap requires --capacity-per-worker");
     if !(capacity.is_finite() && capacity > 0.0) {
         anyhow::bail!("--capacity-per-worker {capacity} must be positive");
     }
     if !(args.cost_per_worker_second.is_finite() && args.cost_per_worker_second >= 0.0) {
-        anyhow::bail!("--cost-per-worker-second {} must be zero or positive", args.cost_per_worker_second);
+        anyhow::bail!(
+            "--cost-per-worker-second {} must be zero or positive",
+            args.cost_per_worker_second
+        );
     }
     if args.decision_interval == 0 {
         anyhow::bail!("--decision-interval must be at least 1 (second)");
@@ -219,7 +224,9 @@ pub fn load_token(file: Option<&std::path::Path>) -> anyhow::Result<Option<Strin
         ),
         None => std::env::var("WEIR_ENDPOINT_TOKEN").ok(),
     };
-    Ok(token.map(|t| t.trim().to_string()).filter(|t| !t.is_empty()))
+    Ok(token
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty()))
 }
 
 /// The interval as a [`Duration`].

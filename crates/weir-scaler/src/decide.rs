@@ -73,7 +73,10 @@ impl Settings {
             return Err(format!("--target-utilization {t} must be in (0, 1]"));
         }
         if !(self.drain_time.is_finite() && self.drain_time > 0.0) {
-            return Err(format!("--drain-time {} s must be positive", self.drain_time));
+            return Err(format!(
+                "--drain-time {} s must be positive",
+                self.drain_time
+            ));
         }
         if self.max_workers == 0 {
             return Err("--max-workers must be at least 1".into());

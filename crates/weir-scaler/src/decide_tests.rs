@@ -64,7 +64,9 @@ fn scale_down_waits_for_the_window() {
     let mut d = Decider::new(settings());
     let mut cur = 1;
     for t in 0..5 {
-        cur = d.decide(&obs(t as f64, 8_000.0, 0.0, Some(1_000.0), cur)).desired;
+        cur = d
+            .decide(&obs(t as f64, 8_000.0, 0.0, Some(1_000.0), cur))
+            .desired;
     }
     assert_eq!(cur, 10);
     // The load halves: the need is 5, but the count holds at 10 until the
@@ -75,7 +77,10 @@ fn scale_down_waits_for_the_window() {
     for t in 5..100 {
         let x = d.decide(&obs(t as f64, 4_000.0, 0.0, Some(1_000.0), cur));
         if x.desired == 10 {
-            assert!(matches!(x.term, Term::Stabilized | Term::Predictive), "{x:?}");
+            assert!(
+                matches!(x.term, Term::Stabilized | Term::Predictive),
+                "{x:?}"
+            );
         }
         seen.push(x.desired);
         cur = x.desired;
@@ -99,7 +104,10 @@ fn clamps_and_no_capacity() {
     assert_eq!((x.desired, x.term), (4, Term::Max));
     let mut d = Decider::new(s);
     let x = d.decide(&obs(0.0, 0.0, 0.0, Some(1.0), 3));
-    assert_eq!((x.desired, x.term, x.direction), (2, Term::Min, Direction::Down));
+    assert_eq!(
+        (x.desired, x.term, x.direction),
+        (2, Term::Min, Direction::Down)
+    );
 }
 
 #[test]

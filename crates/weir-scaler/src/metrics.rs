@@ -68,12 +68,24 @@ impl ScalerMetrics {
         ScalerMetrics {
             desired: g(DESIRED_WORKERS, "Workers the scaler wants."),
             current: g(CURRENT_WORKERS, "Workers running at the last decision."),
-            reactive: g(REACTIVE_WORKERS, "Reactive (lag and true rate) need of the last decision."),
-            predictive: g(PREDICTIVE_WORKERS, "Predictive (forecast) need of the last decision."),
+            reactive: g(
+                REACTIVE_WORKERS,
+                "Reactive (lag and true rate) need of the last decision.",
+            ),
+            predictive: g(
+                PREDICTIVE_WORKERS,
+                "Predictive (forecast) need of the last decision.",
+            ),
             input_rate: g(INPUT_RATE, "Observed input rate over all workers."),
-            forecast_rate: g(FORECAST_RATE, "Input rate forecast at now plus the startup time."),
+            forecast_rate: g(
+                FORECAST_RATE,
+                "Input rate forecast at now plus the startup time.",
+            ),
             lag: g(LAG_RECORDS, "Observed consumer lag over all workers."),
-            true_rate: g(TRUE_RATE, "Per-worker true processing rate used by the decision."),
+            true_rate: g(
+                TRUE_RATE,
+                "Per-worker true processing rate used by the decision.",
+            ),
             scrape_errors: registry.counter(
                 SCRAPE_ERRORS_TOTAL,
                 "Failed scrapes of a worker's /metrics.",
@@ -102,7 +114,10 @@ impl ScalerMetrics {
             .counter(
                 DECISIONS_TOTAL,
                 "Scaling decisions by direction and deciding term.",
-                labels(&[("direction", d.direction.as_str()), ("term", d.term.as_str())]),
+                labels(&[
+                    ("direction", d.direction.as_str()),
+                    ("term", d.term.as_str()),
+                ]),
             )
             .add(1);
         let line = format!(
@@ -170,11 +185,18 @@ mod tests {
         let scrape = Scrape::parse(&text);
         assert_eq!(scrape.value(DESIRED_WORKERS, &[]), Some(13.0));
         assert_eq!(
-            scrape.value(DECISIONS_TOTAL, &[("direction", "up"), ("term", "reactive")]),
+            scrape.value(
+                DECISIONS_TOTAL,
+                &[("direction", "up"), ("term", "reactive")]
+            ),
             Some(1.0)
         );
         for s in &scrape.samples {
-            assert!(FAMILIES.contains(&s.name.as_str()), "{} not in FAMILIES", s.name);
+            assert!(
+                FAMILIES.contains(&s.name.as_str()),
+                "{} not in FAMILIES",
+                s.name
+            );
         }
     }
 }

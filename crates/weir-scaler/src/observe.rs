@@ -204,7 +204,12 @@ fn scrape(address: &str, token: Option<String>) -> anyhow::Result<Scrape> {
     let endpoint = Endpoint::parse(address)?.with_token(token);
     let r = client::get(&endpoint, "/metrics", SCRAPE_TIMEOUT, MAX_SCRAPE_BYTES)?;
     if r.status != 200 {
-        anyhow::bail!("{} answered {} {}", endpoint.url("/metrics"), r.status, r.reason);
+        anyhow::bail!(
+            "{} answered {} {}",
+            endpoint.url("/metrics"),
+            r.status,
+            r.reason
+        );
     }
     Ok(Scrape::parse(&String::from_utf8_lossy(&r.body)))
 }
@@ -240,7 +245,10 @@ mod tests {
         // Worker 0 saturated (lag above a second of its rate both times):
         // 2 000 records in 2 s, lag 5 000 → 7 000. Worker 1 idle-ish.
         let pairs = [
-            (Some(reading(t0, 0.0, 5_000.0)), reading(t1, 2_000.0, 7_000.0)),
+            (
+                Some(reading(t0, 0.0, 5_000.0)),
+                reading(t1, 2_000.0, 7_000.0),
+            ),
             (Some(reading(t0, 100.0, 0.0)), reading(t1, 300.0, 0.0)),
             (None, reading(t1, 10.0, 3.0)),
         ];
@@ -266,7 +274,14 @@ mod tests {
             ["127.0.0.1:950", "127.0.0.1:951", "10.0.0.1:9464"]
         );
         assert!(t.validate().is_ok());
-        let bad = Targets { patterns: vec!["nohost".into()], token: None };
-        assert!(bad.validate().unwrap_err().to_string().contains("--workers-metrics"));
+        let bad = Targets {
+            patterns: vec!["nohost".into()],
+            token: None,
+        };
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("--workers-metrics"));
     }
 }

@@ -121,7 +121,10 @@ impl Scaler {
             });
         }
         tracing::info!(address = %grpc_addr, "scaler: serving KEDA's external scaler protocol");
-        eprintln!("weir scaler: KEDA external scaler on {grpc_addr}; deciding every {:.1} s", self.interval.as_secs_f64());
+        eprintln!(
+            "weir scaler: KEDA external scaler on {grpc_addr}; deciding every {:.1} s",
+            self.interval.as_secs_f64()
+        );
         // The local backend starts its minimum at once.
         if let Err(e) = self.backend.scale_to(min) {
             tracing::error!("scaler: {e:#}");
@@ -140,9 +143,8 @@ impl Scaler {
         // close before the runtime drops them.
         drop(tx);
         let _ = quit_tx.send(true);
-        let served = runtime.block_on(async {
-            tokio::time::timeout(Duration::from_secs(1), grpc).await
-        });
+        let served =
+            runtime.block_on(async { tokio::time::timeout(Duration::from_secs(1), grpc).await });
         runtime.shutdown_timeout(Duration::from_millis(100));
         match served {
             Ok(Ok(r)) => r?,

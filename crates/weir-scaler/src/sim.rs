@@ -112,7 +112,10 @@ impl Comparison {
         );
         for (name, o) in [
             ("autoscaler".to_string(), &self.scaler),
-            (format!("static ({} workers)", self.static_workers), &self.fixed),
+            (
+                format!("static ({} workers)", self.static_workers),
+                &self.fixed,
+            ),
         ] {
             let _ = writeln!(
                 s,
@@ -141,8 +144,7 @@ pub fn parse_trace(text: &str) -> Result<Vec<f64>, String> {
     let mut rates = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
-        if line.is_empty() || line.starts_with('#') || (rates.is_empty() && line.starts_with('s'))
-        {
+        if line.is_empty() || line.starts_with('#') || (rates.is_empty() && line.starts_with('s')) {
             continue;
         }
         let (sec, rate) = line
@@ -180,8 +182,8 @@ pub fn compare(trace: &[f64], params: &Params, settings: &Settings) -> Compariso
         .iter()
         .position(|&r| r > trace[0] * 1.1)
         .map(|i| i as u64);
-    let static_workers = crate::decide::workers_for(peak, params.capacity * settings.target_utilization)
-        .max(1);
+    let static_workers =
+        crate::decide::workers_for(peak, params.capacity * settings.target_utilization).max(1);
     Comparison {
         onset,
         peak,
@@ -260,7 +262,10 @@ fn run(trace: &[f64], params: &Params, onset: Option<u64>, policy: Policy) -> Ou
     }
     let time_to_absorb = onset.and_then(|onset| {
         let after = &timeline[onset as usize..];
-        match after.iter().rposition(|t| t.backlog >= t.input_rate.max(1.0)) {
+        match after
+            .iter()
+            .rposition(|t| t.backlog >= t.input_rate.max(1.0))
+        {
             None => Some(0),
             Some(i) if i + 1 < after.len() => Some(i as u64 + 1),
             Some(_) => None,
@@ -286,19 +291,29 @@ pub fn timeline_csv(c: &Comparison) -> String {
         let _ = writeln!(
             s,
             "{},{},{},{},{:.0},{:.3},{},{:.0},{:.3}",
-            a.second, a.input_rate, a.workers, a.useful, a.backlog, a.latency, b.workers, b.backlog, b.latency
+            a.second,
+            a.input_rate,
+            a.workers,
+            a.useful,
+            a.backlog,
+            a.latency,
+            b.workers,
+            b.backlog,
+            b.latency
         );
     }
     s
 }
 
 /// The header comment of the spike trace's file.
-pub const SPIKE_DOC: &str = "The brief's scenario (weir scaler simulate --write-trace spike): 3600 s;\n\
+pub const SPIKE_DOC: &str =
+    "The brief's scenario (weir scaler simulate --write-trace spike): 3600 s;\n\
 200000 ev/s for seconds 0-1199; a linear ramp to 1200000 ev/s over seconds\n\
 1200-1259; 1200000 ev/s for seconds 1260-1859; a linear decline to 200000\n\
 ev/s over seconds 1860-2159; 200000 ev/s for seconds 2160-3599.";
 /// The header comment of the step trace's file.
-pub const STEP_DOC: &str = "The brief's scenario with a step (weir scaler simulate --write-trace step):\n\
+pub const STEP_DOC: &str =
+    "The brief's scenario with a step (weir scaler simulate --write-trace step):\n\
 as the spike trace, but the rise from 200000 to 1200000 ev/s takes one\n\
 second (second 1200), which no forecast can see coming.";
 
@@ -351,7 +366,10 @@ mod tests {
     fn traces_round_trip_and_bad_lines_are_named() {
         let t = spike_trace(false);
         assert_eq!(t.len(), 3_600);
-        assert_eq!((t[0], t[1_259], t[1_500], t[2_159], t[3_599]), (200_000.0, 1_200_000.0, 1_200_000.0, 200_000.0, 200_000.0));
+        assert_eq!(
+            (t[0], t[1_259], t[1_500], t[2_159], t[3_599]),
+            (200_000.0, 1_200_000.0, 1_200_000.0, 200_000.0, 200_000.0)
+        );
         assert_eq!(parse_trace(&trace_csv(&t, "x")).unwrap(), t);
         assert!(parse_trace("0,1\n2,1\n").unwrap_err().contains("line 2"));
         assert!(parse_trace("0,-1\n").unwrap_err().contains("rate"));
@@ -361,8 +379,16 @@ mod tests {
     #[test]
     fn static_for_the_peak_never_lags_and_costs_its_workers() {
         let trace = vec![100.0, 100.0, 500.0, 500.0, 100.0];
-        let params = Params { capacity: 100.0, cost_per_worker_second: 2.0, interval: 1 };
-        let settings = Settings { target_utilization: 1.0, min_workers: 1, ..Settings::default() };
+        let params = Params {
+            capacity: 100.0,
+            cost_per_worker_second: 2.0,
+            interval: 1,
+        };
+        let settings = Settings {
+            target_utilization: 1.0,
+            min_workers: 1,
+            ..Settings::default()
+        };
         let c = compare(&trace, &params, &settings);
         assert_eq!(c.static_workers, 5);
         assert_eq!(c.onset, Some(2));
@@ -374,8 +400,14 @@ mod tests {
     #[test]
     fn a_step_is_absorbed_after_the_startup_time() {
         // 100 → 400 ev/s at second 10; workers of 100 ev/s start in 5 s.
-        let trace: Vec<f64> = (0..60).map(|t| if t < 10 { 100.0 } else { 400.0 }).collect();
-        let params = Params { capacity: 100.0, cost_per_worker_second: 1.0, interval: 1 };
+        let trace: Vec<f64> = (0..60)
+            .map(|t| if t < 10 { 100.0 } else { 400.0 })
+            .collect();
+        let params = Params {
+            capacity: 100.0,
+            cost_per_worker_second: 1.0,
+            interval: 1,
+        };
         let settings = Settings {
             target_utilization: 1.0,
             drain_time: 5.0,

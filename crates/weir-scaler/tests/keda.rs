@@ -143,10 +143,21 @@ fn keda_reads_the_desired_count_and_it_follows_the_load() {
         assert_eq!(spec.metric_specs.len(), 1);
         let spec = &spec.metric_specs[0];
         assert_eq!(
-            (spec.metric_name.as_str(), spec.target_size, spec.target_size_float),
+            (
+                spec.metric_name.as_str(),
+                spec.target_size,
+                spec.target_size_float
+            ),
             (METRIC, 1, 1.0)
         );
-        assert!(client.is_active(object.clone()).await.unwrap().into_inner().result);
+        assert!(
+            client
+                .is_active(object.clone())
+                .await
+                .unwrap()
+                .into_inner()
+                .result
+        );
 
         let desired = |client: &mut ExternalScalerClient<tonic::transport::Channel>| {
             let mut client = client.clone();
@@ -171,7 +182,13 @@ fn keda_reads_the_desired_count_and_it_follows_the_load() {
         assert_eq!(steady, 5);
 
         worker.set_rate(7_900.0);
-        let risen = wait_for(&mut client, &desired, |n| n >= 10, "10+ workers at 7 900 ev/s").await;
+        let risen = wait_for(
+            &mut client,
+            &desired,
+            |n| n >= 10,
+            "10+ workers at 7 900 ev/s",
+        )
+        .await;
         assert!(risen >= 10, "{risen}");
         // Once the trend has left the window, exactly 10.
         let settled = wait_for(&mut client, &desired, |n| n == 10, "10 workers").await;

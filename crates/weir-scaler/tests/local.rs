@@ -60,7 +60,9 @@ fn workers_start_stop_with_sigterm_first_and_restart() {
     let pids = b.pids();
     assert!(pids.iter().all(|&p| alive(p)));
     for i in 0..3 {
-        wait("the pid files", || dir.path().join(format!("pid-{i}")).exists());
+        wait("the pid files", || {
+            dir.path().join(format!("pid-{i}")).exists()
+        });
     }
     // Down to 1: workers 1 and 2 get SIGTERM (they say so) and are reaped.
     b.scale_to(1).unwrap();
@@ -83,7 +85,8 @@ fn workers_start_stop_with_sigterm_first_and_restart() {
     assert!(alive(again));
     // (Its trap is set once it has written its pid.)
     wait("the new pid file", || {
-        std::fs::read_to_string(dir.path().join("pid-0")).is_ok_and(|p| p.trim() == again.to_string())
+        std::fs::read_to_string(dir.path().join("pid-0"))
+            .is_ok_and(|p| p.trim() == again.to_string())
     });
     // Shutting down stops every worker.
     b.shutdown();

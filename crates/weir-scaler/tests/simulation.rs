@@ -7,7 +7,10 @@ use weir_scaler::decide::Settings;
 use weir_scaler::sim::{self, Params};
 
 fn trace(name: &str) -> Vec<f64> {
-    let path = format!("{}/../../benchmarks/traces/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/../../benchmarks/traces/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let text = std::fs::read_to_string(&path).unwrap();
     sim::parse_trace(&text).unwrap()
 }
@@ -39,7 +42,10 @@ fn committed_traces_are_the_generated_ones() {
         ("spike-200k-1200k.csv", false, sim::SPIKE_DOC),
         ("step-200k-1200k.csv", true, sim::STEP_DOC),
     ] {
-        let path = format!("{}/../../benchmarks/traces/{name}", env!("CARGO_MANIFEST_DIR"));
+        let path = format!(
+            "{}/../../benchmarks/traces/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text, sim::trace_csv(&sim::spike_trace(step), doc), "{name}");
     }

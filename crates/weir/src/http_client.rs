@@ -7,10 +7,10 @@ pub use weir_metrics::client::*;
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use std::time::Duration;
     use std::io::{Read, Write};
     use std::net::TcpListener;
     use std::thread;
+    use std::time::Duration;
 
     /// Serves each of `responses` (as pieces written with a pause between
     /// them) to one connection, in order; returns the address and the

@@ -25,10 +25,10 @@ use anyhow::{bail, Context};
 
 use crate::http_client::{self, Endpoint};
 use exposition::Scrape;
-use weir_metrics::exposition;
-use weir_metrics::exposition::histogram;
 pub(crate) use format::count;
 use render::render;
+use weir_metrics::exposition;
+use weir_metrics::exposition::histogram;
 
 /// Timeout of the connect and of each read of a scrape.
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
