@@ -43,7 +43,7 @@ impl Scaler {
             }
         }
         let settings = args.decide.settings(args.worker_capacity)?;
-        if !(args.interval > 0.0) {
+        if args.interval.is_nan() || args.interval <= 0.0 {
             anyhow::bail!("--interval must be positive");
         }
         let targets = Targets {

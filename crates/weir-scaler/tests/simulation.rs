@@ -15,7 +15,10 @@ fn trace(name: &str) -> Vec<f64> {
     sim::parse_trace(&text).unwrap()
 }
 
-/// The command's defaults and BENCHMARKS.md's placeholders.
+/// BENCHMARKS.md's command: placeholder worker parameters (capacity
+/// 100 000 ev/s, start-up 20 s, 0.0001 per worker-second), decisions every
+/// 5 s (the ScaledObject's pollingInterval), drain time 10 s, forecast
+/// window 30 s, the other settings the command's defaults.
 fn setup() -> (Params, Settings) {
     (
         Params {
@@ -25,12 +28,12 @@ fn setup() -> (Params, Settings) {
         },
         Settings {
             target_utilization: 0.8,
-            drain_time: 30.0,
+            drain_time: 10.0,
             min_workers: 1,
             max_workers: 32,
             scale_down_window: 60.0,
             startup_time: 20.0,
-            forecast_window: 60.0,
+            forecast_window: 30.0,
             default_true_rate: None,
         },
     )
@@ -51,11 +54,50 @@ fn committed_traces_are_the_generated_ones() {
     }
 }
 
+/// (trace, start-up s) → (time to absorb s, scaler worker-seconds, static
+/// worker-seconds, max latency estimate s, scaler's most workers).
+const FIGURES: &[(&str, f64, u64, u64, u64, f64, usize)] = &[
+    ("spike-200k-1200k.csv", 20.0, 54, 21650, 54000, 11.500, 21),
+    ("spike-200k-1200k.csv", 10.0, 33, 21355, 54000, 3.333, 19),
+    ("spike-200k-1200k.csv", 5.0, 0, 21230, 54000, 0.625, 18),
+    ("step-200k-1200k.csv", 20.0, 36, 22795, 54000, 60.000, 32),
+    ("step-200k-1200k.csv", 10.0, 21, 22205, 54000, 30.000, 27),
+    ("step-200k-1200k.csv", 5.0, 12, 21765, 54000, 15.000, 21),
+];
+
 #[test]
 fn benchmark_figures() {
-    let (params, settings) = setup();
+    let (params, base) = setup();
     for name in ["spike-200k-1200k.csv", "step-200k-1200k.csv"] {
-        let c = sim::compare(&trace(name), &params, &settings);
-        println!("{name}\n{}", c.report(&params, &settings));
+        for startup in [20.0, 10.0, 5.0] {
+            let settings = Settings {
+                startup_time: startup,
+                ..base.clone()
+            };
+            let c = sim::compare(&trace(name), &params, &settings);
+            println!("{name} startup {startup}\n{}", c.report(&params, &settings));
+            println!(
+                "(\"{name}\", {startup:.1}, {}, {}, {}, {:.3}, {}),",
+                c.scaler.time_to_absorb.unwrap(),
+                c.scaler.worker_seconds,
+                c.fixed.worker_seconds,
+                c.scaler.max_latency,
+                c.scaler.max_workers
+            );
+            let f = FIGURES
+                .iter()
+                .find(|f| f.0 == name && f.1 == startup)
+                .unwrap();
+            {
+                assert_eq!(c.scaler.time_to_absorb, Some(f.2), "{name} {startup}");
+                assert_eq!(c.scaler.worker_seconds, f.3, "{name} {startup}");
+                assert_eq!(c.fixed.worker_seconds, f.4, "{name} {startup}");
+                assert_eq!(
+                    format!("{:.3}", c.scaler.max_latency),
+                    format!("{:.3}", f.5)
+                );
+                assert_eq!(c.scaler.max_workers, f.6);
+            }
+        }
     }
 }
