@@ -29,8 +29,31 @@ pub trait Backend: Send {
     /// Runs `n` workers.
     fn scale_to(&mut self, n: usize) -> anyhow::Result<()>;
     /// Called each tick before observing: restarts what crashed.
-    fn supervise(&mut self) {}
-    /// Stops everything it started.
+    fn supervise(&mut self) {
+        let exited: Vec<usize> = self
+            .children
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, c)| match c.try_wait() {
+                Ok(Some(status)) => {
+                    tracing::warn!(
+                        worker = i,
+                        "scaler: worker {i} exited on its own ({status}); starting it again"
+                    );
+                    Some(i)
+                }
+                _ => None,
+            })
+            .collect();
+        for i in exited {
+            self.restarts.add(1);
+            match self.spawn(i) {
+                Ok(c) => self.children[i] = c,
+                Err(e) => tracing::error!("scaler: {e:#}"),
+            }
+        }
+    }
+
     fn shutdown(&mut self) {}
 }
 

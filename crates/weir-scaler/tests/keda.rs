@@ -225,8 +225,7 @@ async fn connect(port: u16) -> tonic::transport::Channel {
             .await
         {
             Ok(c) => return c,
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
+            Err(_) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             Err(e) => panic!("cannot connect to the scaler: {e}"),
