@@ -29,31 +29,8 @@ pub trait Backend: Send {
     /// Runs `n` workers.
     fn scale_to(&mut self, n: usize) -> anyhow::Result<()>;
     /// Called each tick before observing: restarts what crashed.
-    fn supervise(&mut self) {
-        let exited: Vec<usize> = self
-            .children
-            .iter_mut()
-            .enumerate()
-            .filter_map(|(i, c)| match c.try_wait() {
-                Ok(Some(status)) => {
-                    tracing::warn!(
-                        worker = i,
-                        "scaler: worker {i} exited on its own ({status}); starting it again"
-                    );
-                    Some(i)
-                }
-                _ => None,
-            })
-            .collect();
-        for i in exited {
-            self.restarts.add(1);
-            match self.spawn(i) {
-                Ok(c) => self.children[i] = c,
-                Err(e) => tracing::error!("scaler: {e:#}"),
-            }
-        }
-    }
-
+    fn supervise(&mut self) {}
+    /// Stops everything it started.
     fn shutdown(&mut self) {}
 }
 
@@ -236,17 +213,26 @@ impl Backend for Local {
     }
 
     fn supervise(&mut self) {
-        for i in 0..self.children.len() {
-            if let Ok(Some(status)) = self.children[i].try_wait() {
-                tracing::warn!(
-                    worker = i,
-                    "scaler: worker {i} exited on its own ({status}); starting it again"
-                );
-                self.restarts.add(1);
-                match self.spawn(i) {
-                    Ok(c) => self.children[i] = c,
-                    Err(e) => tracing::error!("scaler: {e:#}"),
+        let exited: Vec<usize> = self
+            .children
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, c)| match c.try_wait() {
+                Ok(Some(status)) => {
+                    tracing::warn!(
+                        worker = i,
+                        "scaler: worker {i} exited on its own ({status}); starting it again"
+                    );
+                    Some(i)
                 }
+                _ => None,
+            })
+            .collect();
+        for i in exited {
+            self.restarts.add(1);
+            match self.spawn(i) {
+                Ok(c) => self.children[i] = c,
+                Err(e) => tracing::error!("scaler: {e:#}"),
             }
         }
     }
