@@ -7,6 +7,7 @@ pub use weir_metrics::client::*;
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use hyper::body::Bytes;
     use std::io::{Read, Write};
     use std::net::TcpListener;
     use std::thread;
