@@ -223,7 +223,7 @@ fn run(trace: &[f64], params: &Params, onset: Option<u64>, policy: Policy) -> Ou
     for (second, &rate) in trace.iter().enumerate() {
         let second = second as u64;
         if let Some(d) = decider.as_mut() {
-            if second % interval == 0 {
+            if second.is_multiple_of(interval) {
                 let x = d.decide(&Observation {
                     at: second as f64,
                     input_rate: rate,
