@@ -13,7 +13,10 @@
 //!   the next tick. [`Local::shutdown`] (on the scaler's SIGTERM or
 //!   SIGINT, and on drop) stops every worker the same way, so none is left
 //!   behind; on Linux each worker also gets SIGKILL should the scaler die
-//!   without that chance (`PR_SET_PDEATHSIG`).
+//!   without that chance (`PR_SET_PDEATHSIG`). Each worker runs in a
+//!   process group of its own, so that a Ctrl-C meant for the scaler does
+//!   not reach the workers as well: `weir run` takes a second signal as
+//!   "exit at once", which would skip its final checkpoint.
 
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
@@ -118,10 +121,17 @@ impl Local {
             .env("WEIR_WORKER_INDEX", index.to_string())
             .stdin(Stdio::null());
         #[cfg(target_os = "linux")]
-        // SAFETY: prctl is async-signal-safe; nothing else runs between
-        // fork and exec.
+        // SAFETY: setpgid and prctl are async-signal-safe; nothing else
+        // runs between fork and exec.
         unsafe {
             cmd.pre_exec(|| {
+                // A process group of its own: a Ctrl-C at the terminal (or
+                // a signal to the scaler's group) reaches the scaler only,
+                // which then stops the worker once, gracefully; a second
+                // signal would make `weir run` exit at once.
+                if libc::setpgid(0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }

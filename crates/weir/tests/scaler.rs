@@ -125,11 +125,25 @@ fn children(pid: u32) -> Vec<u32> {
     out
 }
 
+/// The scaler and its workers get a SIGTERM to the scaler's process group
+/// (as a Ctrl-C at a terminal sends SIGINT to the foreground group): each
+/// worker must be stopped once, by the scaler, and none outlive it.
 #[test]
-fn sigterm_stops_the_local_workers_first() {
+fn sigterm_stops_the_local_workers_once_and_leaves_none() {
+    use std::os::unix::process::CommandExt;
     let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("worker.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "trap 'echo term >> {d}/term-$1; exit 0' TERM\necho $$ > {d}/pid-$1\nwhile true; do sleep 0.05; done\n",
+            d = dir.path().display()
+        ),
+    )
+    .unwrap();
     let port = free_port().to_string();
     let listen = format!("127.0.0.1:{port}");
+    let command = format!("sh {} {{worker}}", script.display());
     let mut child = Command::new(WEIR)
         .args([
             "scaler",
@@ -138,7 +152,7 @@ fn sigterm_stops_the_local_workers_first() {
             "--backend",
             "local",
             "--local-command",
-            "sleep 300 {worker}",
+            &command,
             "--min-workers",
             "2",
             "--interval",
@@ -147,22 +161,46 @@ fn sigterm_stops_the_local_workers_first() {
             "5s",
         ])
         .current_dir(dir.path())
+        .process_group(0)
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let pid = child.id();
     wait_for(Duration::from_secs(20), "two local workers", || {
-        children(pid).len() == 2
+        (0..2).all(|i| dir.path().join(format!("pid-{i}")).exists())
     });
     let workers = children(pid);
+    assert_eq!(workers.len(), 2, "{workers:?}");
+    // Each worker in a process group of its own, apart from the scaler's.
+    for w in &workers {
+        let stat = std::fs::read_to_string(format!("/proc/{w}/stat")).unwrap();
+        let pgrp: u32 = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .nth(2)
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(
+            pgrp, *w,
+            "worker {w} shares process group {pgrp} (scaler {pid})"
+        );
+    }
+    // The whole group, as a terminal would.
     let kill = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
+        .args(["-TERM", "--", &format!("-{pid}")])
         .status()
         .unwrap();
     assert!(kill.success());
     let status = child.wait().unwrap();
     assert!(status.success(), "{status}");
+    for i in 0..2 {
+        let terms = std::fs::read_to_string(dir.path().join(format!("term-{i}"))).unwrap();
+        assert_eq!(terms.lines().count(), 1, "worker {i} got {terms:?}");
+    }
     for w in workers {
         assert!(
             !std::path::Path::new(&format!("/proc/{w}")).exists()
