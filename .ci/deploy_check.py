@@ -21,6 +21,9 @@ into .ci/.venv); each problem is printed and the exit status is 1 if any.
    does not have yet is reported as skipped only where LANDING says it is
    being added. Each pipeline in a ConfigMap passes `weir validate` with the
    container's environment (paths of the image mapped to the repository).
+   The scaler's container runs here from its args (0.0.0.0 moved to
+   loopback): its gRPC port must accept connections, and SIGTERM must end
+   it with exit 0 within the pod's grace period.
 4. The edge pod runs here as the kubelet would run it: both containers
    from their args and env (0.0.0.0 ports moved to free loopback ports,
    volumes to temporary directories), probes until ready, fraud-v1 events
@@ -68,8 +71,9 @@ SCHEMAS = ROOT / ".ci" / "schemas"
 # claim to support and the newest kubernetes-validate knows.
 K8S_VERSIONS = ["1.30.0", "1.37.0"]
 
-# Subcommands that the manifests use ahead of their arrival in weir.
-LANDING = {"scaler": "the autoscaler (KEDA external scaler)"}
+# Subcommands that the manifests use ahead of their arrival in weir (none
+# now: `weir scaler` has landed and is run below).
+LANDING = {}
 
 # Where the image puts what (see the Dockerfile), mapped to the repository
 # or to a scratch directory for the checks that run weir here.
@@ -499,9 +503,9 @@ def check_commands(weir, layout_objects):
                 continue
             volumes = {v["name"]: v for v in spec.get("volumes", [])}
             for c in spec["containers"]:
-                containers.append((f"{rel(name)} {w['kind']}/{w['metadata']['name']} container {c['name']}", c, volumes, configmaps))
+                containers.append((f"{rel(name)} {w['kind']}/{w['metadata']['name']} container {c['name']}", c, volumes, configmaps, spec))
     done = set()
-    for cname, c, volumes, configmaps in containers:
+    for cname, c, volumes, configmaps, spec in containers:
         args = container_args(c)
         if not args:
             problem(cname, "no args: the image's default command is `weir --help`")
@@ -518,6 +522,8 @@ def check_commands(weir, layout_objects):
             if a.startswith("--") and a.split("=", 1)[0] not in flags:
                 problem(cname, f"`weir {sub}` has no flag {a.split('=', 1)[0]}")
         ok(f"{cname}: `weir {' '.join(args)}` is accepted by weir {sub} --help")
+        if sub == "scaler":
+            run_scaler(weir, cname, c, spec)
         if sub != "run":
             continue
         pipeline = next((a for a in args[1:] if not a.startswith("-")), None)
@@ -544,6 +550,66 @@ def check_commands(weir, layout_objects):
                 problem(cname, f"weir validate of ConfigMap {cm['metadata']['name']} failed:\n{r.stdout}{r.stderr}")
             else:
                 ok(f"{cname}: ConfigMap {cm['metadata']['name']} passes weir validate")
+
+
+def run_scaler(weir, cname, c, spec):
+    """The scaler container's command line, run here: 0.0.0.0 ports moved
+    to free loopback ports, Secrets as placeholders. Its gRPC port must
+    accept connections (the manifest's probes are tcpSocket), and SIGTERM
+    must end it with exit 0 within the pod's grace period."""
+    moved = {}
+
+    def move(text):
+        def sub(m):
+            moved.setdefault(int(m.group(1)), free_port())
+            return f"127.0.0.1:{moved[int(m.group(1))]}"
+
+        return re.sub(r"0\.0\.0\.0:(\d+)", sub, text)
+
+    args = [move(a) for a in container_args(c)]
+    env = base_env()
+    for name, e in env_of(c).items():
+        if "value" in e:
+            env[name] = move(e["value"])
+        elif e.get("valueFrom", {}).get("secretKeyRef"):
+            env[name] = PLACEHOLDER_SECRET
+    port = next((p["containerPort"] for p in c.get("ports", []) if p["name"] == "grpc"), None)
+    if port not in moved:
+        problem(cname, "the scaler does not listen on 0.0.0.0 at its grpc port: KEDA and the probes could not reach it")
+        return
+    grace = spec.get("terminationGracePeriodSeconds", 30)
+    proc = subprocess.Popen([weir] + args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 10
+        up = False
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                socket.create_connection(("127.0.0.1", moved[port]), timeout=1).close()
+                up = True
+                break
+            except OSError:
+                time.sleep(0.1)
+        if not up:
+            proc.kill()
+            out, err = proc.communicate()
+            problem(cname, f"`weir {' '.join(args)}` did not accept connections on its grpc port within 10 s (exit {proc.returncode}):\n{err}")
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            problem(cname, f"the scaler did not exit within the grace period ({grace} s) after SIGTERM")
+            return
+        if code != 0:
+            problem(cname, f"the scaler exited {code} after SIGTERM:\n{proc.stderr.read()}")
+            return
+        ok(f"{cname}: the scaler serves on its grpc port and stops on SIGTERM with exit 0")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 # ------------------------------------------------------------ the edge pod

@@ -8,6 +8,9 @@
 //! log's size on disk, a connector's state, the process's CPU time) come
 //! from collectors, closures the registry calls at each scrape.
 
+#[cfg(feature = "client")]
+pub mod client;
+pub mod exposition;
 pub mod process;
 
 use std::collections::BTreeMap;

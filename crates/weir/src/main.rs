@@ -9,6 +9,7 @@ mod ingest;
 mod ingest_client;
 mod observe;
 mod progress;
+mod scaler;
 mod signals;
 mod tap;
 mod tasks;
@@ -132,6 +133,12 @@ enum Command {
     /// Print sampled records passing a step of a running pipeline (from
     /// its `weir run --metrics-address` endpoint) as JSON lines.
     Tap(tap::TapArgs),
+    /// Autoscaler: decide the worker count from the workers' load (the
+    /// larger of a reactive need from lag and true processing rate and a
+    /// trend forecast) and serve it to KEDA over its external scaler gRPC
+    /// protocol, or run that many local `weir run` workers; `weir scaler
+    /// simulate` replays a load trace against static provisioning.
+    Scaler(weir_scaler::cli::ScalerArgs),
 }
 
 fn main() -> ExitCode {
@@ -329,6 +336,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Top(args) => top::run(args).map(|_| ExitCode::SUCCESS),
         Command::Tap(args) => tap::run(args).map(|_| ExitCode::SUCCESS),
+        Command::Scaler(args) => scaler::run(args).map(|_| ExitCode::SUCCESS),
     }
 }
 

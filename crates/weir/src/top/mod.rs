@@ -7,16 +7,15 @@
 //! letters, connectors, readiness and the process's CPU and memory.
 //!
 //! This module scrapes the endpoint and redraws; the exposition is parsed
-//! by [`exposition`], histogram quantiles are estimated by [`histogram`],
+//! by [`weir_metrics::exposition`], histogram quantiles are estimated by
+//! [`weir_metrics::exposition::histogram`],
 //! and each view is rendered by [`render::render`], a pure function of two
 //! parsed scrapes and the time between them (rates and interval quantiles
 //! need two), so it is tested on fixture exposition text.
 
-mod exposition;
 #[cfg(test)]
 mod fixtures;
 mod format;
-mod histogram;
 mod render;
 
 use std::io::{IsTerminal, Write};
@@ -28,6 +27,8 @@ use crate::http_client::{self, Endpoint};
 use exposition::Scrape;
 pub(crate) use format::count;
 use render::render;
+use weir_metrics::exposition;
+use weir_metrics::exposition::histogram;
 
 /// Timeout of the connect and of each read of a scrape.
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);

@@ -1,19 +1,19 @@
-//! Histogram maths of `weir top`: the increase between two scrapes and
+//! Histogram maths of an exposition's readers (`weir top`): the increase between two scrapes and
 //! quantiles estimated from cumulative buckets as Prometheus'
 //! `histogram_quantile` does.
 
 /// One histogram: cumulative bucket counts by upper bound.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub(super) struct Histogram {
+pub struct Histogram {
     /// `(le, cumulative count)`, sorted by `le`.
-    pub(super) buckets: Vec<(f64, f64)>,
-    pub(super) count: Option<f64>,
-    pub(super) sum: Option<f64>,
+    pub buckets: Vec<(f64, f64)>,
+    pub count: Option<f64>,
+    pub sum: Option<f64>,
 }
 
 impl Histogram {
     /// Observations in total (the `+Inf` bucket, else `_count`).
-    pub(super) fn total(&self) -> f64 {
+    pub fn total(&self) -> f64 {
         match self.buckets.last() {
             Some((le, c)) if *le == f64::INFINITY => *c,
             _ => self.count.unwrap_or(0.0),
@@ -22,7 +22,7 @@ impl Histogram {
 
     /// The increase from `prev` to `self`, if they have the same buckets;
     /// after a reset (a count went down), `self` itself.
-    pub(super) fn since(&self, prev: &Histogram) -> Option<Histogram> {
+    pub fn since(&self, prev: &Histogram) -> Option<Histogram> {
         if self.buckets.len() != prev.buckets.len()
             || self
                 .buckets
@@ -53,7 +53,7 @@ impl Histogram {
     /// first bucket's lower bound is 0); a rank in the `+Inf` bucket gives
     /// the highest finite bound. `None` without observations or without a
     /// `+Inf` bucket.
-    pub(super) fn quantile(&self, q: f64) -> Option<f64> {
+    pub fn quantile(&self, q: f64) -> Option<f64> {
         let (last_le, _) = *self.buckets.last()?;
         if last_le != f64::INFINITY || !(0.0..=1.0).contains(&q) {
             return None;
@@ -99,14 +99,14 @@ impl Histogram {
 /// scrapes (`false`: everything since the process started, as there was
 /// no traffic in the interval).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub(super) struct Estimate {
-    pub(super) value: f64,
-    pub(super) interval: bool,
+pub struct Estimate {
+    pub value: f64,
+    pub interval: bool,
 }
 
 /// The `q` quantile of a histogram over the interval if it saw
 /// observations, else over its whole life.
-pub(super) fn estimate(prev: Option<&Histogram>, cur: &Histogram, q: f64) -> Option<Estimate> {
+pub fn estimate(prev: Option<&Histogram>, cur: &Histogram, q: f64) -> Option<Estimate> {
     if let Some(delta) = prev.and_then(|p| cur.since(p)) {
         if delta.total() > 0.0 {
             if let Some(value) = delta.quantile(q) {

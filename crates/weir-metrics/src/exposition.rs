@@ -1,5 +1,6 @@
-//! The Prometheus text exposition (format 0.0.4) as `weir top` reads it:
-//! samples with their labels, and the lookups the view needs.
+//! The Prometheus text exposition (format 0.0.4) as its readers in weir
+//! (`weir top`, the scaler) parse it: samples with their labels, and the
+//! lookups they need.
 //!
 //! The parser is this module's own, about a hundred lines: label values are
 //! free text (step, sink and pipeline names), and the parser crates fall
@@ -9,7 +10,9 @@
 //! that parse correctly are LGPL-licensed or unmaintained;
 //! docs/ARCHITECTURE.md has the details.
 
-use super::histogram::Histogram;
+pub mod histogram;
+
+use histogram::Histogram;
 
 /// One sample line of the exposition.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,12 +24,12 @@ pub struct Sample {
 }
 
 impl Sample {
-    pub(super) fn label(&self, name: &str) -> Option<&str> {
+    pub fn label(&self, name: &str) -> Option<&str> {
         label(&self.labels, name)
     }
 }
 
-pub(super) fn label<'a>(labels: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub fn label<'a>(labels: &'a [(String, String)], name: &str) -> Option<&'a str> {
     labels
         .iter()
         .find(|(n, _)| n == name)
@@ -52,26 +55,26 @@ impl Scrape {
         Scrape { samples }
     }
 
-    pub(super) fn named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Sample> + 'a {
+    pub fn named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Sample> + 'a {
         self.samples.iter().filter(move |s| s.name == name)
     }
 
     /// The sample of `name` with exactly `labels`.
-    pub(super) fn exact(&self, name: &str, labels: &[(String, String)]) -> Option<f64> {
+    pub fn exact(&self, name: &str, labels: &[(String, String)]) -> Option<f64> {
         self.named(name)
             .find(|s| s.labels == labels)
             .map(|s| s.value)
     }
 
     /// The first sample of `name` whose labels include `want`.
-    pub(super) fn value(&self, name: &str, want: &[(&str, &str)]) -> Option<f64> {
+    pub fn value(&self, name: &str, want: &[(&str, &str)]) -> Option<f64> {
         self.named(name)
             .find(|s| want.iter().all(|(k, v)| s.label(k) == Some(*v)))
             .map(|s| s.value)
     }
 
     /// Distinct values of label `key` on `name`, in order of appearance.
-    pub(super) fn label_values(&self, name: &str, key: &str) -> Vec<String> {
+    pub fn label_values(&self, name: &str, key: &str) -> Vec<String> {
         let mut seen = Vec::new();
         for s in self.named(name) {
             if let Some(v) = s.label(key) {
@@ -85,7 +88,7 @@ impl Scrape {
 
     /// The histograms of family `base`, by label set (without `le`), in
     /// order of appearance.
-    pub(super) fn histograms(&self, base: &str) -> Vec<(Vec<(String, String)>, Histogram)> {
+    pub fn histograms(&self, base: &str) -> Vec<(Vec<(String, String)>, Histogram)> {
         let bucket_name = format!("{base}_bucket");
         let mut out: Vec<(Vec<(String, String)>, Histogram)> = Vec::new();
         for s in self.named(&bucket_name) {
@@ -118,7 +121,7 @@ impl Scrape {
     }
 
     /// The histogram of `base` whose labels include `want`.
-    pub(super) fn histogram(&self, base: &str, want: &[(&str, &str)]) -> Option<Histogram> {
+    pub fn histogram(&self, base: &str, want: &[(&str, &str)]) -> Option<Histogram> {
         self.histograms(base)
             .into_iter()
             .find(|(l, _)| want.iter().all(|(k, v)| label(l, k) == Some(*v)))
