@@ -144,7 +144,11 @@ impl EngineError {
             EngineError::Log { source, .. } => log_class(source),
             EngineError::Store(e) => match e {
                 weir_checkpoint::CheckpointError::Io { source, .. } => io_class(source),
-                weir_checkpoint::CheckpointError::Incompatible { .. } => ErrorClass::Config,
+                weir_checkpoint::CheckpointError::Incompatible { .. }
+                | weir_checkpoint::CheckpointError::Location { .. } => ErrorClass::Config,
+                // Another owner took the store over: this run is stale and
+                // stops; the store itself is intact.
+                weir_checkpoint::CheckpointError::Fenced { .. } => ErrorClass::External,
                 _ => ErrorClass::External,
             },
             EngineError::Staged { .. } => ErrorClass::External,
