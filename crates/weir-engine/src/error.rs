@@ -290,6 +290,22 @@ mod tests {
             EngineError::Panicked { thread: "shard" }.class(),
             ErrorClass::Internal
         );
+        // A stale owner of a checkpoint store stops; a supervisor may
+        // start it again later (it is refused while another owns it).
+        let fenced = EngineError::Store(weir_checkpoint::CheckpointError::Fenced {
+            store: "s3://state/task-0".into(),
+            epoch: 0,
+            what: "its manifest was changed by another writer".into(),
+        });
+        assert_eq!(fenced.class(), ErrorClass::External);
+        assert_eq!(
+            EngineError::Store(weir_checkpoint::CheckpointError::Location {
+                location: "ftp://host/cp".into(),
+                reason: "unsupported scheme".into(),
+            })
+            .class(),
+            ErrorClass::Config
+        );
     }
 
     #[test]

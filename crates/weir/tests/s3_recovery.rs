@@ -3,7 +3,11 @@
 //! `[checkpoint] url = "s3://…"`, killed with SIGKILL once output is
 //! committed and restarted, writes exactly the reference alerts, each once
 //! — what an uninterrupted run writes — and keeps no checkpoint on local
-//! disk.
+//! disk. A second run on the same prefix (a new owner) fences the first,
+//! which stops with an external error (exit 75) naming the store.
+//!
+//! One test, in phases: the `AWS_*` environment the runs inherit is
+//! process-wide, so one moto server serves both.
 
 mod common;
 
@@ -13,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::{append, start, weir};
 use weir_test_support::moto::Moto;
-use weir_test_support::pipelines::{fraud_text_following_log, replace_once};
+use weir_test_support::pipelines::{fraud_text_following_log, replace_once, FRAUD_FILE_SINK};
 use weir_test_support::process::Running;
 
 const BUCKET: &str = "weir-e2e";
@@ -39,8 +43,17 @@ fn wait_for_lines(path: &Path, n: usize, child: &mut Running) {
     }
 }
 
+/// The fraud example following the log, checkpointed every 50 ms to `url`.
+fn pipeline(url: &str) -> String {
+    replace_once(
+        &fraud_text_following_log(4096, 2, true),
+        "dir = \"checkpoints\"",
+        &format!("url = \"{url}\""),
+    )
+}
+
 #[test]
-fn killed_pipeline_restarts_from_its_checkpoint_in_s3() {
+fn checkpoints_in_s3_recover_a_killed_run_and_fence_a_stale_owner() {
     let Some(moto) = Moto::start() else {
         return;
     };
@@ -49,12 +62,13 @@ fn killed_pipeline_restarts_from_its_checkpoint_in_s3() {
     for (key, value) in moto.env() {
         std::env::set_var(key, value);
     }
+    killed_pipeline_restarts_from_its_checkpoint_in_s3();
+    a_second_owner_fences_the_first();
+}
+
+fn killed_pipeline_restarts_from_its_checkpoint_in_s3() {
     let url = format!("s3://{BUCKET}/fraud/task-0");
-    let pipeline = replace_once(
-        &fraud_text_following_log(4096, 2, true),
-        "dir = \"checkpoints\"",
-        &format!("url = \"{url}\""),
-    );
+    let pipeline = pipeline(&url);
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("pipeline.toml"), &pipeline).expect("write");
     let alerts = dir.path().join("out/alerts.jsonl");
@@ -110,5 +124,90 @@ fn killed_pipeline_restarts_from_its_checkpoint_in_s3() {
     assert!(
         after.last().map(|i| i.id) > committed.last().map(|i| i.id),
         "no newer checkpoint after the restart: {committed:?} then {after:?}"
+    );
+}
+
+/// Waits until `child` exits; its exit code.
+fn wait_exit(child: &mut Running, what: &str) -> Option<i32> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().expect("poll child") {
+            return status.code();
+        }
+        assert!(Instant::now() < deadline, "{what} did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn a_second_owner_fences_the_first() {
+    let url = format!("s3://{BUCKET}/fraud/task-1");
+    let first = tempfile::tempdir().expect("tempdir");
+    let second = tempfile::tempdir().expect("tempdir");
+    // A sink without local state (a file sink stages output in its own
+    // directory, which a new owner on another machine would not have).
+    let text = replace_once(
+        &pipeline(&url),
+        FRAUD_FILE_SINK,
+        "type = \"stdout\"\ninput = \"over_threshold\"",
+    );
+    for dir in [&first, &second] {
+        std::fs::write(dir.path().join("pipeline.toml"), &text).expect("write");
+        append(dir.path(), 0, 20_000, &[]);
+    }
+    let mut old = start(first.path(), &[]);
+    let store = weir_checkpoint::CheckpointStore::open_url(&url, 3, 0).expect("open the store");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while store.list().expect("list").is_empty() {
+        assert!(
+            old.try_wait().expect("poll").is_none(),
+            "the first owner stopped"
+        );
+        assert!(Instant::now() < deadline, "no checkpoint in time");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A new owner of the same task: it restores the old owner's
+    // checkpoint and commits its own.
+    // Both take a checkpoint every 50 ms: whichever commits second after
+    // the new owner read the manifest is the stale one and must stop.
+    let mut new = start(second.path(), &[]);
+    append(first.path(), 20_000, 30_000, &[]);
+    append(second.path(), 20_000, 30_000, &[]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (fenced, dir, other) = loop {
+        if old.try_wait().expect("poll").is_some() {
+            break (&mut old, &first, &mut new);
+        }
+        if new.try_wait().expect("poll").is_some() {
+            // Equally valid: the new owner read the manifest just before
+            // the old one committed again, so the new one is the stale one.
+            break (&mut new, &second, &mut old);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "neither owner was fenced; the store lists {:?}; the first said: {}; the second said: {}",
+            store.list().expect("list").iter().map(|i| i.id).collect::<Vec<_>>(),
+            std::fs::read_to_string(first.path().join("weir.stderr")).unwrap_or_default(),
+            std::fs::read_to_string(second.path().join("weir.stderr")).unwrap_or_default(),
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let code = wait_exit(fenced, "the fenced run");
+    let stderr = std::fs::read_to_string(dir.path().join("weir.stderr")).unwrap_or_default();
+    assert_eq!(code, Some(75), "{stderr}");
+    assert!(
+        stderr.contains("checkpoint store s3://weir-e2e/fraud/task-1 is owned by another writer"),
+        "{stderr}"
+    );
+    // The other owner keeps running and committing.
+    let before = store.list().expect("list").last().map(|i| i.id);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        other.try_wait().expect("poll").is_none(),
+        "both owners stopped"
+    );
+    let after = store.list().expect("list").last().map(|i| i.id);
+    assert!(
+        after > before,
+        "the remaining owner committed nothing: {before:?} then {after:?}"
     );
 }
