@@ -44,6 +44,7 @@ pub(crate) struct Head {
 pub(crate) enum PutNew {
     Created,
     /// An object of that name already existed; nothing was written.
+    #[cfg_attr(not(feature = "object-store"), allow(dead_code))]
     Exists,
 }
 

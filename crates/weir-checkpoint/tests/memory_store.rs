@@ -322,10 +322,9 @@ proptest! {
         let mem = Arc::new(InMemory::new());
         let stores = [open(&mem, keep, 0).unwrap(), open(&mem, keep, 0).unwrap()];
         let mut fenced = [false, false];
-        let mut next = 1u64;
         let mut committed: Vec<u64> = Vec::new();
         let mut last_writer: Option<usize> = None;
-        for who in turns.into_iter().map(usize::from) {
+        for (next, who) in (1u64..).zip(turns.into_iter().map(usize::from)) {
             let result = stores[who].write(&cp(next));
             // A store may write while no other store committed since it
             // last read: first-come wins, the other is stale for good.
@@ -338,7 +337,6 @@ proptest! {
                 prop_assert!(matches!(result, Err(CheckpointError::Fenced { .. })), "{:?}", result);
                 fenced[who] = true;
             }
-            next += 1;
         }
         let kept: Vec<u64> = committed.iter().rev().take(keep).rev().copied().collect();
         prop_assert_eq!(names(&mem), if kept.is_empty() { Vec::new() } else { expected(&kept) });
