@@ -9,15 +9,16 @@
 #   docker build -t weir:small --build-arg FEATURES="" .        # no broker or database connectors
 #   docker run --rm weir:dev --version
 #
-# FEATURES are cargo features of crates/weir (the connectors): all four by
-# default, as `cargo build -p weir` builds; an empty list gives the small
-# build (files, standard input, the embedded log, HTTP ingest).
+# FEATURES are cargo features of crates/weir (the connectors and
+# checkpoints in object storage): all five by default, as `cargo build -p
+# weir` builds; an empty list gives the small build (files, standard input,
+# the embedded log, HTTP ingest, checkpoints in a directory).
 
 ARG RUST_IMAGE=rust:1.95.0-bookworm
 ARG RUNTIME_IMAGE=debian:bookworm-slim
 
 FROM ${RUST_IMAGE} AS build
-ARG FEATURES="nats mqtt kafka postgres"
+ARG FEATURES="nats mqtt kafka postgres object-store"
 WORKDIR /src
 # librdkafka (the kafka feature) is built from the source its crate
 # bundles, with the C compiler and make of this image; nothing else is

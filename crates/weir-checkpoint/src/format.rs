@@ -37,7 +37,10 @@
 //! Next to the checkpoint files the store keeps `MANIFEST`, a JSON object
 //! `{"format":1,"ids":[5,6,7],"crc32":N}` naming the committed checkpoints,
 //! oldest first, where `crc32` is the CRC-32 of the ids as consecutive
-//! little-endian `u64`s. Only checkpoints listed there are ever read.
+//! little-endian `u64`s. Only checkpoints listed there are ever read. A
+//! store opened with an owner epoch (see the crate docs on fencing) also
+//! writes `"epoch":E` (E > 0), and the CRC then covers E as a little-endian
+//! `u64` after the ids; a manifest without `epoch` has epoch 0.
 
 use std::collections::BTreeMap;
 
@@ -53,6 +56,8 @@ pub const END_MAGIC: &[u8; 8] = b"WEIRCEND";
 pub const FORMAT_VERSION: u32 = 1;
 
 const PREFIX_LEN: usize = 16;
+/// How many bytes of a checkpoint `list` reads to find its header.
+pub(crate) const HEADER_PEEK: usize = 64 * 1024;
 const TRAILER_LEN: usize = 12;
 
 /// One part as listed in the header.
@@ -291,22 +296,36 @@ pub fn decode(bytes: &[u8], expected_id: Option<u64>) -> Result<Checkpoint, Stri
 pub(crate) struct Manifest {
     pub format: u32,
     pub ids: Vec<u64>,
+    /// The owner epoch of the last writer; absent (0) when no writer gave
+    /// one, so manifests without epochs read and write as before.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub epoch: u64,
     pub crc32: u32,
 }
 
-fn ids_crc(ids: &[u64]) -> u32 {
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// CRC-32 of the ids as little-endian `u64`s, followed by the epoch when it
+/// is not zero.
+fn manifest_crc(ids: &[u64], epoch: u64) -> u32 {
     let mut h = crc32fast::Hasher::new();
     for id in ids {
         h.update(&id.to_le_bytes());
+    }
+    if epoch != 0 {
+        h.update(&epoch.to_le_bytes());
     }
     h.finalize()
 }
 
 impl Manifest {
-    pub fn new(ids: Vec<u64>) -> Self {
+    pub fn new(ids: Vec<u64>, epoch: u64) -> Self {
         Manifest {
             format: FORMAT_VERSION,
-            crc32: ids_crc(&ids),
+            crc32: manifest_crc(&ids, epoch),
+            epoch,
             ids,
         }
     }
@@ -322,7 +341,7 @@ impl Manifest {
         if m.format != FORMAT_VERSION {
             return Err(format!("format {} is not supported", m.format));
         }
-        if ids_crc(&m.ids) != m.crc32 {
+        if manifest_crc(&m.ids, m.epoch) != m.crc32 {
             return Err("checksum mismatch".into());
         }
         if m.ids.windows(2).any(|w| w[0] >= w[1]) {

@@ -62,6 +62,29 @@
 //! newer than the restored checkpoint. The pipeline fingerprint is checked
 //! when restoring, as always.
 //!
+//! # Object storage
+//!
+//! With the `object-store` feature, [`CheckpointStore::open_url`] opens a
+//! store in S3 (`s3://bucket/prefix`), GCS (`gs://`), Azure (`az://`) or
+//! memory (`memory:///`), configured from the standard environment
+//! variables. The same objects (`cp-<id>.ckpt`, `MANIFEST`) live under the
+//! prefix; a put is atomic, so there are no temporary objects, and step 3's
+//! commit is a conditional put. The store logic is the same for both
+//! backends; the backends are in `backend.rs`, `local.rs` and `object.rs`.
+//!
+//! # Fencing
+//!
+//! A store remembers the manifest version it read at open or last
+//! committed, and commits only over that version (the directory compares a
+//! checksum of the manifest's bytes before its rename; an object store
+//! uses If-Match / create-if-absent). A store whose manifest was changed by
+//! another writer gets [`CheckpointError::Fenced`] and writes, overwrites
+//! and deletes nothing. In an object store a checkpoint object is put only
+//! if absent, so two writers never overwrite one id. An owner epoch
+//! ([`CheckpointStore::open_with_epoch`]) is recorded in the manifest:
+//! opening with a higher epoch claims the store, fencing every earlier
+//! owner at once; opening or writing with a lower one is refused.
+//!
 //! # Restoring
 //!
 //! [`CheckpointStore::latest_valid`] returns the newest listed checkpoint
@@ -75,23 +98,31 @@
 //! silently falling back further.
 #![deny(missing_docs)]
 
+mod backend;
+mod error;
 pub mod format;
+mod local;
+#[cfg(feature = "object-store")]
+mod object;
 mod recover;
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use backend::{Backend, PutNew, Swap, Version};
+pub use error::{CheckpointError, Fault};
 use format::Manifest;
 pub use recover::ManifestRecovery;
 
-/// Name of the manifest file in the store directory.
+/// Name of the manifest file (or object) in the store.
 pub const MANIFEST: &str = "MANIFEST";
 const MANIFEST_TMP: &str = "MANIFEST.tmp";
 const TMP_PREFIX: &str = ".tmp-";
+/// How many times `open` retries claiming the manifest for a higher epoch
+/// when a stale writer commits at the same moment.
+const CLAIM_ATTEMPTS: usize = 5;
 
 /// One checkpoint: its id, the pipeline fingerprint, its creation time and
 /// its named parts.
@@ -169,113 +200,22 @@ pub struct Restored {
     pub skipped: Vec<(u64, String)>,
 }
 
-/// Errors from the checkpoint store. Every variant names the path involved.
-#[derive(Debug, thiserror::Error)]
-pub enum CheckpointError {
-    /// An I/O operation failed.
-    #[error("checkpoint store: cannot {op} {}: {source}", path.display())]
-    Io {
-        /// What was being done.
-        op: &'static str,
-        /// The file or directory.
-        path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: io::Error,
-    },
-    /// The newest valid checkpoint was written by another pipeline version.
-    #[error(
-        "checkpoint {id} in {} was written by pipeline fingerprint {found:?}, \
-         but the running pipeline's fingerprint is {expected:?}; refusing to restore \
-         (nothing was deleted)",
-        path.display()
-    )]
-    Incompatible {
-        /// The checkpoint's id.
-        id: u64,
-        /// Fingerprint stored in the checkpoint.
-        found: String,
-        /// Fingerprint the caller expected.
-        expected: String,
-        /// The checkpoint's file.
-        path: PathBuf,
-    },
-    /// The MANIFEST file exists but cannot be understood.
-    #[error("checkpoint manifest {} is corrupt: {reason}", path.display())]
-    CorruptManifest {
-        /// The manifest file.
-        path: PathBuf,
-        /// Why it was rejected.
-        reason: String,
-    },
-    /// A checkpoint id not newer than the latest committed one.
-    #[error(
-        "checkpoint id {id} is not newer than the latest checkpoint {latest} in {}",
-        dir.display()
-    )]
-    NonIncreasingId {
-        /// The rejected id.
-        id: u64,
-        /// The latest committed id.
-        latest: u64,
-        /// The store directory.
-        dir: PathBuf,
-    },
-    /// The checkpoint cannot be encoded (a name or header too large).
-    #[error("checkpoint {id} cannot be written to {}: {reason}", dir.display())]
-    Encode {
-        /// The checkpoint id.
-        id: u64,
-        /// The store directory.
-        dir: PathBuf,
-        /// Why.
-        reason: String,
-    },
-    /// `keep` was zero.
-    #[error("checkpoint store {}: keep must be at least 1", dir.display())]
-    InvalidKeep {
-        /// The store directory.
-        dir: PathBuf,
-    },
-    /// A simulated crash from [`CheckpointStore::write_with_fault`].
-    #[doc(hidden)]
-    #[error("simulated crash at {0:?}")]
-    SimulatedCrash(Fault),
-}
-
-fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> CheckpointError {
-    let path = path.to_path_buf();
-    move |source| CheckpointError::Io { op, path, source }
-}
-
-/// Fault injection for tests of crash safety; not part of the stable API.
-#[doc(hidden)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
-    /// Writing the checkpoint file fails with "no space left" after this
-    /// many bytes.
-    DiskFullAfter(usize),
-    /// Stop after writing `n` bytes of the temp file, without cleanup, as a
-    /// crash would.
-    CrashMidFile(usize),
-    /// Stop after the temp file is written and synced, before its rename.
-    CrashBeforeRename,
-    /// Stop after the rename, before the manifest is written.
-    CrashBeforeManifest,
-    /// Stop after writing (but not renaming) `MANIFEST.tmp`.
-    CrashMidManifest,
-    /// Stop after the manifest commit, before pruning.
-    CrashBeforePrune,
-}
-
-/// A checkpoint store in one directory, keeping the last `keep` checkpoints.
+/// A checkpoint store in one directory or object-store prefix, keeping
+/// the last `keep` checkpoints.
 ///
-/// One process should own a directory; writes from one store are serialized.
+/// One writer should own a store; writes from one `CheckpointStore` are
+/// serialized, and a second writer on the same location fences out the
+/// first ([`CheckpointError::Fenced`]).
 #[derive(Debug)]
 pub struct CheckpointStore {
-    dir: PathBuf,
+    backend: Box<dyn Backend>,
+    /// The directory, or the URL as a path.
+    location: PathBuf,
     keep: usize,
-    write_lock: Mutex<()>,
+    epoch: u64,
+    /// The manifest version this store last read at open or committed;
+    /// also serializes writes.
+    seen: Mutex<Option<Version>>,
     /// What `open` did when the manifest was missing.
     recovery: Option<ManifestRecovery>,
 }
@@ -293,21 +233,9 @@ fn parse_checkpoint_file_name(name: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
-fn sync_dir(dir: &Path) -> Result<(), CheckpointError> {
-    #[cfg(unix)]
-    {
-        File::open(dir)
-            .and_then(|f| f.sync_all())
-            .map_err(io_err("fsync directory", dir))?;
-    }
-    #[cfg(not(unix))]
-    let _ = dir;
-    Ok(())
-}
-
 impl CheckpointStore {
     /// Opens (creating if needed) the store in `dir`, keeping the last
-    /// `keep` checkpoints.
+    /// `keep` checkpoints, with owner epoch 0.
     ///
     /// Checks that the directory is writable, deletes temporary files and
     /// finishes an interrupted prune (unlisted checkpoint files older than
@@ -315,29 +243,135 @@ impl CheckpointStore {
     /// writes a new manifest from the files that verify (see
     /// [`manifest_recovery`](Self::manifest_recovery)).
     pub fn open(dir: &Path, keep: usize) -> Result<Self, CheckpointError> {
+        Self::open_with_epoch(dir, keep, 0)
+    }
+
+    /// [`open`](Self::open) for the owner `epoch`: refused with
+    /// [`CheckpointError::Fenced`] when the manifest holds a higher epoch;
+    /// when it holds a lower one, `open` commits the manifest again with
+    /// `epoch`, which fences out every writer that opened before.
+    pub fn open_with_epoch(dir: &Path, keep: usize, epoch: u64) -> Result<Self, CheckpointError> {
         if keep == 0 {
             return Err(CheckpointError::InvalidKeep {
                 dir: dir.to_path_buf(),
             });
         }
-        fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
-        let probe = dir.join(format!("{TMP_PREFIX}probe-{}", std::process::id()));
-        File::create(&probe).map_err(io_err("write in directory", dir))?;
-        fs::remove_file(&probe).map_err(io_err("remove", &probe))?;
+        let backend = local::DirBackend::open(dir)?;
+        let location = backend.dir().to_path_buf();
+        Self::open_backend(Box::new(backend), location, keep, epoch)
+    }
+
+    /// Opens the store at `url`: `file:///abs/dir` (the directory store),
+    /// or with the `object-store` feature `s3://bucket/prefix`,
+    /// `gs://bucket/prefix`, `az://container/prefix` (also the https forms
+    /// `object_store` understands) and `memory:///` (a new in-memory store,
+    /// for tests). Credentials, region and endpoint come from the standard
+    /// environment variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+    /// `AWS_REGION`, `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`, `GOOGLE_*`,
+    /// `AZURE_*`); see `object_store`'s `from_env` builders. Otherwise as
+    /// [`open_with_epoch`](Self::open_with_epoch).
+    pub fn open_url(url: &str, keep: usize, epoch: u64) -> Result<Self, CheckpointError> {
+        if let Some(path) = url.strip_prefix("file://") {
+            if !path.starts_with('/') {
+                return Err(CheckpointError::Location {
+                    location: url.to_string(),
+                    reason: "a file URL needs an absolute path (file:///abs/dir)".into(),
+                });
+            }
+            return Self::open_with_epoch(Path::new(path), keep, epoch);
+        }
+        #[cfg(feature = "object-store")]
+        {
+            if keep == 0 {
+                return Err(CheckpointError::InvalidKeep { dir: url.into() });
+            }
+            let backend = object::ObjectBackend::from_url(url)?;
+            let location = PathBuf::from(backend.describe());
+            Self::open_backend(Box::new(backend), location, keep, epoch)
+        }
+        #[cfg(not(feature = "object-store"))]
+        Err(CheckpointError::Location {
+            location: object_url_for_messages(url),
+            reason: "this weir was built without the `object-store` feature; \
+                     only a directory (or file:// URL) can hold checkpoints"
+                .into(),
+        })
+    }
+
+    /// Opens a store under `prefix` in an `object_store` backend the
+    /// caller built (tests share one `InMemory` between two stores this
+    /// way); `name` identifies it in messages. Otherwise as
+    /// [`open_with_epoch`](Self::open_with_epoch).
+    #[cfg(feature = "object-store")]
+    pub fn open_object_store(
+        store: std::sync::Arc<dyn object_store::ObjectStore>,
+        name: &str,
+        prefix: &str,
+        keep: usize,
+        epoch: u64,
+    ) -> Result<Self, CheckpointError> {
+        if keep == 0 {
+            return Err(CheckpointError::InvalidKeep { dir: name.into() });
+        }
+        let backend = object::ObjectBackend::new(store, name, prefix)?;
+        let location = PathBuf::from(backend.describe());
+        Self::open_backend(Box::new(backend), location, keep, epoch)
+    }
+
+    fn open_backend(
+        backend: Box<dyn Backend>,
+        location: PathBuf,
+        keep: usize,
+        epoch: u64,
+    ) -> Result<Self, CheckpointError> {
         let mut store = CheckpointStore {
-            dir: dir.to_path_buf(),
+            backend,
+            location,
             keep,
-            write_lock: Mutex::new(()),
+            epoch,
+            seen: Mutex::new(None),
             recovery: None,
         };
-        let manifest = match store.try_read_manifest()? {
-            Some(manifest) => manifest,
+        let (mut manifest, mut version) = match store.try_read_manifest()? {
+            Some(read) => read,
             None => {
-                let (manifest, recovery) = store.recover_manifest()?;
+                let (manifest, version, recovery) = store.recover_manifest()?;
                 store.recovery = recovery;
-                manifest
+                (manifest, version)
             }
         };
+        let mut attempts = 0;
+        while manifest.epoch != epoch {
+            if manifest.epoch > epoch {
+                return Err(store.fenced(format!(
+                    "its manifest holds owner epoch {}, higher than this writer's",
+                    manifest.epoch
+                )));
+            }
+            // Claim: commit the same ids under our epoch, so that any
+            // writer that opened before us is refused at its next write.
+            let claimed = Manifest::new(manifest.ids.clone(), epoch);
+            match store
+                .backend
+                .swap_manifest(&claimed.encode(), version.as_ref(), None)?
+            {
+                Swap::Done(v) => {
+                    tracing::info!(store = %store.describe(), epoch, previous = manifest.epoch, "claimed the checkpoint store for a new owner epoch");
+                    manifest = claimed;
+                    version = Some(v);
+                }
+                Swap::Conflict => {
+                    attempts += 1;
+                    if attempts >= CLAIM_ATTEMPTS {
+                        return Err(store.fenced(
+                            "its manifest kept changing while this writer claimed it".into(),
+                        ));
+                    }
+                    (manifest, version) = store.read_manifest()?;
+                }
+            }
+        }
+        *store.seen.get_mut().unwrap_or_else(|e| e.into_inner()) = version;
         store.remove_unlisted(&manifest.ids, true)?;
         Ok(store)
     }
@@ -348,92 +382,77 @@ impl CheckpointStore {
         self.recovery.as_ref()
     }
 
+    /// The owner epoch this store was opened with (0 unless given).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
     /// The id the next checkpoint should take: one more than the largest
     /// id the manifest lists or any checkpoint file present has. A listed
     /// checkpoint whose file is missing or damaged, and a file left by a
     /// write that crashed before its commit, therefore never have their id
     /// reused.
     pub fn next_id(&self) -> Result<u64, CheckpointError> {
-        let listed = self.read_manifest()?.ids.last().copied().unwrap_or(0);
+        let listed = self.read_manifest()?.0.ids.last().copied().unwrap_or(0);
         let present = self.checkpoint_files()?.into_iter().max().unwrap_or(0);
         Ok(listed.max(present).saturating_add(1))
     }
 
-    /// The ids of the checkpoint files in the directory, unsorted.
+    /// The ids of the checkpoint files in the store, unsorted.
     fn checkpoint_files(&self) -> Result<Vec<u64>, CheckpointError> {
-        let mut ids = Vec::new();
-        for entry in fs::read_dir(&self.dir).map_err(io_err("list", &self.dir))? {
-            let entry = entry.map_err(io_err("list", &self.dir))?;
-            if let Some(id) = entry
-                .file_name()
-                .to_str()
-                .and_then(parse_checkpoint_file_name)
-            {
-                ids.push(id);
-            }
-        }
-        Ok(ids)
+        Ok(self
+            .backend
+            .list()?
+            .iter()
+            .filter_map(|n| parse_checkpoint_file_name(n))
+            .collect())
     }
 
-    /// The store directory.
+    /// The store directory; for an object store, its URL as a path.
     pub fn dir(&self) -> &Path {
-        &self.dir
+        &self.location
     }
 
-    /// The path of checkpoint `id`'s file.
+    /// The store's location for messages: a directory or a URL (never
+    /// with credentials).
+    pub fn describe(&self) -> String {
+        self.backend.describe()
+    }
+
+    /// The path of checkpoint `id`'s file (for an object store, its URL as
+    /// a path).
     pub fn checkpoint_path(&self, id: u64) -> PathBuf {
-        self.dir.join(checkpoint_file_name(id))
+        self.backend.path(&checkpoint_file_name(id))
     }
 
-    fn manifest_path(&self) -> PathBuf {
-        self.dir.join(MANIFEST)
+    fn fenced(&self, what: String) -> CheckpointError {
+        let err = CheckpointError::Fenced {
+            store: self.describe(),
+            epoch: self.epoch,
+            what,
+        };
+        tracing::error!(error = %err, "checkpoint store fenced");
+        err
     }
 
-    /// The manifest, or `None` when there is no manifest file.
-    fn try_read_manifest(&self) -> Result<Option<Manifest>, CheckpointError> {
-        let path = self.manifest_path();
-        match fs::read(&path) {
-            Ok(bytes) => Manifest::decode(&bytes)
-                .map(Some)
-                .map_err(|reason| CheckpointError::CorruptManifest { path, reason }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(CheckpointError::Io {
-                op: "read",
-                path,
-                source,
-            }),
+    /// The manifest and its version, or `None` when there is no manifest.
+    fn try_read_manifest(&self) -> Result<Option<(Manifest, Option<Version>)>, CheckpointError> {
+        match self.backend.get(MANIFEST)? {
+            Some((bytes, version)) => Manifest::decode(&bytes)
+                .map(|m| Some((m, Some(version))))
+                .map_err(|reason| CheckpointError::CorruptManifest {
+                    path: self.backend.path(MANIFEST),
+                    reason,
+                }),
+            None => Ok(None),
         }
     }
 
-    /// The manifest; an empty one when there is no manifest file.
-    fn read_manifest(&self) -> Result<Manifest, CheckpointError> {
+    /// The manifest (an empty one when there is none) and its version.
+    fn read_manifest(&self) -> Result<(Manifest, Option<Version>), CheckpointError> {
         Ok(self
             .try_read_manifest()?
-            .unwrap_or_else(|| Manifest::new(Vec::new())))
-    }
-
-    /// Writes `MANIFEST.tmp` listing `ids`, fsyncs it, renames it over
-    /// `MANIFEST` and fsyncs the directory: the commit point of a write.
-    fn commit_manifest(
-        &self,
-        ids: Vec<u64>,
-        fault: Option<Fault>,
-    ) -> Result<Manifest, CheckpointError> {
-        let manifest = Manifest::new(ids);
-        let mtmp = self.dir.join(MANIFEST_TMP);
-        let mut mfile = File::create(&mtmp).map_err(io_err("create", &mtmp))?;
-        mfile
-            .write_all(&manifest.encode())
-            .and_then(|_| mfile.sync_all())
-            .map_err(io_err("write", &mtmp))?;
-        drop(mfile);
-        if fault == Some(Fault::CrashMidManifest) {
-            return Err(CheckpointError::SimulatedCrash(Fault::CrashMidManifest));
-        }
-        let mpath = self.manifest_path();
-        fs::rename(&mtmp, &mpath).map_err(io_err("rename into place", &mpath))?;
-        sync_dir(&self.dir)?;
-        Ok(manifest)
+            .unwrap_or_else(|| (Manifest::new(Vec::new(), 0), None)))
     }
 
     /// Deletes the checkpoint files that `ids` (a committed manifest)
@@ -441,32 +460,31 @@ impl CheckpointStore {
     /// if `temps`, temp files.
     fn remove_unlisted(&self, ids: &[u64], temps: bool) -> Result<(), CheckpointError> {
         let newest = ids.last().copied().unwrap_or(0);
-        let mut removed = false;
-        let entries = fs::read_dir(&self.dir).map_err(io_err("list", &self.dir))?;
-        for entry in entries {
-            let entry = entry.map_err(io_err("list", &self.dir))?;
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
-            let path = entry.path();
-            let stale = if let Some(id) = parse_checkpoint_file_name(name) {
-                id < newest && !ids.contains(&id)
-            } else {
-                temps && (name.starts_with(TMP_PREFIX) || name == MANIFEST_TMP)
-            };
-            if stale {
-                tracing::info!(path = %path.display(), "removing uncommitted or pruned checkpoint file");
-                fs::remove_file(&path).map_err(io_err("remove", &path))?;
-                removed = true;
-            }
+        let stale: Vec<String> = self
+            .backend
+            .list()?
+            .into_iter()
+            .filter(|name| {
+                if let Some(id) = parse_checkpoint_file_name(name) {
+                    id < newest && !ids.contains(&id)
+                } else {
+                    temps && (name.starts_with(TMP_PREFIX) || name == MANIFEST_TMP)
+                }
+            })
+            .collect();
+        for name in &stale {
+            tracing::info!(path = %self.backend.path(name).display(), "removing uncommitted or pruned checkpoint file");
         }
-        if removed {
-            sync_dir(&self.dir)?;
-        }
-        Ok(())
+        self.backend.delete(&stale)
     }
 
     /// Writes `cp` durably, commits it, and prunes checkpoints older than
     /// the last `keep`. Returns the new checkpoint's size and write time.
+    ///
+    /// Refused with [`CheckpointError::Fenced`] when another writer
+    /// changed the manifest since this store opened or last wrote, holds a
+    /// higher epoch, or already wrote a checkpoint object with this id;
+    /// nothing is then written or deleted.
     pub fn write(&self, cp: &Checkpoint) -> Result<CheckpointInfo, CheckpointError> {
         self.write_inner(cp, None)
     }
@@ -487,78 +505,70 @@ impl CheckpointStore {
         fault: Option<Fault>,
     ) -> Result<CheckpointInfo, CheckpointError> {
         let start = Instant::now();
-        let _guard = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let manifest = self.read_manifest()?;
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let (manifest, version) = self.read_manifest()?;
+        if version != *seen {
+            return Err(self.fenced(match &version {
+                Some(_) => format!(
+                    "its manifest was changed by another writer since this store last read it \
+                     (it now lists checkpoints {:?}, owner epoch {})",
+                    manifest.ids, manifest.epoch
+                ),
+                None => "its manifest was deleted since this store last read it".into(),
+            }));
+        }
+        if manifest.epoch > self.epoch {
+            return Err(self.fenced(format!(
+                "its manifest holds owner epoch {}, higher than this writer's",
+                manifest.epoch
+            )));
+        }
         if let Some(&latest) = manifest.ids.last() {
             if cp.id <= latest {
                 return Err(CheckpointError::NonIncreasingId {
                     id: cp.id,
                     latest,
-                    dir: self.dir.clone(),
+                    dir: self.location.clone(),
                 });
             }
         }
         let bytes = format::encode(cp).map_err(|reason| CheckpointError::Encode {
             id: cp.id,
-            dir: self.dir.clone(),
+            dir: self.location.clone(),
             reason,
         })?;
 
-        // 1. temp file, fsynced.
-        let nonce = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let tmp = self
-            .dir
-            .join(format!("{TMP_PREFIX}cp-{:020}-{nonce}", cp.id));
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(io_err("create", &tmp))?;
-        let written = match fault {
-            Some(Fault::CrashMidFile(n)) => {
-                let n = n.min(bytes.len());
-                file.write_all(&bytes[..n]).map_err(io_err("write", &tmp))?;
-                return Err(CheckpointError::SimulatedCrash(Fault::CrashMidFile(n)));
-            }
-            Some(Fault::DiskFullAfter(n)) if n < bytes.len() => file
-                .write_all(&bytes[..n])
-                .and_then(|_| Err(io::Error::other("No space left on device (simulated)"))),
-            _ => file.write_all(&bytes),
+        // 1-2. the checkpoint under its final name.
+        let name = checkpoint_file_name(cp.id);
+        if self.backend.put_new(&name, &bytes, fault)? == PutNew::Exists {
+            return Err(self.fenced(format!(
+                "checkpoint object {name} already exists, written by another writer \
+                 (it is not listed in the manifest)"
+            )));
         }
-        .and_then(|_| file.sync_all());
-        if let Err(source) = written {
-            drop(file);
-            if let Err(e) = fs::remove_file(&tmp) {
-                tracing::warn!(path = %tmp.display(), error = %e, "cannot remove temp file after failed write");
-            }
-            return Err(CheckpointError::Io {
-                op: "write",
-                path: tmp,
-                source,
-            });
-        }
-        drop(file);
-        if fault == Some(Fault::CrashBeforeRename) {
-            return Err(CheckpointError::SimulatedCrash(Fault::CrashBeforeRename));
-        }
-
-        // 2. rename into place.
-        let path = self.checkpoint_path(cp.id);
-        fs::rename(&tmp, &path).map_err(io_err("rename into place", &path))?;
-        sync_dir(&self.dir)?;
         if fault == Some(Fault::CrashBeforeManifest) {
             return Err(CheckpointError::SimulatedCrash(Fault::CrashBeforeManifest));
         }
 
-        // 3. commit: the new manifest.
+        // 3. commit: the new manifest, only over the version read above.
         let mut ids = manifest.ids;
         ids.push(cp.id);
         let drop_n = ids.len().saturating_sub(self.keep);
         ids.drain(..drop_n);
-        let new_manifest = self.commit_manifest(ids, fault)?;
+        let new_manifest = Manifest::new(ids, self.epoch);
+        match self
+            .backend
+            .swap_manifest(&new_manifest.encode(), version.as_ref(), fault)?
+        {
+            Swap::Done(v) => *seen = Some(v),
+            Swap::Conflict => {
+                return Err(self.fenced(format!(
+                    "its manifest was changed by another writer while checkpoint {} was \
+                     committed (the object {name} stays, unlisted)",
+                    cp.id
+                )))
+            }
+        }
         if fault == Some(Fault::CrashBeforePrune) {
             return Err(CheckpointError::SimulatedCrash(Fault::CrashBeforePrune));
         }
@@ -571,7 +581,7 @@ impl CheckpointStore {
         let created = cp.created();
         Ok(CheckpointInfo {
             id: cp.id,
-            path,
+            path: self.backend.path(&name),
             size_bytes: bytes.len() as u64,
             created,
             age: SystemTime::now()
@@ -589,20 +599,13 @@ impl CheckpointStore {
     /// has a fingerprint other than `fingerprint`, returns
     /// [`CheckpointError::Incompatible`]; nothing is ever deleted here.
     pub fn latest_valid(&self, fingerprint: &str) -> Result<Option<Restored>, CheckpointError> {
-        let manifest = self.read_manifest()?;
+        let (manifest, _) = self.read_manifest()?;
         let mut skipped = Vec::new();
         for &id in manifest.ids.iter().rev() {
             let path = self.checkpoint_path(id);
-            let verdict = match fs::read(&path) {
-                Ok(bytes) => format::decode(&bytes, Some(id)),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Err("file is missing".into()),
-                Err(source) => {
-                    return Err(CheckpointError::Io {
-                        op: "read",
-                        path,
-                        source,
-                    })
-                }
+            let verdict = match self.backend.get(&checkpoint_file_name(id))? {
+                Some((bytes, _)) => format::decode(&bytes, Some(id)),
+                None => Err("file is missing".into()),
             };
             match verdict {
                 Ok(checkpoint) => {
@@ -644,38 +647,50 @@ impl CheckpointStore {
     /// The committed checkpoints, oldest first. Reads only each header, so
     /// it does not verify the parts.
     pub fn list(&self) -> Result<Vec<CheckpointInfo>, CheckpointError> {
-        let manifest = self.read_manifest()?;
+        let (manifest, _) = self.read_manifest()?;
         let now = SystemTime::now();
         let mut out = Vec::with_capacity(manifest.ids.len());
         for &id in &manifest.ids {
-            let path = self.checkpoint_path(id);
-            let mut file = match File::open(&path) {
-                Ok(f) => f,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(source) => {
-                    return Err(CheckpointError::Io {
-                        op: "open",
-                        path,
-                        source,
-                    })
-                }
+            let name = checkpoint_file_name(id);
+            let Some(head) = self.backend.head(&name, format::HEADER_PEEK)? else {
+                continue;
             };
-            let meta = file.metadata().map_err(io_err("stat", &path))?;
-            let header = format::read_header(&mut file, Some(id)).ok();
+            let mut header = format::read_header(&mut head.bytes.as_slice(), Some(id)).ok();
+            if header.is_none() && head.bytes.len() == format::HEADER_PEEK {
+                // A header longer than the peek: read the whole object.
+                if let Some((bytes, _)) = self.backend.get(&name)? {
+                    header = format::read_header(&mut bytes.as_slice(), Some(id)).ok();
+                }
+            }
             let created = match &header {
                 Some(h) => UNIX_EPOCH + Duration::from_millis(h.created_ms),
-                None => meta.modified().unwrap_or(UNIX_EPOCH),
+                None => head.modified.unwrap_or(UNIX_EPOCH),
             };
             out.push(CheckpointInfo {
                 id,
-                size_bytes: meta.len(),
+                size_bytes: head.size,
                 created,
                 age: now.duration_since(created).unwrap_or_default(),
                 fingerprint: header.map(|h| h.fingerprint),
                 write_duration: None,
-                path,
+                path: self.backend.path(&name),
             });
         }
         Ok(out)
+    }
+}
+
+/// `url` without a query string or user info, for messages.
+pub(crate) fn object_url_for_messages(url: &str) -> String {
+    let no_query = url.split(['?', '#']).next().unwrap_or(url);
+    match no_query.split_once("://") {
+        Some((scheme, rest)) => match rest.split_once('/') {
+            Some((authority, path)) => {
+                let host = authority.rsplit('@').next().unwrap_or(authority);
+                format!("{scheme}://{host}/{path}")
+            }
+            None => format!("{scheme}://{}", rest.rsplit('@').next().unwrap_or(rest)),
+        },
+        None => no_query.to_string(),
     }
 }

@@ -9,10 +9,9 @@
 //! the ones that do not verify, so that nothing is lost that a person may
 //! want to look at.
 
-use std::fs;
-
+use crate::backend::{Swap, Version};
 use crate::format::{self, Manifest};
-use crate::{io_err, CheckpointError, CheckpointStore};
+use crate::{checkpoint_file_name, CheckpointError, CheckpointStore};
 
 /// What [`CheckpointStore::open`] found and did when the manifest was
 /// missing but checkpoint files were present.
@@ -30,20 +29,24 @@ impl CheckpointStore {
     /// Called by `open` when there is no manifest: lists the checkpoint
     /// files that verify in a new manifest (committed like a write's), or
     /// does nothing when there are no checkpoint files (a new store).
+    #[allow(clippy::type_complexity)]
     pub(crate) fn recover_manifest(
         &self,
-    ) -> Result<(Manifest, Option<ManifestRecovery>), CheckpointError> {
+    ) -> Result<(Manifest, Option<Version>, Option<ManifestRecovery>), CheckpointError> {
         let mut ids = self.checkpoint_files()?;
         if ids.is_empty() {
-            return Ok((Manifest::new(Vec::new()), None));
+            return Ok((Manifest::new(Vec::new(), 0), None, None));
         }
         ids.sort_unstable();
         let mut listed = Vec::new();
         let mut unverified = Vec::new();
         for id in ids {
             let path = self.checkpoint_path(id);
-            let bytes = fs::read(&path).map_err(io_err("read", &path))?;
-            match format::decode(&bytes, Some(id)) {
+            let verdict = match self.backend.get(&checkpoint_file_name(id))? {
+                Some((bytes, _)) => format::decode(&bytes, Some(id)),
+                None => Err("file vanished while the manifest was rebuilt".into()),
+            };
+            match verdict {
                 Ok(_) => listed.push(id),
                 Err(reason) => {
                     tracing::warn!(
@@ -56,14 +59,26 @@ impl CheckpointStore {
                 }
             }
         }
-        let manifest = self.commit_manifest(listed.clone(), None)?;
+        let manifest = Manifest::new(listed.clone(), 0);
+        let version = match self.backend.swap_manifest(&manifest.encode(), None, None)? {
+            Swap::Done(v) => v,
+            Swap::Conflict => {
+                return Err(self.fenced(
+                    "another writer created a manifest while this one rebuilt the lost one".into(),
+                ))
+            }
+        };
         tracing::warn!(
-            dir = %self.dir.display(),
+            store = %self.describe(),
             listed = ?listed,
             unverified = unverified.len(),
             "the checkpoint manifest was missing; rebuilt it from the checkpoint files that verify"
         );
-        Ok((manifest, Some(ManifestRecovery { listed, unverified })))
+        Ok((
+            manifest,
+            Some(version),
+            Some(ManifestRecovery { listed, unverified }),
+        ))
     }
 
     /// `skipped` (newest first) with the files that did not verify when the

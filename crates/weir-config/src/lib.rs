@@ -203,8 +203,13 @@ pub const TASK_PLACEHOLDER: &str = "{task}";
 /// The `[checkpoint]` table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckpointSettings {
-    /// Directory of the checkpoint store.
+    /// Directory of the checkpoint store (`dir = "..."`); empty when the
+    /// store is at `url`.
     pub dir: PathBuf,
+    /// The checkpoint store as a URL (`url = "s3://bucket/prefix"`,
+    /// `gs://`, `az://`, `file:///abs/dir`, `memory:///`); `None` for a
+    /// directory.
+    pub url: Option<String>,
     /// Time between checkpoints, in ms.
     pub interval_ms: u64,
     /// Number of completed checkpoints kept.

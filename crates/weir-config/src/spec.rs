@@ -28,7 +28,10 @@ pub(crate) struct FileSpec {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CheckpointSpec {
-    pub dir: String,
+    #[serde(default)]
+    pub dir: Option<String>,
+    #[serde(default)]
+    pub url: Option<String>,
     #[serde(default)]
     pub interval: Option<String>,
     #[serde(default)]

@@ -129,7 +129,10 @@ impl Recovery {
                 next_id: 1,
             });
         };
-        let store = CheckpointStore::open(&c.dir, c.keep)?;
+        let store = match &c.url {
+            Some(url) => CheckpointStore::open_url(url, c.keep, 0)?,
+            None => CheckpointStore::open(&c.dir, c.keep)?,
+        };
         let restore = restore(&store, &p.fingerprint())?;
         // Barrier ids continue after every id the store lists or has a file
         // for, including skipped ones (damaged, or listed with the file

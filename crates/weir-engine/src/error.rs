@@ -144,7 +144,11 @@ impl EngineError {
             EngineError::Log { source, .. } => log_class(source),
             EngineError::Store(e) => match e {
                 weir_checkpoint::CheckpointError::Io { source, .. } => io_class(source),
-                weir_checkpoint::CheckpointError::Incompatible { .. } => ErrorClass::Config,
+                weir_checkpoint::CheckpointError::Incompatible { .. }
+                | weir_checkpoint::CheckpointError::Location { .. } => ErrorClass::Config,
+                // Another owner took the store over: this run is stale and
+                // stops; the store itself is intact.
+                weir_checkpoint::CheckpointError::Fenced { .. } => ErrorClass::External,
                 _ => ErrorClass::External,
             },
             EngineError::Staged { .. } => ErrorClass::External,
@@ -285,6 +289,22 @@ mod tests {
         assert_eq!(
             EngineError::Panicked { thread: "shard" }.class(),
             ErrorClass::Internal
+        );
+        // A stale owner of a checkpoint store stops; a supervisor may
+        // start it again later (it is refused while another owns it).
+        let fenced = EngineError::Store(weir_checkpoint::CheckpointError::Fenced {
+            store: "s3://state/task-0".into(),
+            epoch: 0,
+            what: "its manifest was changed by another writer".into(),
+        });
+        assert_eq!(fenced.class(), ErrorClass::External);
+        assert_eq!(
+            EngineError::Store(weir_checkpoint::CheckpointError::Location {
+                location: "ftp://host/cp".into(),
+                reason: "unsupported scheme".into(),
+            })
+            .class(),
+            ErrorClass::Config
         );
     }
 

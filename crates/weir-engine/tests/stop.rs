@@ -25,6 +25,7 @@ fn pipeline(dir: &Path, checkpoints: bool) -> Pipeline {
     let mut p = pipelines::load_example("pipeline.toml", dir);
     p.checkpoint = checkpoints.then(|| CheckpointSettings {
         dir: dir.join("checkpoints"),
+        url: None,
         interval_ms: 20,
         keep: 3,
     });

@@ -2,7 +2,7 @@
 //! fraud example with overrides), child processes killed on drop, free
 //! ports, waiting for a condition, owned output rows for sink tests,
 //! private brokers to kill and restart, fraud-v1 reference checks and a
-//! small tmpfs for full-disk tests.
+//! small tmpfs for full-disk tests, and a private S3 server (moto).
 //!
 //! Only tests use it (it is a dev-dependency of the other crates and is
 //! not published). Helpers panic with a message saying what failed, as a
@@ -12,6 +12,7 @@
 
 pub mod brokers;
 pub mod fraud;
+pub mod moto;
 pub mod names;
 pub mod net;
 pub mod pipelines;

@@ -108,6 +108,7 @@ pub fn fraud_with(dir: &Path, source: SourceKind, sink: SinkKind, checkpoints: b
     p.sinks[0].kind = sink;
     p.checkpoint = checkpoints.then(|| CheckpointSettings {
         dir: dir.join("checkpoints"),
+        url: None,
         interval_ms: 100,
         keep: 3,
     });

@@ -105,6 +105,34 @@ pub(super) fn check_checkpoint(
             }
         },
     };
+    let (dir, url) = match (&spec.dir, &spec.url) {
+        (Some(dir), None) => (resolve(base_dir, dir), None),
+        (None, Some(url)) => match check_url(url) {
+            Ok(()) => (std::path::PathBuf::new(), Some(url.clone())),
+            Err(e) => {
+                c.at("checkpoint.url".into(), &span, "url", e);
+                return None;
+            }
+        },
+        (Some(_), Some(_)) => {
+            c.at(
+                "checkpoint.url".into(),
+                &span,
+                "url",
+                "`dir` and `url` are mutually exclusive: give a directory or an object-store URL, not both",
+            );
+            return None;
+        }
+        (None, None) => {
+            c.at(
+                "checkpoint".into(),
+                &span,
+                "",
+                "needs `dir` (a directory) or `url` (an object-store URL such as \"s3://bucket/prefix\")",
+            );
+            return None;
+        }
+    };
     let keep = spec.keep.unwrap_or(3);
     if !(1..=1000).contains(&keep) {
         c.at(
@@ -131,10 +159,42 @@ pub(super) fn check_checkpoint(
         }
     }
     Some(CheckpointSettings {
-        dir: resolve(base_dir, &spec.dir),
+        dir,
+        url,
         interval_ms,
         keep: keep as usize,
     })
+}
+
+/// The URL schemes `object_store` (and the directory store) understand.
+const URL_SCHEMES: &[&str] = &[
+    "s3", "s3a", "gs", "az", "adl", "azure", "abfs", "abfss", "https", "file", "memory",
+];
+
+/// Checks the form of a checkpoint store URL; whether this build can reach
+/// it (the `object-store` feature) and the credentials are checked when the
+/// store opens.
+fn check_url(url: &str) -> Result<(), String> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err(format!(
+            "{url:?} is not a URL; expected e.g. \"s3://bucket/prefix\" (use `dir` for a directory)"
+        ));
+    };
+    if !URL_SCHEMES.contains(&scheme) {
+        return Err(format!(
+            "unsupported scheme {scheme:?}; expected one of {}",
+            URL_SCHEMES.join(", ")
+        ));
+    }
+    if scheme == "file" && !rest.starts_with('/') {
+        return Err(
+            "a file URL needs an absolute path, e.g. \"file:///var/lib/weir/checkpoints\"".into(),
+        );
+    }
+    if scheme != "file" && scheme != "memory" && rest.split('/').next().unwrap_or("").is_empty() {
+        return Err(format!("{url:?} names no bucket or container"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -212,11 +272,48 @@ mod tests {
     fn checkpoint_problems() {
         check(&[
             case(
-                "no directory",
+                "no directory and no url",
                 replayable(&with_table("[checkpoint]\nkeep = 2")),
                 "checkpoint",
-                Some("keep = 2"),
-                "missing field `dir`",
+                Some("[checkpoint]"),
+                "needs `dir` (a directory) or `url` (an object-store URL such as \"s3://bucket/prefix\")",
+            ),
+            case(
+                "both a directory and a url",
+                replayable(&with_table(
+                    "[checkpoint]\ndir = \"cp\"\nurl = \"s3://bucket/cp\"",
+                )),
+                "checkpoint.url",
+                Some("url ="),
+                "`dir` and `url` are mutually exclusive: give a directory or an object-store URL, not both",
+            ),
+            case(
+                "a url that is no url",
+                replayable(&with_table("[checkpoint]\nurl = \"bucket/cp\"")),
+                "checkpoint.url",
+                Some("url ="),
+                "\"bucket/cp\" is not a URL; expected e.g. \"s3://bucket/prefix\" (use `dir` for a directory)",
+            ),
+            case(
+                "an unknown scheme",
+                replayable(&with_table("[checkpoint]\nurl = \"ftp://host/cp\"")),
+                "checkpoint.url",
+                Some("url ="),
+                "unsupported scheme \"ftp\"; expected one of s3, s3a, gs, az, adl, azure, abfs, abfss, https, file, memory",
+            ),
+            case(
+                "a relative file url",
+                replayable(&with_table("[checkpoint]\nurl = \"file://cp\"")),
+                "checkpoint.url",
+                Some("url ="),
+                "a file URL needs an absolute path, e.g. \"file:///var/lib/weir/checkpoints\"",
+            ),
+            case(
+                "an s3 url without a bucket",
+                replayable(&with_table("[checkpoint]\nurl = \"s3:///cp\"")),
+                "checkpoint.url",
+                Some("url ="),
+                "\"s3:///cp\" names no bucket or container",
             ),
             case(
                 "zero interval",
@@ -268,8 +365,26 @@ mod tests {
             p.checkpoint,
             Some(crate::CheckpointSettings {
                 dir: std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("cp"),
+                url: None,
                 interval_ms: 2000,
                 keep: 5,
+            })
+        );
+    }
+
+    #[test]
+    fn a_checkpoint_url_is_read() {
+        let text = replayable(&with_table(
+            "[checkpoint]\nurl = \"s3://weir-state/fraud/task-3\"\nkeep = 2",
+        ));
+        let p = parse(&text).expect("valid");
+        assert_eq!(
+            p.checkpoint,
+            Some(crate::CheckpointSettings {
+                dir: std::path::PathBuf::new(),
+                url: Some("s3://weir-state/fraud/task-3".into()),
+                interval_ms: 1000,
+                keep: 2,
             })
         );
     }

@@ -171,10 +171,22 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, Engin
     let on_first_record = options.on_first_record.clone();
     std::thread::scope(|scope| -> Result<RunSummary, EngineError> {
         let mut threads = Threads::new(scope);
+        // The source looks at this stop; a checkpoint that cannot be
+        // written (a store fenced by a newer owner, a store that fails)
+        // requests it, so the run ends — with the checkpoint's error —
+        // instead of going on without checkpoints.
+        let run_stop = options.stop.clone().unwrap_or_default();
         let checkpoints = match coordinator {
-            Some(c) => Some(threads.spawn("weir-checkpoint", "checkpoint", move || {
-                c.run(coord_rx, report)
-            })?),
+            Some(c) => {
+                let stop = run_stop.clone();
+                Some(threads.spawn("weir-checkpoint", "checkpoint", move || {
+                    let result = c.run(coord_rx, report);
+                    if result.is_err() {
+                        stop.request();
+                    }
+                    result
+                })?)
+            }
             None => None,
         };
         let producers = plan.workers + if plan.keyed { plan.shards } else { 0 };
@@ -261,7 +273,7 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, Engin
             }
             m.recovered_part();
         }
-        let stop = options.stop.clone();
+        let stop = Some(run_stop);
         let read = match (connector.take(), bytes) {
             (Some(c), _) => {
                 let cutter =
