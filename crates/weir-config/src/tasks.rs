@@ -69,7 +69,10 @@ impl Pipeline {
             *stream = with_task(stream, index);
         }
         if let Some(cp) = &mut p.checkpoint {
-            cp.dir = cp.dir.join(format!("task-{index}"));
+            match &mut cp.url {
+                Some(url) => *url = format!("{}/task-{index}", url.trim_end_matches('/')),
+                None => cp.dir = cp.dir.join(format!("task-{index}")),
+            }
         }
         Some(p)
     }

@@ -118,7 +118,7 @@ pub(crate) struct Recovery {
 impl Recovery {
     /// Opens the store and restores the newest valid checkpoint, before
     /// anything else opens.
-    pub(crate) fn open(p: &weir_config::Pipeline) -> Result<Recovery, EngineError> {
+    pub(crate) fn open(p: &weir_config::Pipeline, epoch: u64) -> Result<Recovery, EngineError> {
         let Some(c) = &p.checkpoint else {
             return Ok(Recovery {
                 store: None,
@@ -130,8 +130,8 @@ impl Recovery {
             });
         };
         let store = match &c.url {
-            Some(url) => CheckpointStore::open_url(url, c.keep, 0)?,
-            None => CheckpointStore::open(&c.dir, c.keep)?,
+            Some(url) => CheckpointStore::open_url(url, c.keep, epoch)?,
+            None => CheckpointStore::open_with_epoch(&c.dir, c.keep, epoch)?,
         };
         let restore = restore(&store, &p.fingerprint())?;
         // Barrier ids continue after every id the store lists or has a file

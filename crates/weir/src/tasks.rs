@@ -95,6 +95,9 @@ impl TaskRunner for EngineRunner {
         });
         let options = RunOptions {
             telemetry,
+            // The lease's epoch claims the task's checkpoint store: an
+            // owner that lost the task can no longer commit there.
+            epoch,
             shards: self.shards,
             drain: self.drain,
             stop: Some(stop.clone()),
@@ -193,7 +196,15 @@ pub fn run(p: Pipeline, args: TaskArgs, stop: Stop) -> anyhow::Result<ExitCode> 
         .checkpoint
         .as_ref()
         .context("a pipeline split into tasks has a [checkpoint] table (validation ensures it)")?;
-    let root = checkpoint.dir.join("leases");
+    // Beside the checkpoints when they are in a directory; with an object
+    // store, beside the log stream the tasks read (the members share this
+    // machine either way).
+    let root = match (&checkpoint.url, &p.source.kind) {
+        (Some(_), weir_config::SourceKind::Log { dir, stream, .. }) => {
+            dir.join(stream).join(format!(".leases-{}", p.name))
+        }
+        _ => checkpoint.dir.join("leases"),
+    };
     let leases = LocalLeases::join(&root, &id)
         .with_context(|| format!("cannot join the workers of pipeline {}", p.name))?;
     progress::print_line(&format!(

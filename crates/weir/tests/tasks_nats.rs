@@ -208,3 +208,128 @@ fn workers_sharing_tasks_through_a_nats_bucket_lose_and_duplicate_nothing() {
     );
     eprintln!("{logs}");
 }
+
+/// A worker frozen (SIGSTOP) past its leases' time loses its tasks to the
+/// other worker, which claims their checkpoint stores with a higher epoch;
+/// thawed (SIGCONT), the stale owner must not commit anything: its
+/// renewals are refused and its checkpoints fenced. The alerts still equal
+/// the reference exactly.
+#[test]
+fn a_frozen_owner_is_fenced_when_it_wakes() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir.join("nats")).expect("nats dir");
+    let server = Broker::nats_server(&dir.join("nats"));
+    let port = server.port();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let js = setup(&rt, port);
+    std::fs::write(dir.join("pipeline.toml"), pipeline_text(port)).expect("pipeline");
+    let producer = produce(&rt, &js, 60);
+
+    let mut w1 = worker(dir, "w1");
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut w2 = worker(dir, "w2");
+    std::thread::sleep(Duration::from_millis(1000));
+    signal(&w1, "-STOP");
+    std::thread::sleep(Duration::from_millis(3500));
+    signal(&w1, "-CONT");
+    producer.join().expect("producer");
+
+    let expected = reference(EVENTS);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while all_alerts(dir).len() < expected.len() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    signal(&w1, "-TERM");
+    signal(&w2, "-TERM");
+    let _ = w1.wait();
+    let status = w2.wait().expect("wait");
+    let logs = logs(dir);
+    assert!(status.success(), "w2 exited with {status}\n{logs}");
+    let got = all_alerts(dir);
+    if got != expected {
+        eprintln!("{logs}");
+    }
+    assert_exact(&got, &expected, "alerts of all tasks");
+    // w2 took tasks over while w1 was frozen, and w1 learnt it on waking.
+    assert!(
+        logs.contains("(restored checkpoint"),
+        "no task moved:\n{logs}"
+    );
+    assert!(logs.contains("lost the lease of a running task"), "{logs}");
+    eprintln!("{logs}");
+}
+
+fn signal(w: &Running, which: &str) {
+    let sent = std::process::Command::new("kill")
+        .args([which, &w.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(sent.success());
+}
+
+/// The JetStream context of the private server on `port`, with stream TX
+/// capturing tx.*.
+fn setup(rt: &tokio::runtime::Runtime, port: u16) -> async_nats::jetstream::Context {
+    let url = format!("nats://127.0.0.1:{port}");
+    rt.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let js = loop {
+            match async_nats::connect(&url).await {
+                Ok(c) => break async_nats::jetstream::new(c),
+                Err(e) if Instant::now() > deadline => panic!("cannot connect to {url}: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
+        loop {
+            let made = js
+                .create_stream(async_nats::jetstream::stream::Config {
+                    name: "TX".into(),
+                    subjects: vec!["tx.*".into()],
+                    storage: async_nats::jetstream::stream::StorageType::File,
+                    ..Default::default()
+                })
+                .await;
+            match made {
+                Ok(_) => break js,
+                Err(e) if Instant::now() > deadline => panic!("cannot create stream TX: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    })
+}
+
+/// Publishes the fraud-v1 events, 500 at a time every `pause_ms`, each to
+/// its card's task subject.
+fn produce(
+    rt: &tokio::runtime::Runtime,
+    js: &async_nats::jetstream::Context,
+    pause_ms: u64,
+) -> std::thread::JoinHandle<()> {
+    let records = events(EVENTS);
+    let js = js.clone();
+    let handle = rt.handle().clone();
+    std::thread::spawn(move || {
+        for chunk in records.chunks(500) {
+            handle.block_on(async {
+                let mut acks = Vec::with_capacity(chunk.len());
+                for e in chunk {
+                    let subject = format!("tx.{}", partition_of(e));
+                    acks.push(
+                        js.publish(subject, e.clone().into())
+                            .await
+                            .expect("publish"),
+                    );
+                }
+                for a in acks {
+                    a.await.expect("publish ack");
+                }
+            });
+            std::thread::sleep(Duration::from_millis(pause_ms));
+        }
+    })
+}

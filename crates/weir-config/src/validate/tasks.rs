@@ -196,6 +196,19 @@ path = "out/alerts-{task}.jsonl"
             panic!("a file sink")
         };
         assert!(path.ends_with("out/alerts-1.jsonl"), "{path:?}");
+        // A store at a URL: the task's under its own prefix.
+        let at_url = parse(&patched(
+            &split(),
+            "dir = \"cp\"",
+            "url = \"s3://bucket/cp/\"",
+        ))
+        .expect("valid");
+        let cp = at_url
+            .for_task(2)
+            .expect("task 2")
+            .checkpoint
+            .expect("checkpoint");
+        assert_eq!(cp.url.as_deref(), Some("s3://bucket/cp/task-2"));
         // A NATS source's task reads its subject through its own consumer.
         let nats = parse(&patched(
             &split(),

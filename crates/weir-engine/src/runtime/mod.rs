@@ -104,6 +104,10 @@ pub struct RunOptions {
     /// source stops reading, a final checkpoint is taken, sinks and dead
     /// letters are flushed and committed, and `run` returns the summary.
     pub stop: Option<Stop>,
+    /// The owner epoch the checkpoint store is opened with (a task's lease
+    /// epoch): a store a newer owner claimed refuses this run, and this
+    /// run's claim fences every older owner's writes. 0: no claim.
+    pub epoch: u64,
 }
 
 /// Runs a pipeline to the end of its input, or until a stop is requested.
@@ -117,7 +121,7 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, Engin
     let counters = Counters::new(pipeline, metrics.clone());
 
     // Checkpoints: restore the newest valid one before anything opens.
-    let recovery = Recovery::open(pipeline)?;
+    let recovery = Recovery::open(pipeline, options.epoch)?;
     // The source opens before anything else: a broker that cannot be
     // reached or a missing file fails the run at once, before any output
     // is touched.
