@@ -5,13 +5,13 @@
 //! equal the reference exactly (nothing lost, nothing twice), and no
 //! record is a dead letter (each task read only its own keys, in order).
 
-use std::fs::File;
-use std::path::Path;
+mod common;
+
 use std::time::{Duration, Instant};
 
-use weir_test_support::fraud::{alerts_in_file, assert_exact, events, reference};
+use common::split::{alerts_of_tasks, signal, worker, worker_logs as logs};
+use weir_test_support::fraud::{assert_exact, events, reference};
 use weir_test_support::pipelines::{fraud_text_following_log, replace_once};
-use weir_test_support::process::{start, Running};
 
 const EVENTS: u64 = 60_000;
 const TASKS: u32 = 3;
@@ -19,11 +19,7 @@ const KEY_GROUPS: u32 = 128;
 
 /// The partition a producer writes a transaction to: its card's task.
 fn partition_of(event: &[u8]) -> u32 {
-    let v: serde_json::Value = serde_json::from_slice(event).expect("event JSON");
-    let card = v["card_id"].as_u64().expect("card_id");
-    // u64 keys hash by their bit pattern, as the engine's key_by does.
-    let group = weir_engine::hash::key_group(weir_engine::hash::mix64(card), KEY_GROUPS);
-    weir_config::task_of_group(group, KEY_GROUPS, TASKS)
+    common::split::partition_of(event, KEY_GROUPS, TASKS)
 }
 
 fn pipeline_text() -> String {
@@ -44,52 +40,6 @@ fn pipeline_text() -> String {
         "out/dead_letter.jsonl",
         "out/dead_letter-{task}.jsonl",
     )
-}
-
-fn worker(dir: &Path, id: &str, extra: &[&str]) -> Running {
-    let log = File::create(dir.join(format!("{id}.log"))).expect("log file");
-    let mut args = vec!["run", "pipeline.toml", "--member-id", id];
-    args.extend_from_slice(extra);
-    start(env!("CARGO_BIN_EXE_weir"), &args, dir, log)
-}
-
-/// `GET path` of a local endpoint: the body of a 200 answer.
-fn get(port: u16, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send");
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).expect("read");
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    answer
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default()
-}
-
-fn all_alerts(dir: &Path) -> Vec<weir_test_support::fraud::Alert> {
-    let mut all = Vec::new();
-    for t in 0..TASKS {
-        let path = dir.join(format!("out/alerts-{t}.jsonl"));
-        if path.exists() {
-            all.extend(alerts_in_file(&path));
-        }
-    }
-    all.sort_unstable();
-    all
-}
-
-fn logs(dir: &Path) -> String {
-    let mut out = String::new();
-    for id in ["w1", "w2", "w3", "w4"] {
-        let text = std::fs::read_to_string(dir.join(format!("{id}.log"))).unwrap_or_default();
-        out.push_str(&format!("--- {id}\n{text}"));
-    }
-    out
 }
 
 #[test]
@@ -141,13 +91,15 @@ fn workers_killed_and_added_share_the_tasks_without_loss_or_duplicates() {
 
     let expected = reference(EVENTS);
     let deadline = Instant::now() + Duration::from_secs(60);
-    while all_alerts(dir).len() < expected.len() && Instant::now() < deadline {
+    while alerts_of_tasks(dir, TASKS).len() < expected.len() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
     // w3's endpoint: ready, and the series of each task it runs labelled
     // with the task.
-    assert_eq!(get(port, "/readyz"), "ready\n");
-    let metrics = get(port, "/metrics");
+    let ready = common::get(port, "/readyz").expect("readyz");
+    assert_eq!(ready, (200, "ready\n".to_string()));
+    let (status, metrics) = common::get(port, "/metrics").expect("metrics");
+    assert_eq!(status, 200);
     let held: Vec<u32> = (0..TASKS)
         .filter(|t| metrics.contains(&format!("weir_source_records_total{{task=\"{t}\",")))
         .collect();
@@ -160,19 +112,14 @@ fn workers_killed_and_added_share_the_tasks_without_loss_or_duplicates() {
         metrics.contains("process_resident_memory_bytes"),
         "{metrics}"
     );
-    for w in [&mut w3, &mut w4] {
-        // SIGTERM: a graceful stop, a last checkpoint.
-        let sent = std::process::Command::new("kill")
-            .args(["-TERM", &w.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(sent.success());
-    }
+    // SIGTERM: a graceful stop, a last checkpoint.
+    signal(&w3, "-TERM");
+    signal(&w4, "-TERM");
     for (id, w) in [("w3", &mut w3), ("w4", &mut w4)] {
         let status = w.wait().expect("wait");
         assert!(status.success(), "{id} exited with {status}\n{}", logs(dir));
     }
-    let got = all_alerts(dir);
+    let got = alerts_of_tasks(dir, TASKS);
     if got != expected {
         eprintln!("{}", logs(dir));
     }
@@ -231,7 +178,7 @@ fn a_pinned_task_has_one_process() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let weir = env!("CARGO_BIN_EXE_weir");
+    let weir = common::WEIR;
     let second = weir_test_support::process::run(
         weir,
         &["run", "pipeline.toml", "--task", "1", "--member-id", "p2"],

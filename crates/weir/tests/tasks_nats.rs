@@ -7,24 +7,23 @@
 
 #![cfg(feature = "nats")]
 
-use std::fs::File;
+mod common;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::split::{alerts_of_tasks, signal, worker_logs as logs};
 use weir_test_support::brokers::Broker;
-use weir_test_support::fraud::{alerts_in_file, assert_exact, events, reference, Alert};
+use weir_test_support::fraud::{assert_exact, events, reference};
 use weir_test_support::pipelines::{fraud_text, replace_once, FRAUD_FILE_SOURCE};
-use weir_test_support::process::{start, Running};
+use weir_test_support::process::Running;
 
 const EVENTS: u64 = 40_000;
 const TASKS: u32 = 3;
 const KEY_GROUPS: u32 = 128;
 
 fn partition_of(event: &[u8]) -> u32 {
-    let v: serde_json::Value = serde_json::from_slice(event).expect("event JSON");
-    let card = v["card_id"].as_u64().expect("card_id");
-    let group = weir_engine::hash::key_group(weir_engine::hash::mix64(card), KEY_GROUPS);
-    weir_config::task_of_group(group, KEY_GROUPS, TASKS)
+    common::split::partition_of(event, KEY_GROUPS, TASKS)
 }
 
 fn pipeline_text(port: u16) -> String {
@@ -50,34 +49,7 @@ fn pipeline_text(port: u16) -> String {
 }
 
 fn worker(dir: &Path, id: &str) -> Running {
-    let log = File::create(dir.join(format!("{id}.log"))).expect("log file");
-    start(
-        env!("CARGO_BIN_EXE_weir"),
-        &["run", "pipeline.toml", "--member-id", id],
-        dir,
-        log,
-    )
-}
-
-fn all_alerts(dir: &Path) -> Vec<Alert> {
-    let mut all = Vec::new();
-    for t in 0..TASKS {
-        let path = dir.join(format!("out/alerts-{t}.jsonl"));
-        if path.exists() {
-            all.extend(alerts_in_file(&path));
-        }
-    }
-    all.sort_unstable();
-    all
-}
-
-fn logs(dir: &Path) -> String {
-    let mut out = String::new();
-    for id in ["w1", "w2", "w3", "w4"] {
-        let text = std::fs::read_to_string(dir.join(format!("{id}.log"))).unwrap_or_default();
-        out.push_str(&format!("--- {id}\n{text}"));
-    }
-    out
+    common::split::worker(dir, id, &[])
 }
 
 #[test]
@@ -92,62 +64,10 @@ fn workers_sharing_tasks_through_a_nats_bucket_lose_and_duplicate_nothing() {
         .enable_all()
         .build()
         .expect("runtime");
-    let url = format!("nats://127.0.0.1:{port}");
-    let js = rt.block_on(async {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            match async_nats::connect(&url).await {
-                Ok(c) => break async_nats::jetstream::new(c),
-                Err(e) if Instant::now() > deadline => panic!("cannot connect to {url}: {e}"),
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
-    });
-    rt.block_on(async {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let made = js
-                .create_stream(async_nats::jetstream::stream::Config {
-                    name: "TX".into(),
-                    subjects: vec!["tx.*".into()],
-                    storage: async_nats::jetstream::stream::StorageType::File,
-                    ..Default::default()
-                })
-                .await;
-            match made {
-                Ok(_) => break,
-                Err(e) if Instant::now() > deadline => panic!("cannot create stream TX: {e}"),
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
-    });
+    let js = setup(&rt, port);
     std::fs::write(dir.join("pipeline.toml"), pipeline_text(port)).expect("pipeline");
-
-    let records = events(EVENTS);
-    let producer = {
-        let js = js.clone();
-        let handle = rt.handle().clone();
-        std::thread::spawn(move || {
-            // About 3 s of traffic, 500 transactions at a time.
-            for chunk in records.chunks(500) {
-                handle.block_on(async {
-                    let mut acks = Vec::with_capacity(chunk.len());
-                    for e in chunk {
-                        let subject = format!("tx.{}", partition_of(e));
-                        acks.push(
-                            js.publish(subject, e.clone().into())
-                                .await
-                                .expect("publish"),
-                        );
-                    }
-                    for a in acks {
-                        a.await.expect("publish ack");
-                    }
-                });
-                std::thread::sleep(Duration::from_millis(35));
-            }
-        })
-    };
+    // About 3 s of traffic.
+    let producer = produce(&rt, &js, 35);
 
     let mut w1 = worker(dir, "w1");
     let mut w2 = worker(dir, "w2");
@@ -162,21 +82,16 @@ fn workers_sharing_tasks_through_a_nats_bucket_lose_and_duplicate_nothing() {
 
     let expected = reference(EVENTS);
     let deadline = Instant::now() + Duration::from_secs(60);
-    while all_alerts(dir).len() < expected.len() && Instant::now() < deadline {
+    while alerts_of_tasks(dir, TASKS).len() < expected.len() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
-    for w in [&w3, &w4] {
-        let sent = std::process::Command::new("kill")
-            .args(["-TERM", &w.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(sent.success());
-    }
+    signal(&w3, "-TERM");
+    signal(&w4, "-TERM");
     for (id, w) in [("w3", &mut w3), ("w4", &mut w4)] {
         let status = w.wait().expect("wait");
         assert!(status.success(), "{id} exited with {status}\n{}", logs(dir));
     }
-    let got = all_alerts(dir);
+    let got = alerts_of_tasks(dir, TASKS);
     let logs = logs(dir);
     if got != expected {
         eprintln!("{logs}");
@@ -241,7 +156,7 @@ fn a_frozen_owner_is_fenced_when_it_wakes() {
 
     let expected = reference(EVENTS);
     let deadline = Instant::now() + Duration::from_secs(60);
-    while all_alerts(dir).len() < expected.len() && Instant::now() < deadline {
+    while alerts_of_tasks(dir, TASKS).len() < expected.len() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
     signal(&w1, "-TERM");
@@ -250,7 +165,7 @@ fn a_frozen_owner_is_fenced_when_it_wakes() {
     let status = w2.wait().expect("wait");
     let logs = logs(dir);
     assert!(status.success(), "w2 exited with {status}\n{logs}");
-    let got = all_alerts(dir);
+    let got = alerts_of_tasks(dir, TASKS);
     if got != expected {
         eprintln!("{logs}");
     }
@@ -262,14 +177,6 @@ fn a_frozen_owner_is_fenced_when_it_wakes() {
     );
     assert!(logs.contains("lost the lease of a running task"), "{logs}");
     eprintln!("{logs}");
-}
-
-fn signal(w: &Running, which: &str) {
-    let sent = std::process::Command::new("kill")
-        .args([which, &w.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(sent.success());
 }
 
 /// The JetStream context of the private server on `port`, with stream TX

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)] // each test file uses its own subset
 
+pub mod split;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
