@@ -45,17 +45,8 @@ fn pipeline_killed_five_times_loses_and_duplicates_nothing() {
         last.starts_with("chaos fraud-v1 "),
         "unexpected last line {last:?}\n{context}"
     );
-    let fields: HashMap<&str, &str> = last
-        .split_whitespace()
-        .filter_map(|f| f.split_once('='))
-        .collect();
-    let num = |k: &str| -> u64 {
-        fields
-            .get(k)
-            .unwrap_or_else(|| panic!("no {k}= in {last:?}"))
-            .parse()
-            .unwrap_or_else(|_| panic!("{k}= is not a number in {last:?}"))
-    };
+    let fields = fields_of(last);
+    let num = |k: &str| number(&fields, k, last);
     let reference = weir_workloads::fraud_v1::score(EVENTS);
     assert_eq!(num("events"), EVENTS, "{context}");
     assert_eq!(num("kills"), KILLS, "{context}");
@@ -117,17 +108,8 @@ fn workers_killed_while_sharing_tasks_lose_and_duplicate_nothing() {
     assert!(out.status.success(), "weir chaos failed\n{context}");
     let last = stdout.lines().last().unwrap_or_default();
     assert!(last.starts_with("chaos fraud-v1 workers=3 "), "{context}");
-    let fields: HashMap<&str, &str> = last
-        .split_whitespace()
-        .filter_map(|f| f.split_once('='))
-        .collect();
-    let num = |k: &str| -> u64 {
-        fields
-            .get(k)
-            .unwrap_or_else(|| panic!("no {k}= in {last:?}"))
-            .parse()
-            .unwrap_or_else(|_| panic!("{k}= is not a number in {last:?}"))
-    };
+    let fields = fields_of(last);
+    let num = |k: &str| number(&fields, k, last);
     let reference = weir_workloads::fraud_v1::score(EVENTS);
     assert_eq!(num("tasks"), 6, "{context}");
     assert_eq!(num("kills"), 2, "{context}");
@@ -141,4 +123,20 @@ fn workers_killed_while_sharing_tasks_lose_and_duplicate_nothing() {
     assert!(num("move_max_ms") >= num("move_p50_ms"), "{context}");
     assert!(num("seconds") >= 3, "{context}");
     assert!(!work.exists(), "{context}");
+}
+
+/// The `key=value` fields of a summary line.
+fn fields_of(line: &str) -> HashMap<&str, &str> {
+    line.split_whitespace()
+        .filter_map(|f| f.split_once('='))
+        .collect()
+}
+
+/// Field `key` of the summary `line` as a number; panics naming it.
+fn number(fields: &HashMap<&str, &str>, key: &str, line: &str) -> u64 {
+    fields
+        .get(key)
+        .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
+        .parse()
+        .unwrap_or_else(|_| panic!("{key}= is not a number in {line:?}"))
 }

@@ -56,16 +56,7 @@ fn worker(dir: &Path, id: &str) -> Running {
 fn workers_sharing_tasks_through_a_nats_bucket_lose_and_duplicate_nothing() {
     let tmp = tempfile::tempdir().expect("temp dir");
     let dir = tmp.path();
-    std::fs::create_dir_all(dir.join("nats")).expect("nats dir");
-    let server = Broker::nats_server(&dir.join("nats"));
-    let port = server.port();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let js = setup(&rt, port);
-    std::fs::write(dir.join("pipeline.toml"), pipeline_text(port)).expect("pipeline");
+    let (_server, rt, js) = start_nats(dir);
     // About 3 s of traffic.
     let producer = produce(&rt, &js, 35);
 
@@ -133,16 +124,7 @@ fn workers_sharing_tasks_through_a_nats_bucket_lose_and_duplicate_nothing() {
 fn a_frozen_owner_is_fenced_when_it_wakes() {
     let tmp = tempfile::tempdir().expect("temp dir");
     let dir = tmp.path();
-    std::fs::create_dir_all(dir.join("nats")).expect("nats dir");
-    let server = Broker::nats_server(&dir.join("nats"));
-    let port = server.port();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let js = setup(&rt, port);
-    std::fs::write(dir.join("pipeline.toml"), pipeline_text(port)).expect("pipeline");
+    let (_server, rt, js) = start_nats(dir);
     let producer = produce(&rt, &js, 60);
 
     let mut w1 = worker(dir, "w1");
@@ -177,6 +159,29 @@ fn a_frozen_owner_is_fenced_when_it_wakes() {
     );
     assert!(logs.contains("lost the lease of a running task"), "{logs}");
     eprintln!("{logs}");
+}
+
+/// A private nats-server storing in `dir/nats`, a runtime for the test's
+/// client, and its JetStream context with stream TX; the pipeline written
+/// to `dir/pipeline.toml`.
+fn start_nats(
+    dir: &Path,
+) -> (
+    Broker,
+    tokio::runtime::Runtime,
+    async_nats::jetstream::Context,
+) {
+    std::fs::create_dir_all(dir.join("nats")).expect("nats dir");
+    let server = Broker::nats_server(&dir.join("nats"));
+    let port = server.port();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let js = setup(&rt, port);
+    std::fs::write(dir.join("pipeline.toml"), pipeline_text(port)).expect("pipeline");
+    (server, rt, js)
 }
 
 /// The JetStream context of the private server on `port`, with stream TX
