@@ -53,6 +53,12 @@ pub(crate) fn open_source(
         #[cfg(feature = "mqtt")]
         SourceKind::Mqtt(c) => weir_mqtt::open_source(name, c, start, drain),
         #[cfg(feature = "kafka")]
+        SourceKind::Kafka(_) if p.task.is_some() => Err(ConnectError::Config(
+            "a task's kafka source reads through its process's consumer group member \
+             (weir run joins the group; see weir_kafka::KafkaGroup)"
+                .into(),
+        )),
+        #[cfg(feature = "kafka")]
         SourceKind::Kafka(c) => weir_kafka::open_source(name, c, start, drain),
         #[allow(unreachable_patterns)] // reachable in builds without a connector
         other => return Err(not_built(&format!("source {name}"), source_kind(other))),

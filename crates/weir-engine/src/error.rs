@@ -186,6 +186,15 @@ impl EngineError {
         }
     }
 
+    /// Whether a newer owner claimed the run's checkpoint store: the run
+    /// no longer owns its task (nothing it wrote after the claim counts).
+    pub fn is_fenced(&self) -> bool {
+        matches!(
+            self,
+            EngineError::Store(weir_checkpoint::CheckpointError::Fenced { .. })
+        )
+    }
+
     pub(crate) fn source(name: &str, source: ConnectError) -> Self {
         EngineError::Connector {
             component: format!("source {name}"),

@@ -29,5 +29,6 @@ pub mod txn_file;
 pub use checkpointing::{CheckpointReport, CheckpointStat};
 pub use error::{EngineError, ErrorClass};
 pub use runtime::{
-    run, Arrival, ConnectorReport, FirstRecord, Input, RunOptions, RunSummary, StepCount, Stop,
+    run, Arrival, ConnectorReport, FirstRecord, Input, OpenConnector, RunOptions, RunSummary,
+    StepCount, Stop,
 };

@@ -5,6 +5,10 @@
 //!   topic and reads it `read_committed`; positions are Kafka partitions and
 //!   offsets, so replays from a checkpoint are exact. Offsets are committed
 //!   to the consumer group once a checkpoint holding them is durable.
+//! - A pipeline split into tasks (`settings.tasks`) shares them among
+//!   processes through the consumer group ([`KafkaGroup`], cooperative
+//!   rebalancing): task N reads partition N through its own consumer
+//!   ([`open_task_source`]).
 //! - The sink ([`open_sink`]) writes each output row as a record keyed by
 //!   its output id (8 bytes, big-endian) with the row's JSON object as
 //!   value, either in one transaction per epoch with a read-back that keeps
@@ -16,7 +20,10 @@
 
 use weir_connect::{ConnectError, SinkConnector, SourceConnector};
 
+pub use group::{Assigned, KafkaGroup, OnRevoke};
+
 mod client;
+mod group;
 mod part;
 mod readback;
 mod sink;
@@ -31,7 +38,31 @@ pub fn open_source(
     start: Option<&[u64]>,
     drain: bool,
 ) -> Result<Box<dyn SourceConnector>, ConnectError> {
-    Ok(Box::new(source::open(name, config, start, drain)?))
+    Ok(Box::new(source::open(
+        name,
+        config,
+        start,
+        drain,
+        source::Scope::default(),
+    )?))
+}
+
+/// Opens task `task`'s source for a member of `group`: partition `task`
+/// only, at `start` (the task's checkpoint) or the group's committed
+/// offset, committing through `group` (see [`KafkaGroup`]).
+pub fn open_task_source(
+    name: &str,
+    config: &weir_config::KafkaSource,
+    task: u32,
+    group: &KafkaGroup,
+    start: Option<&[u64]>,
+    drain: bool,
+) -> Result<Box<dyn SourceConnector>, ConnectError> {
+    let scope = source::Scope {
+        task: Some(task),
+        group: Some(group.clone()),
+    };
+    Ok(Box::new(source::open(name, config, start, drain, scope)?))
 }
 
 /// Opens the sink; `checkpointing` tells whether checkpoints run, and

@@ -1,8 +1,13 @@
-//! The Kafka source: every partition of one topic, assigned by weir.
+//! The Kafka source: every partition of one topic, assigned by weir, or
+//! one task's partition of a pipeline split into tasks.
 //!
-//! weir assigns itself all partitions (no consumer-group rebalancing): one
-//! pipeline instance owns the topic, as its keyed state is not split by
-//! source partition. A record's partition is its Kafka partition and its
+//! An unsplit pipeline assigns itself all partitions (no consumer-group
+//! rebalancing): one pipeline instance owns the topic, as its keyed state
+//! is not split by source partition. A task reads only its partition; which
+//! process runs it is the consumer group's decision (`crate::group`), and
+//! its offsets are committed through that process's group member.
+//!
+//! A record's partition is its Kafka partition and its
 //! offset its Kafka offset, so a replay from a checkpoint's offsets yields
 //! the same positions. Under `read_committed` (the default) transaction
 //! markers and aborted records are skipped, which leaves gaps in offsets;
@@ -70,6 +75,22 @@ impl Drain {
     }
 }
 
+/// Which partitions a source reads, and who commits its offsets.
+#[derive(Default)]
+pub(crate) struct Scope {
+    /// One task's partition (else all of them).
+    pub task: Option<u32>,
+    /// The group member that owns the task: offsets are committed through
+    /// it (a consumer outside the group's membership may not commit).
+    pub group: Option<crate::KafkaGroup>,
+}
+
+impl Scope {
+    fn reads(&self, partition: usize) -> bool {
+        self.task.is_none_or(|t| t as usize == partition)
+    }
+}
+
 pub(crate) struct KafkaSourceConnector {
     label: String,
     topic: String,
@@ -88,6 +109,7 @@ pub(crate) struct KafkaSourceConnector {
     /// notice they are back on a topic with nothing new to read.
     probe: Backoff,
     next_probe: Option<Instant>,
+    scope: Arc<Scope>,
 }
 
 pub(crate) fn open(
@@ -95,8 +117,12 @@ pub(crate) fn open(
     config: &weir_config::KafkaSource,
     start: Option<&[u64]>,
     drain: bool,
+    scope: Scope,
 ) -> Result<KafkaSourceConnector, ConnectError> {
-    let label = format!("kafka source {name:?}");
+    let label = match scope.task {
+        Some(t) => format!("kafka source {name:?} (task {t})"),
+        None => format!("kafka source {name:?}"),
+    };
     let status = Arc::new(ConnectorStatus::default());
     status.set(ConnectionState::Connecting);
     let mut client = client_config(
@@ -133,6 +159,12 @@ pub(crate) fn open(
             connect_error(context, "metadata request", &e)
         })?;
     let partitions = partition_count(&metadata, &config.topic, &config.brokers)?;
+    if let Some(task) = scope.task.filter(|&t| t as usize >= partitions) {
+        return Err(ConnectError::Config(format!(
+            "task {task} reads partition {task} of kafka topic {:?}, which has {partitions}",
+            config.topic
+        )));
+    }
     let broker_error = |what: &str, e: KafkaError| ConnectError::Broker {
         address: config.brokers.clone(),
         message: format!("{what} of kafka topic {:?}: {e}", config.topic),
@@ -157,21 +189,32 @@ pub(crate) fn open(
                         config.topic
                     ))
                 })?;
-                assignment
-                    .add_partition_offset(&config.topic, partition as i32, Offset::Offset(offset))
-                    .map_err(|e| broker_error("assignment", e))?;
+                if scope.reads(partition) {
+                    assignment
+                        .add_partition_offset(
+                            &config.topic,
+                            partition as i32,
+                            Offset::Offset(offset),
+                        )
+                        .map_err(|e| broker_error("assignment", e))?;
+                }
                 next.push(offset as u64);
             }
         }
         None => {
             let mut wanted = TopicPartitionList::with_capacity(partitions);
-            for partition in 0..partitions {
+            for partition in (0..partitions).filter(|&p| scope.reads(p)) {
                 wanted.add_partition(&config.topic, partition as i32);
             }
             let committed = consumer
                 .committed_offsets(wanted, REQUEST_TIMEOUT)
                 .map_err(|e| broker_error("committed offsets of the consumer group", e))?;
             for partition in 0..partitions {
+                if !scope.reads(partition) {
+                    // Another task's: never read, never committed.
+                    next.push(0);
+                    continue;
+                }
                 // No committed offset (`Invalid`) starts at the earliest,
                 // made concrete as the log start offset now, so that the
                 // position is a real offset before any record arrives.
@@ -200,6 +243,10 @@ pub(crate) fn open(
     let drain = if drain {
         let mut ends = Vec::with_capacity(partitions);
         for partition in 0..partitions {
+            if !scope.reads(partition) {
+                ends.push(0);
+                continue;
+            }
             let (_, high) = consumer
                 .fetch_watermarks(&config.topic, partition as i32, REQUEST_TIMEOUT)
                 .map_err(|e| broker_error(&format!("end offset of partition {partition}"), e))?;
@@ -210,9 +257,10 @@ pub(crate) fn open(
             remaining: partitions,
             ends,
         };
-        // A partition whose start is already at its end is done.
+        // A partition whose start is already at its end is done, and so
+        // is one this source does not read.
         for (partition, &start) in next.iter().enumerate() {
-            if start as i64 >= drain.ends[partition] {
+            if !scope.reads(partition) || start as i64 >= drain.ends[partition] {
                 drain.reach(partition);
             }
         }
@@ -227,8 +275,12 @@ pub(crate) fn open(
     status.set(ConnectionState::Connected);
     tracing::info!(
         connector = %label,
-        "reading kafka topic {:?} ({partitions} partitions) from {}{}",
+        "reading kafka topic {:?} ({}) from {}{}",
         config.topic,
+        match scope.task {
+            Some(t) => format!("partition {t} of {partitions}"),
+            None => format!("{partitions} partitions"),
+        },
         config.brokers,
         if start.is_some() { " at the checkpoint's offsets" } else { "" }
     );
@@ -242,6 +294,7 @@ pub(crate) fn open(
         status,
         probe: Backoff::reconnect(),
         next_probe: None,
+        scope: Arc::new(scope),
     })
 }
 
@@ -386,6 +439,7 @@ impl SourceConnector for KafkaSourceConnector {
 
     fn on_checkpoint(&mut self) -> Box<dyn FnMut(&[u64]) + Send> {
         let consumer = Arc::clone(&self.consumer);
+        let scope = Arc::clone(&self.scope);
         let topic = self.topic.clone();
         let partitions = self.partitions as usize;
         let label = self.label.clone();
@@ -400,10 +454,20 @@ impl SourceConnector for KafkaSourceConnector {
             }
             let mut offsets = TopicPartitionList::with_capacity(partitions);
             for (partition, &offset) in next.iter().enumerate() {
+                if !scope.reads(partition) {
+                    continue;
+                }
                 let Ok(offset) = i64::try_from(offset) else {
                     tracing::warn!(connector = %label, "offset {offset} out of range; not committed");
                     return;
                 };
+                // A task commits through its group member.
+                if let (Some(group), Some(task)) = (&scope.group, scope.task) {
+                    if let Err(e) = group.commit(task, offset) {
+                        tracing::warn!(connector = %label, "committing kafka offsets failed: {e}");
+                    }
+                    return;
+                }
                 if let Err(e) =
                     offsets.add_partition_offset(&topic, partition as i32, Offset::Offset(offset))
                 {

@@ -13,6 +13,9 @@ pub enum TaskEnd {
     Done,
     /// It failed, in these words.
     Failed(String),
+    /// A newer owner claimed it (its checkpoint store refused this run's
+    /// writes): the task is another member's now, not a failure.
+    Fenced(String),
 }
 
 /// Starts and stops the runs of tasks (the engine, in `weir run`).
@@ -144,6 +147,12 @@ impl<O: Ownership, R: TaskRunner> Member<O, R> {
                 Some(TaskEnd::Failed(reason)) => {
                     self.running.remove(&task);
                     return Err(MemberError::Task { task, reason });
+                }
+                Some(TaskEnd::Fenced(reason)) => {
+                    if let Some((lease, _)) = self.running.remove(&task) {
+                        tracing::error!(task, epoch = lease.epoch(), %reason, "a newer owner took the task; letting it go");
+                        self.leases.release(lease);
+                    }
                 }
             }
         }

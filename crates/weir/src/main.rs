@@ -13,6 +13,8 @@ mod scaler;
 mod signals;
 mod tap;
 mod tasks;
+#[cfg(feature = "kafka")]
+mod tasks_kafka;
 mod top;
 
 use std::path::{Path, PathBuf};

@@ -3,7 +3,9 @@
 //! of the tasks, each as a pipeline of its own on its own threads (see
 //! `weir_tasks`). Membership and ownership are lock files under the
 //! checkpoint directory (`<checkpoint dir>/leases`), which every process
-//! running the pipeline on this machine shares.
+//! running the pipeline on this machine shares; leases in a NATS key-value
+//! bucket for a NATS source; the consumer group for a Kafka source
+//! (`tasks_kafka`).
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -20,7 +22,7 @@ use crate::progress;
 
 /// How often a member looks at membership and free tasks: a dead member's
 /// tasks are taken over within this (plus the restore).
-const POLL: Duration = Duration::from_millis(100);
+pub(crate) const POLL: Duration = Duration::from_millis(100);
 
 /// What `weir run` was asked for.
 pub struct TaskArgs {
@@ -41,12 +43,19 @@ pub struct TaskArgs {
     pub max_lag: Option<u64>,
 }
 
-struct EngineRunner {
-    pipeline: Pipeline,
-    shards: Option<usize>,
-    drain: bool,
-    telemetry: Option<Telemetry>,
-    max_lag: Option<u64>,
+/// Opens a task's source connector (the task's pipeline, its number).
+pub(crate) type TaskSource =
+    Arc<dyn Fn(&Pipeline, u32) -> weir_engine::OpenConnector + Send + Sync>;
+
+pub(crate) struct EngineRunner {
+    pub(crate) pipeline: Pipeline,
+    pub(crate) shards: Option<usize>,
+    pub(crate) drain: bool,
+    pub(crate) telemetry: Option<Telemetry>,
+    pub(crate) max_lag: Option<u64>,
+    /// Where a task's source comes from when not from its pipeline file
+    /// alone (a Kafka task reads through its process's group member).
+    pub(crate) source: Option<TaskSource>,
 }
 
 fn task_labels(task: u32) -> weir_metrics::Labels {
@@ -61,7 +70,7 @@ impl EngineRunner {
     }
 }
 
-struct Running {
+pub(crate) struct Running {
     task: u32,
     epoch: u64,
     stop: Stop,
@@ -72,6 +81,7 @@ struct Running {
 fn end_of(joined: std::thread::Result<Result<RunSummary, EngineError>>) -> TaskEnd {
     match joined {
         Ok(Ok(_)) => TaskEnd::Done,
+        Ok(Err(e)) if e.is_fenced() => TaskEnd::Fenced(e.to_string()),
         Ok(Err(e)) => TaskEnd::Failed(crate::render_error(&anyhow::Error::new(e))),
         Err(_) => TaskEnd::Failed("its thread panicked".into()),
     }
@@ -93,7 +103,12 @@ impl TaskRunner for EngineRunner {
                 .attach(task_labels(task), t.registry.clone());
             t
         });
+        let input = match &self.source {
+            Some(open) => weir_engine::Input::Connector(open(&p, task)),
+            None => weir_engine::Input::Configured,
+        };
         let options = RunOptions {
+            input,
             telemetry,
             // The lease's epoch claims the task's checkpoint store: an
             // owner that lost the task can no longer commit there.
@@ -111,7 +126,6 @@ impl TaskRunner for EngineRunner {
                     ),
                 })
             }))),
-            ..Default::default()
         };
         let thread = std::thread::Builder::new()
             .name(format!("weir-task-{task}"))
@@ -147,7 +161,7 @@ impl TaskRunner for EngineRunner {
     }
 }
 
-fn default_member_id() -> String {
+pub(crate) fn default_member_id() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| {
@@ -180,6 +194,11 @@ const NATS_LEASE_TTL: Duration = Duration::from_millis(1500);
 /// machines), else in lock files under the checkpoint directory.
 pub fn run(p: Pipeline, args: TaskArgs, stop: Stop) -> anyhow::Result<ExitCode> {
     let id = args.member_id.clone().unwrap_or_else(default_member_id);
+    #[cfg(feature = "kafka")]
+    if let weir_config::SourceKind::Kafka(source) = &p.source.kind {
+        let source = source.clone();
+        return crate::tasks_kafka::run(p, &source, args, stop, &id);
+    }
     #[cfg(feature = "nats")]
     if let weir_config::SourceKind::Nats(source) = &p.source.kind {
         let leases = weir_nats::NatsLeases::join(source, &p.name, &id, NATS_LEASE_TTL)
@@ -233,6 +252,7 @@ fn run_member<O: Ownership>(
         drain: args.drain,
         telemetry: args.telemetry,
         max_lag: args.max_lag,
+        source: None,
     };
     if let Some(task) = args.only {
         anyhow::ensure!(
@@ -268,6 +288,9 @@ fn run_member<O: Ownership>(
         return match end {
             TaskEnd::Done => Ok(ExitCode::SUCCESS),
             TaskEnd::Failed(reason) => anyhow::bail!("task {task} failed: {reason}"),
+            TaskEnd::Fenced(reason) => {
+                anyhow::bail!("task {task} was taken over by a newer owner: {reason}")
+            }
         };
     }
     let member = Member::new(

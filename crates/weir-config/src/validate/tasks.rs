@@ -60,11 +60,14 @@ pub(super) fn check_tasks(
             );
         }
         SourceKind::Nats(_) => {}
+        // The topic's partition count is checked when a worker joins the
+        // consumer group (it lives on the brokers).
+        SourceKind::Kafka(_) => {}
         _ => c.at(
             "settings.tasks".into(),
             &span,
             "tasks",
-            "only log and nats sources can be split into tasks (task N reads partition N of the stream, or the subjects of partition N)",
+            "only log, nats and kafka sources can be split into tasks (task N reads partition N of the stream or topic, or the subjects of partition N)",
         ),
     }
     if p.checkpoint.is_none() {
@@ -223,6 +226,18 @@ path = "out/alerts-{task}.jsonl"
             (n.subject.as_deref(), n.consumer.as_str()),
             (Some("tx.2"), "split-task-2")
         );
+        // A Kafka source's tasks share the consumer group (the group
+        // assigns partition N to task N's owner).
+        let kafka = parse(&patched(
+            &split(),
+            "type = \"log\"\npath = \"log\"\nstream = \"tx\"\npartitions = 3",
+            "type = \"kafka\"\nbrokers = \"127.0.0.1:9092\"\ntopic = \"tx\"",
+        ))
+        .expect("valid");
+        let crate::SourceKind::Kafka(k) = &kafka.for_task(1).expect("task 1").source.kind else {
+            panic!("a kafka source")
+        };
+        assert_eq!((k.topic.as_str(), k.group_id.as_str()), ("tx", "split"));
         assert!(t.dead_letter.path.ends_with("dl-1.jsonl"));
         let cp = &t.checkpoint.as_ref().expect("checkpoint").dir;
         assert!(cp.ends_with("cp/task-1"), "{cp:?}");
@@ -288,6 +303,17 @@ path = "out/alerts-{task}.jsonl"
                 "sources[0].subject",
                 Some("subject = \"tx.*\""),
                 "with settings.tasks task N reads the subjects of its partition: put {task} in the subject (such as \"transactions.{task}\", with producers publishing to transactions.<task of the key>)",
+            ),
+            case(
+                "a source without partitions",
+                patched(
+                    &text,
+                    "type = \"log\"\npath = \"log\"\nstream = \"tx\"\npartitions = 3",
+                    "type = \"file\"\npath = \"in.jsonl\"",
+                ),
+                "settings.tasks",
+                Some("tasks = 3"),
+                "only log, nats and kafka sources can be split into tasks (task N reads partition N of the stream or topic, or the subjects of partition N)",
             ),
             case(
                 "no checkpoints",

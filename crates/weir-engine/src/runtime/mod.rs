@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use weir_config::Pipeline;
-use weir_connect::SourceConnector;
+use weir_connect::{ConnectError, SourceConnector};
 
 use crate::checkpointing::{self, CoordMsg, Coordinator, Recovery, SourcePosition};
 use crate::dead_letter::DeadLetterWriter;
@@ -73,6 +73,25 @@ pub enum Input {
     Bytes(Arc<Vec<u8>>),
     /// Arrivals over a channel, until it closes.
     Stream(Receiver<Arrival>),
+    /// A connector the embedding program opens, in place of the one the
+    /// pipeline file names (a task's Kafka source, which commits through
+    /// its process's consumer group member).
+    Connector(OpenConnector),
+}
+
+/// Opens a connector source at the restored checkpoint's place (`None`:
+/// no checkpoint), draining or not.
+pub struct OpenConnector(
+    #[allow(clippy::type_complexity)]
+    pub  Box<
+        dyn FnOnce(Option<&[u64]>, bool) -> Result<Box<dyn SourceConnector>, ConnectError> + Send,
+    >,
+);
+
+impl std::fmt::Debug for OpenConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OpenConnector(..)")
+    }
 }
 
 /// Called once, when the first record has been processed, with the id of
@@ -125,12 +144,17 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, Engin
     // The source opens before anything else: a broker that cannot be
     // reached or a missing file fails the run at once, before any output
     // is touched.
-    let mut connector = match &options.input {
-        Input::Configured => open_source(pipeline, &recovery, options.drain)?,
+    let mut input = options.input;
+    let mut connector = match input {
+        Input::Configured => open_source(pipeline, &recovery, options.drain, None)?,
+        Input::Connector(open) => {
+            input = Input::Configured;
+            open_source(pipeline, &recovery, options.drain, Some(open))?
+        }
         _ => None,
     };
     let bytes = match connector {
-        None => Some(ByteSource::open(pipeline, options.input)?),
+        None => Some(ByteSource::open(pipeline, input)?),
         Some(_) => None,
     };
     // Brokers' and databases' connections are reported (metrics,
@@ -381,12 +405,19 @@ fn open_source(
     p: &Pipeline,
     recovery: &Recovery,
     drain: bool,
+    open: Option<OpenConnector>,
 ) -> Result<Option<Box<dyn SourceConnector>>, EngineError> {
     let start = match &recovery.restore.source {
         SourcePosition::Offsets(v) => Some(v.as_slice()),
         _ => None,
     };
-    let Some(connector) = crate::connectors::open_source(p, start, drain)? else {
+    let opened = match open {
+        Some(OpenConnector(open)) => {
+            Some(open(start, drain).map_err(|e| EngineError::source(&p.source.name, e))?)
+        }
+        None => crate::connectors::open_source(p, start, drain)?,
+    };
+    let Some(connector) = opened else {
         return Ok(None);
     };
     if let Some(start) = start {

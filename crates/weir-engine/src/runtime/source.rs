@@ -50,7 +50,7 @@ impl ByteSource {
         Ok(match input {
             Input::Bytes(data) => ByteSource::Bytes(data),
             Input::Stream(rx) => ByteSource::Arrivals(rx),
-            Input::Configured => match &p.source.kind {
+            Input::Configured | Input::Connector(_) => match &p.source.kind {
                 SourceKind::File { path } => {
                     let file = std::fs::File::open(path).map_err(|e| {
                         EngineError::io(
