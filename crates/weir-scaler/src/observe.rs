@@ -15,8 +15,9 @@
 //!   `weir_engine::telemetry::names` measures it), so the best proxy
 //!   available is used: a worker whose backlog was more than one second of
 //!   its own processing at both scrapes was busy the whole interval, and
-//!   its processed rate is its true rate; the true rate is the mean of such
-//!   workers' rates. A tick where no worker was saturated measures none
+//!   its processed rate is its true rate (unless it had read nothing by the
+//!   first of them: it was still starting); the true rate is the mean of
+//!   such workers' rates. A tick where no worker was saturated measures none
 //!   (None), and the decision keeps the last one measured (or
 //!   `--worker-capacity`), rather than mistaking an idle worker's rate for
 //!   its capacity.
@@ -143,7 +144,10 @@ pub fn load(pairs: &[(Option<Reading>, Reading)]) -> Load {
         processed += rate;
         lag_growth += (cur.lag - prev.lag) / dt;
         l.measured += 1;
-        if rate > 0.0 && prev.lag > rate && cur.lag > rate {
+        // Saturated, and not starting: a worker that had read nothing by
+        // the previous scrape spent part of the interval opening and
+        // restoring, and its rate then says nothing of its capacity.
+        if rate > 0.0 && prev.records > 0.0 && prev.lag > rate && cur.lag > rate {
             saturated += 1;
             saturated_sum += rate;
         }
@@ -246,8 +250,8 @@ mod tests {
         // 2 000 records in 2 s, lag 5 000 → 7 000. Worker 1 idle-ish.
         let pairs = [
             (
-                Some(reading(t0, 0.0, 5_000.0)),
-                reading(t1, 2_000.0, 7_000.0),
+                Some(reading(t0, 500.0, 5_000.0)),
+                reading(t1, 2_500.0, 7_000.0),
             ),
             (Some(reading(t0, 100.0, 0.0)), reading(t1, 300.0, 0.0)),
             (None, reading(t1, 10.0, 3.0)),
@@ -258,6 +262,10 @@ mod tests {
         assert_eq!(l.lag, 7_003.0);
         assert_eq!(l.true_rate, Some(1_000.0));
         assert_eq!(l.measured, 2);
+        // A worker that had read nothing at the first scrape was starting
+        // (opening, restoring): its slow first interval is no capacity.
+        let l = load(&[(Some(reading(t0, 0.0, 5_000.0)), reading(t1, 36.0, 9_000.0))]);
+        assert_eq!((l.input_rate, l.true_rate), (2_018.0, None));
         // A restarted worker's counter went down: counted from 0.
         let l = load(&[(Some(reading(t0, 900.0, 0.0)), reading(t1, 40.0, 0.0))]);
         assert_eq!((l.input_rate, l.true_rate), (20.0, None));

@@ -87,21 +87,28 @@ impl Health {
 }
 
 /// How far a log source is behind its stream: the reader publishes its
-/// next offsets, a scrape reads the stream's ends.
+/// next offsets, a scrape reads the ends of the partitions it reads (a
+/// task's own partition only: the others are other tasks' lag).
 pub(crate) struct SourceLag {
     started: AtomicBool,
     positions: Vec<AtomicU64>,
-    readers: Mutex<Vec<weir_log::TailReader>>,
+    /// The partitions read, each with its reader.
+    readers: Mutex<Vec<(usize, weir_log::TailReader)>>,
 }
 
 impl SourceLag {
-    pub(crate) fn new(dir: &Path, stream: &str, partitions: u32) -> SourceLag {
+    pub(crate) fn new(
+        dir: &Path,
+        stream: &str,
+        partitions: u32,
+        read: std::ops::Range<u32>,
+    ) -> SourceLag {
         SourceLag {
             started: AtomicBool::new(false),
             positions: (0..partitions).map(|_| AtomicU64::new(0)).collect(),
             readers: Mutex::new(
-                (0..partitions)
-                    .map(|p| weir_log::TailReader::new(dir, stream, p))
+                read.filter(|&p| p < partitions)
+                    .map(|p| (p as usize, weir_log::TailReader::new(dir, stream, p)))
                     .collect(),
             ),
         }
@@ -123,9 +130,10 @@ impl SourceLag {
         }
         let mut readers = self.readers.lock().unwrap_or_else(|p| p.into_inner());
         let mut lag = 0u64;
-        for (reader, position) in readers.iter_mut().zip(&self.positions) {
+        for (partition, reader) in readers.iter_mut() {
             let end = reader.end_offset().ok()?;
-            lag = lag.saturating_add(end.saturating_sub(position.load(Ordering::Relaxed)));
+            let position = self.positions.get(*partition)?.load(Ordering::Relaxed);
+            lag = lag.saturating_add(end.saturating_sub(position));
         }
         Some(lag)
     }
@@ -168,7 +176,7 @@ mod tests {
         stream.flush().expect("flush");
         let h = Health::new(Some(10));
         h.set_recovered();
-        let lag = Arc::new(SourceLag::new(dir.path(), "events", 1));
+        let lag = Arc::new(SourceLag::new(dir.path(), "events", 1, 0..1));
         h.watch_lag(lag.clone());
         // Not reading yet: the lag is unknown, not a reason.
         assert_eq!(h.readiness(), Ok(()));
@@ -182,5 +190,32 @@ mod tests {
         );
         lag.publish(&[20]);
         assert_eq!(h.readiness(), Ok(()));
+    }
+
+    #[test]
+    fn a_tasks_lag_is_its_own_partitions() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = weir_log::Log::open(dir.path()).expect("log");
+        let stream = log
+            .stream(
+                "events",
+                weir_log::StreamConfig {
+                    partitions: 3,
+                    ..Default::default()
+                },
+            )
+            .expect("stream");
+        for (p, n) in [(0u32, 7usize), (1, 11), (2, 13)] {
+            let records: Vec<&[u8]> = vec![b"x"; n];
+            stream.partition(p).append(&records).expect("append");
+        }
+        stream.flush().expect("flush");
+        // Task 1 of 3 reads partition 1 and publishes positions for all.
+        let task = SourceLag::new(dir.path(), "events", 3, 1..2);
+        task.publish(&[0, 4, 0]);
+        assert_eq!(task.records(), Some(7));
+        let all = SourceLag::new(dir.path(), "events", 3, 0..3);
+        all.publish(&[2, 4, 3]);
+        assert_eq!(all.records(), Some(5 + 7 + 10));
     }
 }

@@ -217,7 +217,8 @@ impl RunMetrics {
                 partitions,
                 ..
             } => {
-                let lag = Arc::new(SourceLag::new(dir, stream, *partitions));
+                let read = p.log_partitions().unwrap_or(0..*partitions);
+                let lag = Arc::new(SourceLag::new(dir, stream, *partitions, read));
                 t.health.watch_lag(lag.clone());
                 Some(lag)
             }

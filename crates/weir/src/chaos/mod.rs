@@ -19,8 +19,10 @@
 
 mod checks;
 mod children;
+mod flow;
 mod pipeline;
 mod producer;
+mod spike;
 mod workers;
 
 use std::path::{Path, PathBuf};
@@ -100,6 +102,21 @@ pub struct ChaosArgs {
     /// within this many milliseconds of what was appended to it.
     #[arg(long, default_value_t = 1000)]
     objective_ms: u64,
+    /// Instead of kills: a step to this many times --rate, absorbed by
+    /// `weir scaler --backend local` starting and stopping workers (at most
+    /// --workers, default --tasks; --tasks defaults to 6 here).
+    #[arg(long, value_name = "FACTOR")]
+    spike: Option<u32>,
+    /// With --spike: seconds at --rate before the step (and after it).
+    #[arg(long, default_value_t = 20)]
+    spike_at_s: u64,
+    /// With --spike: seconds of the high load.
+    #[arg(long, default_value_t = 40)]
+    spike_for_s: u64,
+    /// With --spike: the scaler's --worker-capacity (events/s a worker is
+    /// assumed to process until one is measured saturated).
+    #[arg(long, value_name = "EV/S")]
+    worker_capacity: Option<f64>,
 }
 
 /// Runs the crash test.
@@ -152,9 +169,10 @@ pub fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
     let work = work
         .canonicalize()
         .with_context(|| format!("cannot resolve {}", work.display()))?;
-    let outcome = match args.workers {
-        Some(n) => workers::chaos_workers(&args, &work, n),
-        None => chaos(&args, &work),
+    let outcome = match (args.spike, args.workers) {
+        (Some(factor), _) => spike::chaos_spike(&args, &work, factor),
+        (None, Some(n)) => workers::chaos_workers(&args, &work, n),
+        (None, None) => chaos(&args, &work),
     };
     let passed = matches!(outcome, Ok(true));
     if args.keep || !passed {

@@ -18,25 +18,19 @@
 //!   every task's committed consumer position stayed within the latency
 //!   objective of what was appended to its partition.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use weir_workloads::fraud_v1;
 
+use super::flow::{expected_alerts, percentile, Producer, Sampler, KEY_GROUPS};
 use super::pipeline::{example_dir, pipeline_text};
 use super::{lock, ChaosArgs, Rng, STREAM};
-
-/// The pipeline's key groups (the example's).
-const KEY_GROUPS: u32 = 128;
-/// How often task lags are sampled for availability.
-const SAMPLE_EVERY: Duration = Duration::from_millis(100);
 
 /// What a worker said, when.
 #[derive(Debug, Clone)]
@@ -108,22 +102,6 @@ fn spawn_worker(
         id: id.to_string(),
         child,
     })
-}
-
-/// The partition (task) of a card.
-fn partition_of(card: u64, tasks: u32) -> u32 {
-    let group = weir_engine::hash::key_group(weir_engine::hash::mix64(card), KEY_GROUPS);
-    weir_config::task_of_group(group, KEY_GROUPS, tasks)
-}
-
-/// Per partition, (end offset, when appended) of each append.
-type Appends = Vec<Vec<(u64, Instant)>>;
-
-fn percentile(sorted: &[Duration], q: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
 /// The test with `workers` processes; `Ok(true)` when it passed.
@@ -200,96 +178,16 @@ pub(super) fn chaos_workers(args: &ChaosArgs, work: &Path, workers: u32) -> anyh
         new_worker(&mut live)?;
     }
 
-    // The producer.
-    let appends: Arc<Mutex<Appends>> = Arc::new(Mutex::new(vec![Vec::new(); tasks as usize]));
-    let produced = Arc::new(AtomicBool::new(false));
-    let started = Instant::now();
-    let producer = {
-        let (appends, produced, stream) = (appends.clone(), produced.clone(), stream.clone());
-        let (events, batch) = (args.events, args.batch.max(1));
-        std::thread::spawn(move || -> anyhow::Result<()> {
-            let mut json = Vec::new();
-            let mut by_partition: Vec<Vec<u8>> = vec![Vec::new(); tasks as usize];
-            let mut it = fraud_v1::events(events).peekable();
-            let mut sent = 0u64;
-            while it.peek().is_some() {
-                for b in &mut by_partition {
-                    b.clear();
-                }
-                let mut bounds: Vec<Vec<usize>> = vec![Vec::new(); tasks as usize];
-                for t in it.by_ref().take(batch as usize) {
-                    json.clear();
-                    fraud_v1::write_json(&t, &mut json);
-                    let p = partition_of(t.card_id, tasks) as usize;
-                    by_partition[p].extend_from_slice(&json);
-                    bounds[p].push(by_partition[p].len());
-                    sent += 1;
-                }
-                for (p, data) in by_partition.iter().enumerate() {
-                    let mut start = 0;
-                    let records: Vec<&[u8]> = bounds[p]
-                        .iter()
-                        .map(|&end| {
-                            let r = &data[start..end];
-                            start = end;
-                            r
-                        })
-                        .collect();
-                    if records.is_empty() {
-                        continue;
-                    }
-                    let offsets = stream.partition(p as u32).append(&records)?;
-                    lock(&appends)[p].push((offsets.end, Instant::now()));
-                }
-                // Steady rate: where production should be after `sent`.
-                let due = started + Duration::from_secs_f64(sent as f64 / rate as f64);
-                if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                    std::thread::sleep(wait);
-                }
-            }
-            produced.store(true, Ordering::Release);
-            Ok(())
-        })
-    };
-
-    // The sampler: each task's lag behind what was appended to it.
-    let consumer = |t: u32| format!("fraud-v1-task-{t}");
-    let samples: Arc<Mutex<Vec<(Instant, Duration)>>> = Arc::default();
-    let sampling = Arc::new(AtomicBool::new(true));
-    let sampler = {
-        let (samples, sampling, appends, stream) = (
-            samples.clone(),
-            sampling.clone(),
-            appends.clone(),
-            stream.clone(),
-        );
-        std::thread::spawn(move || {
-            while sampling.load(Ordering::Acquire) {
-                let now = Instant::now();
-                let positions: HashMap<String, Vec<u64>> = stream
-                    .consumer_offsets()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .collect();
-                let mut worst = Duration::ZERO;
-                let appends = lock(&appends);
-                for t in 0..tasks {
-                    let done = positions
-                        .get(&consumer(t))
-                        .and_then(|o| o.get(t as usize).copied())
-                        .unwrap_or(0);
-                    // The oldest append not yet covered by the position.
-                    if let Some(&(_, at)) = appends[t as usize].iter().find(|(end, _)| *end > done)
-                    {
-                        worst = worst.max(now.saturating_duration_since(at));
-                    }
-                }
-                drop(appends);
-                lock(&samples).push((now, worst));
-                std::thread::sleep(SAMPLE_EVERY);
-            }
-        })
-    };
+    // The producer, at a steady rate, and the sampler of task lags.
+    let producer = Producer::start(
+        stream.clone(),
+        tasks,
+        args.events,
+        args.batch,
+        move |sent| Duration::from_secs_f64(sent as f64 / rate as f64),
+    );
+    let started = producer.started;
+    let sampler = Sampler::start(stream.clone(), tasks, &producer);
 
     // Kills, each followed by a new worker.
     let mut kills: Vec<(Instant, String)> = Vec::new();
@@ -313,25 +211,15 @@ pub(super) fn chaos_workers(args: &ChaosArgs, work: &Path, workers: u32) -> anyh
         ));
         new_worker(&mut live)?;
     }
-    producer
-        .join()
-        .map_err(|_| anyhow::anyhow!("the producer panicked"))??;
+    producer.join()?;
     let production = started.elapsed();
     // Every alert committed: the reference count reached, or give up.
-    let expected = {
-        let mut r: Vec<(u64, u64, u64)> = fraud_v1::alerts(args.events)
-            .into_iter()
-            .map(|(t, c, s)| (t, c, s.to_bits()))
-            .collect();
-        r.sort_unstable();
-        r
-    };
+    let expected = expected_alerts(args.events);
     let deadline = Instant::now() + Duration::from_secs(args.deadline_s);
     while alerts(work, tasks)?.len() < expected.len() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
-    sampling.store(false, Ordering::Release);
-    let _ = sampler.join();
+    let samples = sampler.stop();
     for w in &live {
         let _ = Command::new("kill")
             .args(["-TERM", &w.child.id().to_string()])
@@ -363,7 +251,6 @@ pub(super) fn chaos_workers(args: &ChaosArgs, work: &Path, workers: u32) -> anyh
     let said = lock(&said).clone();
     let mut moves = move_times(&said, &kills);
     moves.sort_unstable();
-    let samples = lock(&samples).clone();
     let (available, total) = availability(&samples, started, production, objective);
     let passed = lost == 0 && duplicated == 0 && dead_letters == 0 && clean;
     println!(
@@ -383,7 +270,7 @@ pub(super) fn chaos_workers(args: &ChaosArgs, work: &Path, workers: u32) -> anyh
     Ok(passed)
 }
 
-fn alerts(work: &Path, tasks: u32) -> anyhow::Result<Vec<(u64, u64, u64)>> {
+pub(super) fn alerts(work: &Path, tasks: u32) -> anyhow::Result<Vec<(u64, u64, u64)>> {
     let mut all = Vec::new();
     for t in 0..tasks {
         let path: PathBuf = work.join("out").join(format!("alerts-{t}.jsonl"));
@@ -405,7 +292,7 @@ fn alerts(work: &Path, tasks: u32) -> anyhow::Result<Vec<(u64, u64, u64)>> {
 }
 
 /// (lost, duplicated) of sorted `got` against sorted `expected`.
-fn compare(got: &[(u64, u64, u64)], expected: &[(u64, u64, u64)]) -> (usize, usize) {
+pub(super) fn compare(got: &[(u64, u64, u64)], expected: &[(u64, u64, u64)]) -> (usize, usize) {
     let mut counts: BTreeMap<&(u64, u64, u64), i64> = BTreeMap::new();
     for a in expected {
         *counts.entry(a).or_default() -= 1;
