@@ -117,6 +117,11 @@ pub struct ChaosArgs {
     /// assumed to process until one is measured saturated).
     #[arg(long, value_name = "EV/S")]
     worker_capacity: Option<f64>,
+    /// With --spike: cap each worker at this share of one CPU (0.25: a
+    /// quarter), each in a cgroup of its own (root only), so that a worker
+    /// has a capacity of its own as on a machine or pod of its own.
+    #[arg(long, value_name = "CPUS")]
+    worker_cpu: Option<f64>,
 }
 
 /// Runs the crash test.

@@ -131,6 +131,76 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
+/// Each worker's CPU capped at a share of one CPU, through a cgroup of its
+/// own (cgroup v1's `cpu` controller, or v2's `cpu.max`): on a small
+/// machine this gives every worker a capacity of its own, as separate
+/// machines or pods would have, instead of all of them sharing every core.
+struct CpuLimit {
+    /// The cgroup directory of worker `{worker}` (a shell word with `$1`).
+    dir: String,
+    /// The shell lines that set the cap.
+    set: String,
+    /// The directories made, for removal: the pattern without `$1`.
+    prefix: String,
+    parent: std::path::PathBuf,
+}
+
+impl CpuLimit {
+    fn new(share: f64, suffix: u32) -> anyhow::Result<CpuLimit> {
+        if !(share > 0.0 && share <= 64.0) {
+            bail!("--worker-cpu {share}: a share of one CPU, above 0");
+        }
+        let period = 100_000u64;
+        let quota = ((share * period as f64).round() as u64).max(1_000);
+        let prefix = format!("weir-spike-{suffix}-w");
+        let v1 = std::path::Path::new("/sys/fs/cgroup/cpu");
+        let v2 = std::path::Path::new("/sys/fs/cgroup");
+        let (parent, set) = if v1.join("cpu.cfs_quota_us").exists() {
+            (
+                v1.to_path_buf(),
+                format!("echo {period} > \"$CG/cpu.cfs_period_us\" && echo {quota} > \"$CG/cpu.cfs_quota_us\""),
+            )
+        } else if v2.join("cgroup.controllers").exists() {
+            (
+                v2.to_path_buf(),
+                format!("echo \"{quota} {period}\" > \"$CG/cpu.max\""),
+            )
+        } else {
+            bail!("--worker-cpu needs a cgroup cpu controller at /sys/fs/cgroup/cpu (v1) or /sys/fs/cgroup (v2)");
+        };
+        // Refused now rather than by every worker: the cgroups need root.
+        let probe = parent.join(format!("{prefix}probe"));
+        std::fs::create_dir(&probe)
+            .with_context(|| format!("--worker-cpu: cannot make cgroup {}", probe.display()))?;
+        let _ = std::fs::remove_dir(&probe);
+        Ok(CpuLimit {
+            dir: format!("{}/{prefix}$1", parent.display()),
+            set,
+            prefix,
+            parent,
+        })
+    }
+
+    /// The lines of the worker's script that move it into its cgroup.
+    fn script(&self) -> String {
+        format!(
+            "CG={}\nmkdir -p \"$CG\" && {} && echo $$ > \"$CG/cgroup.procs\" || exit 70\n",
+            self.dir, self.set
+        )
+    }
+
+    /// Removes the workers' cgroups (empty once their processes ended).
+    fn remove(&self) {
+        if let Ok(entries) = std::fs::read_dir(&self.parent) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with(&self.prefix) {
+                    let _ = std::fs::remove_dir(e.path());
+                }
+            }
+        }
+    }
+}
+
 /// The spike run; `Ok(true)` when nothing was lost or duplicated.
 pub(super) fn chaos_spike(args: &ChaosArgs, work: &Path, factor: u32) -> anyhow::Result<bool> {
     let tasks = args.tasks.unwrap_or(6);
@@ -195,11 +265,16 @@ pub(super) fn chaos_spike(args: &ChaosArgs, work: &Path, factor: u32) -> anyhow:
     // `{worker}` template and the script compute alike.
     let suffix = 100 + std::process::id() % 900;
     let script = work.join("worker.sh");
+    let cgroups = match args.worker_cpu {
+        Some(share) => Some(CpuLimit::new(share, suffix)?),
+        None => None,
+    };
     std::fs::write(
         &script,
         format!(
-            "#!/bin/sh\n# worker $1 of the spike run: weir run, metrics on port 2$1{suffix}\n\
+            "#!/bin/sh\n# worker $1 of the spike run: weir run, metrics on port 2$1{suffix}\n{}\
              exec {exe} run {pipeline} --shards 1 --member-id w$1-$$ --metrics-address 127.0.0.1:2$1{suffix} 2>>{logs}/w$1.log\n",
+            cgroups.as_ref().map_or(String::new(), CpuLimit::script),
             exe = exe.display(),
             pipeline = pipeline.display(),
             logs = logs.display(),
@@ -285,6 +360,9 @@ pub(super) fn chaos_spike(args: &ChaosArgs, work: &Path, factor: u32) -> anyhow:
     let watch = Watch::start(&scaler_metrics, &logs, events_seen.clone());
     let outcome = finish(args, work, tasks, events, producer, sampler, &mut scaler);
     let watched = watch.stop();
+    if let Some(c) = &cgroups {
+        c.remove();
+    }
     let (samples, production, expected, got, dead_letters, clean) = outcome?;
 
     let (lost, duplicated) = super::workers::compare(&got, &expected);
