@@ -104,6 +104,12 @@ fn workers_killed_and_added_share_the_tasks_without_loss_or_duplicates() {
         .filter(|t| metrics.contains(&format!("weir_source_records_total{{task=\"{t}\",")))
         .collect();
     assert!(!held.is_empty(), "w3 reports no task:\n{metrics}");
+    // Everything was read: each task's lag, its own partition's, is 0.
+    let scrape = weir_metrics::exposition::Scrape::parse(&metrics);
+    for t in &held {
+        let lag = scrape.value("weir_log_consumer_lag_records", &[("task", &t.to_string())]);
+        assert_eq!(lag, Some(0.0), "task {t}:\n{metrics}");
+    }
     assert_eq!(
         metrics.matches("# TYPE weir_source_records_total ").count(),
         1

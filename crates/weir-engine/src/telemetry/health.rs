@@ -91,24 +91,20 @@ impl Health {
 /// task's own partition only: the others are other tasks' lag).
 pub(crate) struct SourceLag {
     started: AtomicBool,
+    /// The next offset of each partition read, in the order of `readers`
+    /// (the source's positions: one per partition it reads).
     positions: Vec<AtomicU64>,
-    /// The partitions read, each with its reader.
-    readers: Mutex<Vec<(usize, weir_log::TailReader)>>,
+    readers: Mutex<Vec<weir_log::TailReader>>,
 }
 
 impl SourceLag {
-    pub(crate) fn new(
-        dir: &Path,
-        stream: &str,
-        partitions: u32,
-        read: std::ops::Range<u32>,
-    ) -> SourceLag {
+    /// The lag of a source reading partitions `read` of `stream`.
+    pub(crate) fn new(dir: &Path, stream: &str, read: std::ops::Range<u32>) -> SourceLag {
         SourceLag {
             started: AtomicBool::new(false),
-            positions: (0..partitions).map(|_| AtomicU64::new(0)).collect(),
+            positions: read.clone().map(|_| AtomicU64::new(0)).collect(),
             readers: Mutex::new(
-                read.filter(|&p| p < partitions)
-                    .map(|p| (p as usize, weir_log::TailReader::new(dir, stream, p)))
+                read.map(|p| weir_log::TailReader::new(dir, stream, p))
                     .collect(),
             ),
         }
@@ -130,10 +126,9 @@ impl SourceLag {
         }
         let mut readers = self.readers.lock().unwrap_or_else(|p| p.into_inner());
         let mut lag = 0u64;
-        for (partition, reader) in readers.iter_mut() {
+        for (reader, position) in readers.iter_mut().zip(&self.positions) {
             let end = reader.end_offset().ok()?;
-            let position = self.positions.get(*partition)?.load(Ordering::Relaxed);
-            lag = lag.saturating_add(end.saturating_sub(position));
+            lag = lag.saturating_add(end.saturating_sub(position.load(Ordering::Relaxed)));
         }
         Some(lag)
     }
@@ -176,7 +171,7 @@ mod tests {
         stream.flush().expect("flush");
         let h = Health::new(Some(10));
         h.set_recovered();
-        let lag = Arc::new(SourceLag::new(dir.path(), "events", 1, 0..1));
+        let lag = Arc::new(SourceLag::new(dir.path(), "events", 0..1));
         h.watch_lag(lag.clone());
         // Not reading yet: the lag is unknown, not a reason.
         assert_eq!(h.readiness(), Ok(()));
@@ -210,11 +205,11 @@ mod tests {
             stream.partition(p).append(&records).expect("append");
         }
         stream.flush().expect("flush");
-        // Task 1 of 3 reads partition 1 and publishes positions for all.
-        let task = SourceLag::new(dir.path(), "events", 3, 1..2);
-        task.publish(&[0, 4, 0]);
+        // Task 1 of 3 reads partition 1: its source's one position.
+        let task = SourceLag::new(dir.path(), "events", 1..2);
+        task.publish(&[4]);
         assert_eq!(task.records(), Some(7));
-        let all = SourceLag::new(dir.path(), "events", 3, 0..3);
+        let all = SourceLag::new(dir.path(), "events", 0..3);
         all.publish(&[2, 4, 3]);
         assert_eq!(all.records(), Some(5 + 7 + 10));
     }

@@ -218,7 +218,7 @@ impl RunMetrics {
                 ..
             } => {
                 let read = p.log_partitions().unwrap_or(0..*partitions);
-                let lag = Arc::new(SourceLag::new(dir, stream, *partitions, read));
+                let lag = Arc::new(SourceLag::new(dir, stream, read));
                 t.health.watch_lag(lag.clone());
                 Some(lag)
             }

@@ -319,7 +319,11 @@ pub(super) fn chaos_spike(args: &ChaosArgs, work: &Path, factor: u32) -> anyhow:
                 .map(|c| vec!["--worker-capacity".to_string(), c.to_string()])
                 .unwrap_or_default(),
         )
-        .env("RUST_LOG", "warn,weir_scaler=info")
+        .env(
+            "RUST_LOG",
+            std::env::var("WEIR_SPIKE_SCALER_LOG")
+                .unwrap_or_else(|_| "warn,weir_scaler=info".into()),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
