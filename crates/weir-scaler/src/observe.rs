@@ -82,30 +82,56 @@ impl Targets {
 }
 
 /// One worker's counters at one scrape.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Reading {
     pub at: Instant,
+    /// Records read, summed over the series.
     pub records: f64,
+    /// Records read per series (its labels): a worker of a split pipeline
+    /// has one per task it runs, and tasks come and go as they move.
+    pub by_series: Vec<(Vec<(String, String)>, f64)>,
     pub lag: f64,
 }
 
 impl Reading {
     /// The reading in a parsed exposition (sums over the labels).
     pub fn from_scrape(scrape: &Scrape, series: &Series, at: Instant) -> Reading {
-        let sum = |name: &str| {
-            scrape
-                .samples
-                .iter()
-                .filter(|s| s.name == name)
-                .map(|s| s.value)
-                .filter(|v| v.is_finite())
-                .sum::<f64>()
-        };
+        let lag = scrape
+            .samples
+            .iter()
+            .filter(|s| s.name == series.consumer_lag)
+            .map(|s| s.value)
+            .filter(|v| v.is_finite())
+            .sum::<f64>();
+        let by_series: Vec<(Vec<(String, String)>, f64)> = scrape
+            .samples
+            .iter()
+            .filter(|s| s.name == series.source_records && s.value.is_finite())
+            .map(|s| (s.labels.clone(), s.value))
+            .collect();
         Reading {
             at,
-            records: sum(series.source_records),
-            lag: sum(series.consumer_lag),
+            records: by_series.iter().map(|(_, v)| v).sum(),
+            by_series,
+            lag,
         }
+    }
+
+    /// Records read since `prev`, series by series: a series new since
+    /// then (a task that moved in, a restarted worker) counts from 0, one
+    /// that went down (a restarted task) counts from 0, and one that is
+    /// gone (a task that moved out) counts nothing: a task moving between
+    /// workers is never taken for a burst.
+    fn records_since(&self, prev: &Reading) -> f64 {
+        self.by_series
+            .iter()
+            .map(
+                |(labels, cur)| match prev.by_series.iter().find(|(l, _)| l == labels) {
+                    Some((_, before)) if cur >= before => cur - before,
+                    _ => *cur,
+                },
+            )
+            .sum()
     }
 }
 
@@ -134,13 +160,7 @@ pub fn load(pairs: &[(Option<Reading>, Reading)]) -> Load {
         if dt <= 0.0 {
             continue;
         }
-        // A counter that went down is a restarted worker: count from 0.
-        let done = if cur.records >= prev.records {
-            cur.records - prev.records
-        } else {
-            cur.records
-        };
-        let rate = done / dt;
+        let rate = cur.records_since(prev) / dt;
         processed += rate;
         lag_growth += (cur.lag - prev.lag) / dt;
         l.measured += 1;
@@ -186,7 +206,7 @@ impl Observer {
             match scrape(address, self.targets.token.clone()) {
                 Ok(scrape) => {
                     let cur = Reading::from_scrape(&scrape, &self.series, Instant::now());
-                    let prev = self.last.insert(address.clone(), cur);
+                    let prev = self.last.insert(address.clone(), cur.clone());
                     pairs.push((prev, cur));
                 }
                 Err(e) => {
@@ -228,7 +248,21 @@ mod tests {
     };
 
     fn reading(at: Instant, records: f64, lag: f64) -> Reading {
-        Reading { at, records, lag }
+        tasks(at, &[(0, records)], lag)
+    }
+
+    /// A worker running tasks `(task, records read)`.
+    fn tasks(at: Instant, tasks: &[(u32, f64)], lag: f64) -> Reading {
+        let by_series: Vec<(Vec<(String, String)>, f64)> = tasks
+            .iter()
+            .map(|(t, n)| (vec![("task".to_string(), t.to_string())], *n))
+            .collect();
+        Reading {
+            at,
+            records: by_series.iter().map(|(_, v)| v).sum(),
+            by_series,
+            lag,
+        }
     }
 
     #[test]
@@ -266,6 +300,20 @@ mod tests {
         // (opening, restoring): its slow first interval is no capacity.
         let l = load(&[(Some(reading(t0, 0.0, 5_000.0)), reading(t1, 36.0, 9_000.0))]);
         assert_eq!((l.input_rate, l.true_rate), (2_018.0, None));
+        // Task 2 moved from worker A to worker B between the scrapes: A's
+        // sum went down (no restart: A's other task counts its 300), B's
+        // new series counts from 0 (its 100).
+        let l = load(&[
+            (
+                Some(tasks(t0, &[(1, 5_000.0), (2, 9_000.0)], 0.0)),
+                tasks(t1, &[(1, 5_300.0)], 0.0),
+            ),
+            (
+                Some(tasks(t0, &[(3, 1_000.0)], 0.0)),
+                tasks(t1, &[(3, 1_200.0), (2, 100.0)], 0.0),
+            ),
+        ]);
+        assert_eq!(l.input_rate, (300.0 + 200.0 + 100.0) / 2.0);
         // A restarted worker's counter went down: counted from 0.
         let l = load(&[(Some(reading(t0, 900.0, 0.0)), reading(t1, 40.0, 0.0))]);
         assert_eq!((l.input_rate, l.true_rate), (20.0, None));
