@@ -19,6 +19,11 @@
 //!   within `--objective-ms` to the end of the high load;
 //! * each worker's start-up is from the scaler starting it to its first
 //!   processed record (its standard error in `stderr/w<N>.log`).
+//!
+//! The scaler's standard error goes to `stderr/scaler.log`, at
+//! `warn,weir_scaler=info` (a decision is logged when the count changes),
+//! or at the filter `WEIR_SPIKE_SCALER_LOG` gives (`weir_scaler=debug`
+//! logs every decision).
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
