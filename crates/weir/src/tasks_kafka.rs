@@ -158,6 +158,16 @@ fn member_loop(
             match ended {
                 None => {}
                 Some(TaskEnd::Done) => tracing::info!(task, "task ended: its input ended"),
+                // Still assigned here: the store was claimed at a higher
+                // epoch than this assignment's generation.
+                Some(TaskEnd::Fenced(reason)) if group.owns(task) => tracing::error!(
+                    task,
+                    %reason,
+                    "the task's checkpoint store holds a newer epoch than this assignment's group \
+                     generation: another member still runs it (the group will move it), or the \
+                     consumer group was deleted and its generations restarted (then use a new \
+                     checkpoint location or group id); letting the task go"
+                ),
                 Some(TaskEnd::Fenced(reason)) => {
                     tracing::error!(task, %reason, "a newer owner took the task; letting it go")
                 }
