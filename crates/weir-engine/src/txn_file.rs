@@ -14,7 +14,10 @@
 //! covers: if `c`'s epoch was appended (the file is at least that long) the
 //! file is truncated to its end; otherwise to its start, and the staged
 //! epoch is appended again. Output after `c` is then produced again by the
-//! replay, with the same ids. Readers of the file never see a record that
+//! replay, with the same ids. Restore and commit hold an exclusive lock on
+//! the file, and a commit appends only where this writer left the file's
+//! end: a stale owner of a task, woken after a newer owner restored and
+//! wrote, is refused instead of writing over that output. Readers of the file never see a record that
 //! a later restart takes back, unless a newer checkpoint is lost (corrupt)
 //! and an older one restored: then the file is cut back to the older one
 //! and the same records are written again.
@@ -101,6 +104,11 @@ impl TxnFile {
             .truncate(false)
             .open(path)
             .map_err(io(format!("sink {sink}: cannot open {}", path.display())))?;
+        // Exclusive while the file is cut back and mended: a stale owner
+        // of the task (a process frozen past its lease, on this machine)
+        // commits under the same lock and checks the file's length first.
+        file.lock()
+            .map_err(io(format!("sink {sink}: cannot lock {}", path.display())))?;
         let have = file
             .metadata()
             .map_err(io(format!("sink {sink}: cannot stat {}", path.display())))?
@@ -144,6 +152,7 @@ impl TxnFile {
         file.set_len(keep)
             .and_then(|_| file.seek(SeekFrom::End(0)).map(|_| ()))
             .and_then(|_| file.sync_all())
+            .and_then(|_| file.unlock())
             .map_err(io(format!(
                 "sink {sink}: cannot truncate {}",
                 path.display()
@@ -215,15 +224,71 @@ impl TxnFile {
                 continue;
             }
             let staged = self.staging.join(epoch_file(place.id));
-            let mut from = File::open(&staged)?;
-            std::io::copy(&mut from, &mut self.file)?;
-            self.file.sync_data()?;
-            std::fs::remove_file(&staged)?;
+            self.file.lock()?;
+            let appended = self.append_at(place, &staged);
+            self.file.unlock()?;
+            appended?;
         }
         Ok(())
+    }
+
+    /// Appends the staged epoch `place`, if the file still ends where this
+    /// writer left it: otherwise another writer (a newer owner of the
+    /// task, which cut the file back at its restore) has written since,
+    /// and appending at this writer's place would overwrite its output or
+    /// leave a hole. Called under the file's lock.
+    fn append_at(&mut self, place: EpochPlace, staged: &Path) -> std::io::Result<()> {
+        let have = self.file.metadata()?.len();
+        if have != place.before {
+            return Err(std::io::Error::other(format!(
+                "{} is {have} bytes long where this writer left it at {}: another writer \
+                 (a newer owner of the task) has written to it; epoch {} not appended",
+                self.path.display(),
+                place.before,
+                place.id
+            )));
+        }
+        let mut from = File::open(staged)?;
+        self.file.seek(SeekFrom::End(0))?;
+        std::io::copy(&mut from, &mut self.file)?;
+        self.file.sync_data()?;
+        std::fs::remove_file(staged)
     }
 }
 
 fn epoch_file(id: u64) -> String {
     format!("{id:020}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stale owner (frozen with an epoch prepared, woken after a newer
+    /// owner restored and wrote) must not append at its old place: that
+    /// would overwrite the newer owner's output or leave a hole of zeros.
+    #[test]
+    fn a_stale_writer_does_not_append_over_a_newer_one() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("out.jsonl");
+        let mut old = TxnFile::open("s", &path, None).expect("old owner");
+        old.write(1, b"a1\n").expect("write");
+        let p1 = old.prepare(1).expect("prepare 1");
+        old.commit(1).expect("commit 1");
+        old.write(2, b"a2-stale\n").expect("write");
+        let p2 = old.prepare(2).expect("prepare 2");
+        assert_eq!((p1.before, p2.before), (0, 3));
+        // The newer owner restores checkpoint 1 and writes more than the
+        // stale epoch's place.
+        let mut new = TxnFile::open("s", &path, Some(p1)).expect("new owner");
+        new.write(2, b"b2-newer-output\n").expect("write");
+        new.prepare(2).expect("prepare");
+        new.commit(2).expect("commit");
+        let err = old.commit(2).expect_err("the stale owner is refused");
+        assert!(err.to_string().contains("another writer"), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(&path).expect("read"),
+            "a1\nb2-newer-output\n"
+        );
+    }
 }
