@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use weir_workloads::fraud_v1;
 
-use super::lock;
+use super::pipeline::{example_dir, pipeline_text};
+use super::{lock, STREAM};
 
 /// The pipeline's key groups (the example's).
 pub(super) const KEY_GROUPS: u32 = 128;
@@ -22,6 +23,44 @@ const SAMPLE_EVERY: Duration = Duration::from_millis(100);
 pub(super) fn partition_of(card: u64, tasks: u32) -> u32 {
     let group = weir_engine::hash::key_group(weir_engine::hash::mix64(card), KEY_GROUPS);
     weir_config::task_of_group(group, KEY_GROUPS, tasks)
+}
+
+/// Writes `work/pipeline.toml`, fraud-v1 split into `tasks` tasks over a
+/// log stream of as many partitions under `work/log` (alerts and dead
+/// letters per task under `work/out`), and opens that stream for the
+/// producer; returns the pipeline's path and the stream.
+pub(super) fn split_pipeline(
+    work: &std::path::Path,
+    tasks: u32,
+    checkpoint_interval_ms: u64,
+) -> anyhow::Result<(std::path::PathBuf, Arc<weir_log::Stream>)> {
+    let log_dir = work.join("log");
+    let pipeline = work.join("pipeline.toml");
+    let text = pipeline_text(
+        &example_dir(),
+        work,
+        &log_dir,
+        &work.join("out").join("alerts-{task}.jsonl"),
+        checkpoint_interval_ms,
+    )?
+    .replacen("[settings]\n", &format!("[settings]\ntasks = {tasks}\n"), 1)
+    .replacen(
+        "follow = true\n",
+        &format!("follow = true\npartitions = {tasks}\n"),
+        1,
+    )
+    .replacen("dead_letter.jsonl", "dead_letter-{task}.jsonl", 1);
+    std::fs::write(&pipeline, text)?;
+    let log = weir_log::Log::open(&log_dir)?;
+    let stream = log.stream(
+        STREAM,
+        weir_log::StreamConfig {
+            partitions: tasks,
+            fsync: weir_log::FsyncPolicy::Never,
+            ..Default::default()
+        },
+    )?;
+    Ok((pipeline, stream))
 }
 
 /// Per partition, (end offset, when appended) of each append.

@@ -35,9 +35,8 @@ use anyhow::{bail, Context};
 use weir_metrics::client::{self, Endpoint};
 use weir_metrics::exposition::Scrape;
 
-use super::flow::{expected_alerts, percentile, Producer, Sampler, KEY_GROUPS};
-use super::pipeline::{example_dir, pipeline_text};
-use super::{lock, ChaosArgs, STREAM};
+use super::flow::{expected_alerts, percentile, split_pipeline, Producer, Sampler, KEY_GROUPS};
+use super::{lock, ChaosArgs};
 
 /// What the scaler said, when: a worker started or stopped.
 #[derive(Debug, Clone, Copy)]
@@ -237,34 +236,9 @@ pub(super) fn chaos_spike(args: &ChaosArgs, work: &Path, factor: u32) -> anyhow:
         work.display()
     );
 
-    let log_dir = work.join("log");
     let logs = work.join("stderr");
     std::fs::create_dir_all(&logs)?;
-    let pipeline = work.join("pipeline.toml");
-    let text = pipeline_text(
-        &example_dir(),
-        work,
-        &log_dir,
-        &work.join("out").join("alerts-{task}.jsonl"),
-        args.checkpoint_interval_ms,
-    )?
-    .replacen("[settings]\n", &format!("[settings]\ntasks = {tasks}\n"), 1)
-    .replacen(
-        "follow = true\n",
-        &format!("follow = true\npartitions = {tasks}\n"),
-        1,
-    )
-    .replacen("dead_letter.jsonl", "dead_letter-{task}.jsonl", 1);
-    std::fs::write(&pipeline, text)?;
-    let log = weir_log::Log::open(&log_dir)?;
-    let stream = log.stream(
-        STREAM,
-        weir_log::StreamConfig {
-            partitions: tasks,
-            fsync: weir_log::FsyncPolicy::Never,
-            ..Default::default()
-        },
-    )?;
+    let (pipeline, stream) = split_pipeline(work, tasks, args.checkpoint_interval_ms)?;
 
     // Worker N serves its metrics on port 2N<suffix>, which the scaler's
     // `{worker}` template and the script compute alike.

@@ -28,9 +28,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-use super::flow::{expected_alerts, percentile, Producer, Sampler, KEY_GROUPS};
-use super::pipeline::{example_dir, pipeline_text};
-use super::{lock, ChaosArgs, Rng, STREAM};
+use super::flow::{expected_alerts, percentile, split_pipeline, Producer, Sampler, KEY_GROUPS};
+use super::{lock, ChaosArgs, Rng};
 
 /// What a worker said, when.
 #[derive(Debug, Clone)]
@@ -135,35 +134,9 @@ pub(super) fn chaos_workers(args: &ChaosArgs, work: &Path, workers: u32) -> anyh
         work.display()
     );
 
-    let log_dir = work.join("log");
     let logs = work.join("stderr");
     std::fs::create_dir_all(&logs)?;
-    let pipeline = work.join("pipeline.toml");
-    let text = pipeline_text(
-        &example_dir(),
-        work,
-        &log_dir,
-        &work.join("out").join("alerts-{task}.jsonl"),
-        args.checkpoint_interval_ms,
-    )?;
-    let text = text
-        .replacen("[settings]\n", &format!("[settings]\ntasks = {tasks}\n"), 1)
-        .replacen(
-            "follow = true\n",
-            &format!("follow = true\npartitions = {tasks}\n"),
-            1,
-        )
-        .replacen("dead_letter.jsonl", "dead_letter-{task}.jsonl", 1);
-    std::fs::write(&pipeline, text)?;
-    let log = weir_log::Log::open(&log_dir)?;
-    let stream = log.stream(
-        STREAM,
-        weir_log::StreamConfig {
-            partitions: tasks,
-            fsync: weir_log::FsyncPolicy::Never,
-            ..Default::default()
-        },
-    )?;
+    let (pipeline, stream) = split_pipeline(work, tasks, args.checkpoint_interval_ms)?;
 
     let said = Arc::new(Mutex::new(Vec::new()));
     let mut live: Vec<Worker> = Vec::new();
