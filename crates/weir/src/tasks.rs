@@ -63,6 +63,19 @@ fn task_labels(task: u32) -> weir_metrics::Labels {
 }
 
 impl EngineRunner {
+    /// The runner of `p`'s tasks as `weir run` was asked (each task's
+    /// source from its pipeline file).
+    pub(crate) fn new(p: &Pipeline, args: TaskArgs) -> EngineRunner {
+        EngineRunner {
+            pipeline: p.clone(),
+            shards: args.shards,
+            drain: args.drain,
+            telemetry: args.telemetry,
+            max_lag: args.max_lag,
+            source: None,
+        }
+    }
+
     fn detach(&self, task: u32) {
         if let Some(t) = &self.telemetry {
             t.registry.detach(&task_labels(task));
@@ -246,15 +259,9 @@ fn run_member<O: Ownership>(
         // The member is up: its tasks' readiness is each task's own.
         t.health.set_recovered();
     }
-    let mut runner = EngineRunner {
-        pipeline: p.clone(),
-        shards: args.shards,
-        drain: args.drain,
-        telemetry: args.telemetry,
-        max_lag: args.max_lag,
-        source: None,
-    };
-    if let Some(task) = args.only {
+    let only = args.only;
+    let mut runner = EngineRunner::new(&p, args);
+    if let Some(task) = only {
         anyhow::ensure!(
             task < tasks,
             "--task {task}: pipeline {} has tasks 0 to {}",

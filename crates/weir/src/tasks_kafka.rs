@@ -73,15 +73,9 @@ pub fn run(
     if let Some(t) = &args.telemetry {
         t.health.set_recovered();
     }
+    let drain = args.drain;
     let shared = Shared {
-        runner: Arc::new(Mutex::new(EngineRunner {
-            pipeline: p.clone(),
-            shards: args.shards,
-            drain: args.drain,
-            telemetry: args.telemetry,
-            max_lag: args.max_lag,
-            source: None,
-        })),
+        runner: Arc::new(Mutex::new(EngineRunner::new(&p, args))),
         running: Arc::new(Mutex::new(BTreeMap::new())),
     };
     let on_revoke = {
@@ -108,7 +102,7 @@ pub fn run(
         p.settings.tasks,
         group.group_id()
     ));
-    let result = member_loop(&shared, &group, &stop, args.drain);
+    let result = member_loop(&shared, &group, &stop, drain);
     // Stop what still runs, then leave: the others take the tasks over
     // without waiting for this member's session to expire.
     let tasks: Vec<u32> = lock(&shared.running).keys().copied().collect();
