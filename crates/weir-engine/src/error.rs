@@ -90,6 +90,22 @@ pub enum EngineError {
         /// What differs, with the file.
         problem: String,
     },
+    /// A newer owner of the task (a higher epoch) has opened the sink's
+    /// file: this run must not cut it back or append to it.
+    #[error(
+        "sink {sink}: {path} is owned by a newer owner of the task (epoch {owner}); \
+         this writer (epoch {epoch}) is fenced out and changed nothing"
+    )]
+    SinkFenced {
+        /// The sink.
+        sink: String,
+        /// The sink's file.
+        path: String,
+        /// This run's owner epoch.
+        epoch: u64,
+        /// The epoch that owns the file now.
+        owner: u64,
+    },
     /// An expression failed on a batch it was compiled for: a bug (bad
     /// data yields NULLs, never this).
     #[error("step {step}: {source}")]
@@ -151,7 +167,7 @@ impl EngineError {
                 weir_checkpoint::CheckpointError::Fenced { .. } => ErrorClass::External,
                 _ => ErrorClass::External,
             },
-            EngineError::Staged { .. } => ErrorClass::External,
+            EngineError::Staged { .. } | EngineError::SinkFenced { .. } => ErrorClass::External,
             EngineError::Compute { .. }
             | EngineError::Expression { .. }
             | EngineError::Invariant { .. }
@@ -186,12 +202,13 @@ impl EngineError {
         }
     }
 
-    /// Whether a newer owner claimed the run's checkpoint store: the run
-    /// no longer owns its task (nothing it wrote after the claim counts).
+    /// Whether a newer owner claimed the run's checkpoint store or a
+    /// sink's file: the run no longer owns its task (nothing it wrote after the claim counts).
     pub fn is_fenced(&self) -> bool {
         matches!(
             self,
             EngineError::Store(weir_checkpoint::CheckpointError::Fenced { .. })
+                | EngineError::SinkFenced { .. }
         )
     }
 

@@ -55,11 +55,13 @@ pub struct SinkWriter {
 impl SinkWriter {
     /// Opens a sink's destination. `transactional` is set under
     /// checkpoints, with the sink's place in the restored checkpoint; file
-    /// sinks then stage each epoch until its checkpoint completes.
+    /// sinks then stage each epoch until its checkpoint completes, claimed
+    /// for the task owner's `epoch` (0: the run is not a task).
     pub fn open(
         sink: &Sink,
         transactional: Option<Option<EpochPlace>>,
         log_part: Option<Option<&[u8]>>,
+        epoch: u64,
     ) -> Result<Self, EngineError> {
         let checkpointing = log_part.is_some();
         let restored = log_part.flatten();
@@ -100,7 +102,7 @@ impl SinkWriter {
                 }
                 let target = match transactional {
                     Some(restored) => Target::Txn(
-                        TxnFile::open(&sink.name, path, restored)?,
+                        TxnFile::open(&sink.name, path, restored, epoch)?,
                         path.display().to_string(),
                     ),
                     None => {
@@ -280,16 +282,7 @@ impl SinkWriter {
             return c.commit(id).map_err(|e| EngineError::sink(&self.name, e));
         }
         if let Target::Txn(t, _) = &mut self.target {
-            t.commit(id).map_err(|e| {
-                EngineError::io(
-                    format!(
-                        "sink {}: cannot commit output to {}",
-                        self.name,
-                        t.path().display()
-                    ),
-                    e,
-                )
-            })?;
+            t.commit(id)?;
         }
         Ok(())
     }

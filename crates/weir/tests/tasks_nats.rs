@@ -121,7 +121,6 @@ fn workers_sharing_tasks_through_a_nats_bucket_lose_and_duplicate_nothing() {
 /// renewals are refused and its checkpoints fenced. The alerts still equal
 /// the reference exactly.
 #[test]
-#[ignore = "known defect: a stale owner's staged epoch file can share its inode with its successor's (same epoch id, same path), leaving NUL bytes in the output; see txn_file.rs; run with --ignored"]
 fn a_frozen_owner_is_fenced_when_it_wakes() {
     let tmp = tempfile::tempdir().expect("temp dir");
     let dir = tmp.path();
@@ -153,12 +152,16 @@ fn a_frozen_owner_is_fenced_when_it_wakes() {
         eprintln!("{logs}");
     }
     assert_exact(&got, &expected, "alerts of all tasks");
-    // w2 took tasks over while w1 was frozen, and w1 learnt it on waking.
+    // w2 took tasks over while w1 was frozen, and w1 learnt it on waking:
+    // from its lease renewal, or first from a fenced checkpoint or sink.
     assert!(
         logs.contains("(restored checkpoint"),
         "no task moved:\n{logs}"
     );
-    assert!(logs.contains("lost the lease of a running task"), "{logs}");
+    assert!(
+        logs.contains("lost the lease of a running task") || logs.contains("is fenced out"),
+        "{logs}"
+    );
     eprintln!("{logs}");
 }
 

@@ -164,7 +164,7 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, Engin
         .filter(|_| pipeline.source.kind.is_connector())
         .map(|c| (pipeline.source.name.clone(), c.status()))
         .collect();
-    let mut writers = open_sinks(pipeline, &recovery, &mut connectors)?;
+    let mut writers = open_sinks(pipeline, &recovery, options.epoch, &mut connectors)?;
     let mut dead_letter = open_dead_letters(pipeline, recovery.store.is_some())?;
     // Everything opened: only now are earlier runs' outputs replaced.
     for w in &mut writers {
@@ -441,6 +441,7 @@ fn open_source(
 fn open_sinks(
     p: &Pipeline,
     recovery: &Recovery,
+    epoch: u64,
     connectors: &mut Vec<(String, Arc<weir_connect::ConnectorStatus>)>,
 ) -> Result<Vec<SinkWriter>, EngineError> {
     let checkpointing = recovery.store.is_some();
@@ -462,7 +463,7 @@ fn open_sinks(
             }),
             _ => None,
         };
-        let writer = SinkWriter::open(s, transactional, log_part)?;
+        let writer = SinkWriter::open(s, transactional, log_part, epoch)?;
         if let Some(status) = writer.connector_status() {
             connectors.push((s.name.clone(), status));
         }
