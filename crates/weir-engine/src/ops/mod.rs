@@ -8,6 +8,7 @@
 pub(crate) mod aggregate;
 pub mod keyed;
 pub mod model;
+pub mod running;
 pub mod stateless;
 pub mod window;
 
