@@ -110,13 +110,6 @@ impl Distinct {
         Distinct::Exact(Vec::new())
     }
 
-    fn clear(&mut self) {
-        match self {
-            Distinct::Exact(v) => v.clear(),
-            Distinct::Sketch(_) => *self = Distinct::new(),
-        }
-    }
-
     fn add(&mut self, h: u64) {
         match self {
             Distinct::Exact(v) => {
@@ -327,32 +320,6 @@ impl Acc {
         }
     }
 
-    /// Back to the empty state, keeping allocations.
-    pub fn reset(&mut self) {
-        match self {
-            Acc::Count(n) => *n = 0,
-            Acc::SumInt { sum, seen } => {
-                *sum = Some(0);
-                *seen = false;
-            }
-            Acc::SumFloat { sum, seen } => {
-                *sum = 0.0;
-                *seen = false;
-            }
-            Acc::ExtInt { value, .. } => *value = None,
-            Acc::ExtFloat { value, .. } => *value = None,
-            Acc::Moments {
-                n, sum, mean, m2, ..
-            } => {
-                *n = 0;
-                *sum = 0.0;
-                *mean = 0.0;
-                *m2 = 0.0;
-            }
-            Acc::Distinct(d) => d.clear(),
-        }
-    }
-
     /// Adds one value (`bits` per the input kind); `valid` false for NULL.
     #[inline]
     pub fn add(&mut self, bits: u64, valid: bool, float: bool) {
@@ -400,39 +367,6 @@ impl Acc {
                 *m2 += delta * (x - *mean);
             }
             Acc::Distinct(d) => d.add(bits),
-        }
-    }
-
-    /// Adds input `col` of every entry in `entries`, a flat run of
-    /// `stride`-word entries laid out as `[time, validity bits, values...]`
-    /// (the sliding window's state). Common aggregates get a tight loop.
-    pub fn add_entries(&mut self, entries: &[u64], stride: usize, col: usize, float: bool) {
-        let bit = 1u64 << col;
-        let values = entries
-            .chunks_exact(stride)
-            .filter(|e| e[1] & bit != 0)
-            .map(|e| e[2 + col]);
-        match self {
-            Acc::Count(n) => *n += values.count() as i64,
-            Acc::SumInt { sum, seen } => {
-                for v in values {
-                    *seen = true;
-                    *sum = sum.and_then(|s| s.checked_add(v as i64));
-                }
-            }
-            Acc::ExtInt { value, max } => {
-                let ints = values.map(|v| v as i64);
-                let found = if *max { ints.max() } else { ints.min() };
-                *value = match (*value, found) {
-                    (Some(a), Some(b)) => Some(if *max { a.max(b) } else { a.min(b) }),
-                    (a, b) => a.or(b),
-                };
-            }
-            _ => {
-                for v in values {
-                    self.add(v, true, float);
-                }
-            }
         }
     }
 

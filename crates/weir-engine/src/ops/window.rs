@@ -29,6 +29,7 @@
 //! before does).
 
 mod fixed;
+mod front;
 mod sliding;
 
 pub use fixed::FixedWindows;

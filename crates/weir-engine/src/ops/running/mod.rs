@@ -5,7 +5,7 @@
 //! O(window) per event. These accumulators instead keep the aggregates
 //! of a key's *front window* up to date as events enter and leave it:
 //! add and remove in O(1) amortised, read in O(1) (O(limbs) for floats).
-//! Not wired into the window operator yet.
+//! The sliding window keeps them per key (`ops/window/front.rs`).
 //!
 //! Incremental results must be exactly those of a rescan of the same
 //! window, whatever the order of arrival and eviction. Float `+=` cannot

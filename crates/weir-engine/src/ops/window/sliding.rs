@@ -1,7 +1,11 @@
 //! Sliding windows: each event is emitted at once with the aggregates of
 //! its key's events in `(t - size, t]` that arrived before it or with it.
 //! Kept apart from fixed windows because its state is the events
-//! themselves, not accumulators.
+//! themselves, with running aggregates of the key's front window beside
+//! them (`front.rs`): an event that arrives in time order reads its
+//! aggregates there in O(1) amortised; one that arrives behind the key's
+//! newest event gets a rescan of its own window, which gives the same
+//! bits (the aggregates do not depend on the order of their values).
 
 use std::collections::VecDeque;
 
@@ -9,10 +13,11 @@ use arrow_array::{ArrayRef, BooleanArray, RecordBatch};
 use arrow_schema::SchemaRef;
 use weir_config::Window;
 
-use super::super::aggregate::{Acc, ResultColumn};
+use super::super::aggregate::ResultColumn;
 use super::super::keyed::KeyedMap;
 use super::super::stateless::keep;
 use super::super::{watermark, Ctx, Operator, Outputs};
+use super::front::FrontWindow;
 use super::{view, Inputs};
 use crate::state::{group_of, Damaged, GroupParts, StateReader, StateWriter};
 use crate::EngineError;
@@ -21,9 +26,15 @@ use crate::EngineError;
 /// in one flat buffer so an event's time, validity and values share cache
 /// lines. Each event takes `2 + aggregates` words: time, validity bits (bit
 /// i = aggregate i's input is non-null), then one value per aggregate.
-#[derive(Default)]
+/// Beside them, the running aggregates of the front window: the events
+/// from index `front` on (those with time above the newest time less the
+/// size).
 struct SlidingState {
     words: VecDeque<u64>,
+    front: usize,
+    /// Arrival number of the next event: orders equal times for extremes.
+    seq: u64,
+    running: FrontWindow,
 }
 
 impl SlidingState {
@@ -40,7 +51,8 @@ pub struct SlidingWindow {
     inputs: Inputs,
     output: SchemaRef,
     state: KeyedMap<SlidingState>,
-    accs: Vec<Acc>,
+    /// Accumulators for the rescan of an out-of-order event's window.
+    scratch: FrontWindow,
     batches_since_sweep: u32,
 }
 
@@ -53,12 +65,7 @@ impl SlidingWindow {
         output: &SchemaRef,
     ) -> Result<Self, EngineError> {
         let inputs = Inputs::new(step, config, input)?;
-        let accs = config
-            .aggregates
-            .iter()
-            .zip(&inputs.kinds)
-            .map(|(a, k)| Acc::new(a, *k))
-            .collect();
+        let scratch = FrontWindow::new(&config.aggregates, &inputs.kinds);
         if config.aggregates.len() > 64 {
             return Err(EngineError::build(step, "at most 64 aggregates per window"));
         }
@@ -68,7 +75,7 @@ impl SlidingWindow {
             inputs,
             output: output.clone(),
             state: KeyedMap::default(),
-            accs,
+            scratch,
             batches_since_sweep: 0,
         })
     }
@@ -79,6 +86,35 @@ impl SlidingWindow {
     fn horizon(&self, wm: i64) -> i64 {
         wm.saturating_sub(self.config.allowed_lateness_ms)
             .saturating_sub(self.config.size_ms)
+    }
+
+    fn stride(&self) -> usize {
+        2 + self.config.aggregates.len()
+    }
+
+    /// A key's state holding `words`, its running aggregates rebuilt from
+    /// the front window (at restore).
+    fn rebuilt(&self, words: VecDeque<u64>) -> SlidingState {
+        let stride = self.stride();
+        let mut st = SlidingState {
+            words,
+            front: 0,
+            seq: 0,
+            running: FrontWindow::new(&self.config.aggregates, &self.inputs.kinds),
+        };
+        let n = st.words.len() / stride;
+        if n > 0 {
+            let lo = st.time(n - 1, stride).saturating_sub(self.config.size_ms);
+            while st.front < n && st.time(st.front, stride) <= lo {
+                st.front += 1;
+            }
+            let words = st.words.make_contiguous();
+            for (seq, e) in words[st.front * stride..].chunks_exact(stride).enumerate() {
+                st.running.add(e, seq as u64, true);
+            }
+            st.seq = (n - st.front) as u64;
+        }
+        st
     }
 
     /// Whether an event at `t` is late under watermark `wm`: its window
@@ -113,9 +149,10 @@ impl Operator for SlidingWindow {
             .map(|a| ResultColumn::new(&a.data_type, rows))
             .collect();
         let mut kept = Vec::with_capacity(rows);
-        let stride = 2 + self.accs.len();
+        let stride = self.stride();
         let size = self.config.size_ms;
-        let floats = self.inputs.floats();
+        let (aggregates, kinds) = (&self.config.aggregates, &self.inputs.kinds);
+        let mut entry = vec![0u64; stride];
         for row in 0..rows {
             let t = v.times[row];
             let wm = v.watermark(row, ctx, self.config.max_out_of_orderness_ms);
@@ -135,6 +172,9 @@ impl Operator for SlidingWindow {
             let horizon = self.horizon(wm);
             let st = self.state.entry(&keys, row, || SlidingState {
                 words: VecDeque::with_capacity(8 * stride),
+                front: 0,
+                seq: 0,
+                running: FrontWindow::new(aggregates, kinds),
             });
             let events = st.words.len() / stride;
             // Insert in time order, after events with the same time.
@@ -146,20 +186,42 @@ impl Operator for SlidingWindow {
             for (i, ok) in v.valid.iter().enumerate() {
                 bits |= (ok[row] as u64) << i;
             }
-            if at == events {
-                st.words.push_back(t as u64);
-                st.words.push_back(bits);
-                st.words.extend(v.values.iter().map(|vals| vals[row]));
+            entry[0] = t as u64;
+            entry[1] = bits;
+            for (i, vals) in v.values.iter().enumerate() {
+                entry[2 + i] = vals[row];
+            }
+            let seq = st.seq;
+            st.seq += 1;
+            let newest = at == events;
+            if newest {
+                st.words.extend(entry.iter().copied());
+                st.running.add(&entry, seq, true);
+                // The front window is now (t - size, t].
+                let lo = t.saturating_sub(size);
+                let words = st.words.make_contiguous();
+                while st.front < at && (words[st.front * stride] as i64) <= lo {
+                    let base = st.front * stride;
+                    st.running.remove(&words[base..base + stride]);
+                    st.front += 1;
+                }
+                st.running.evict_through(lo);
             } else {
                 let base = at * stride;
-                st.words.insert(base, t as u64);
-                st.words.insert(base + 1, bits);
-                for (i, vals) in v.values.iter().enumerate() {
-                    st.words.insert(base + 2 + i, vals[row]);
+                for (j, &w) in entry.iter().enumerate() {
+                    st.words.insert(base + j, w);
+                }
+                let newest_time = st.time(events, stride);
+                if t > newest_time.saturating_sub(size) {
+                    st.running.add(&entry, seq, false);
+                } else {
+                    // Behind the front window, it pushes the window's
+                    // first entry one place on.
+                    st.front += 1;
                 }
             }
             // Evict what no future accepted event can see (and this one
-            // does not need).
+            // does not need): all of it is before the front window.
             let horizon = horizon.min(t.saturating_sub(size));
             let mut evict = 0;
             while evict < at && st.time(evict, stride) <= horizon {
@@ -168,22 +230,28 @@ impl Operator for SlidingWindow {
             if evict > 0 {
                 st.words.drain(..evict * stride);
                 at -= evict;
+                st.front -= evict;
             }
-            // The window of this event: (t - size, t], up to its own slot.
+            if newest {
+                for (a, r) in st.running.aggs.iter().zip(&mut results) {
+                    r.push(a.result());
+                }
+                continue;
+            }
+            // An out-of-order event: its window (t - size, t], up to its
+            // own slot, is not the front window; rescan it.
             let lo = t.saturating_sub(size);
             let mut first = at;
             while first > 0 && st.time(first - 1, stride) > lo {
                 first -= 1;
             }
-            for a in &mut self.accs {
-                a.reset();
-            }
+            self.scratch = FrontWindow::new(aggregates, kinds);
             let words = st.words.make_contiguous();
             let window = &words[first * stride..(at + 1) * stride];
-            for (i, a) in self.accs.iter_mut().enumerate() {
-                a.add_entries(window, stride, i, floats[i]);
+            for (i, e) in window.chunks_exact(stride).enumerate() {
+                self.scratch.add(e, i as u64, true);
             }
-            for (a, r) in self.accs.iter().zip(&mut results) {
+            for (a, r) in self.scratch.aggs.iter().zip(&mut results) {
                 r.push(a.result());
             }
         }
@@ -220,7 +288,7 @@ impl Operator for SlidingWindow {
     }
 
     fn restore(&mut self, group: &[u8]) -> Result<(), Damaged> {
-        let stride = 2 + self.accs.len();
+        let stride = self.stride();
         let mut r = StateReader::new(group);
         while !r.done() {
             let key = r.key()?;
@@ -232,7 +300,8 @@ impl Operator for SlidingWindow {
             for _ in 0..n {
                 words.push_back(r.i64()? as u64);
             }
-            self.state.insert(key, SlidingState { words });
+            let st = self.rebuilt(words);
+            self.state.insert(key, st);
         }
         Ok(())
     }
@@ -243,7 +312,7 @@ impl Operator for SlidingWindow {
             self.batches_since_sweep = 0;
             let horizon =
                 self.horizon(watermark(ctx.max_time, self.config.max_out_of_orderness_ms));
-            let stride = 2 + self.accs.len();
+            let stride = self.stride();
             self.state.retain(|s| {
                 let n = s.words.len() / stride;
                 n > 0 && s.time(n - 1, stride) > horizon

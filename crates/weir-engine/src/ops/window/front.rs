@@ -1,0 +1,194 @@
+//! The running aggregates of a sliding window's key: one per aggregate,
+//! over the key's *front window* (its events with time in
+//! `(T - size, T]`, `T` its newest event time), kept up to date as events
+//! enter and leave so an in-order event's aggregates are read in O(1)
+//! amortised instead of rescanning its window.
+//!
+//! The accumulators come from [`crate::ops::running`]: their results do
+//! not depend on the order values were added or removed in (float sums
+//! are exact sums rounded once), so the running front window gives the
+//! same bits as a rescan of the same events, which is what an
+//! out-of-order event (inserted behind the newest) gets: its own window
+//! is not the front window.
+
+use weir_config::{Aggregate, AggregateFunction};
+
+use super::super::aggregate::{InputKind, Value};
+use crate::ops::running::{ExactSum, Extremes, IntSum, Moments, SlidingDistinct};
+
+/// One aggregate's running state.
+pub(super) enum Running {
+    /// `count(*)` or `count(col)`: values present.
+    Count(i64),
+    /// Integer sum and the number of values in it.
+    IntSum(IntSum, i64),
+    /// Float sum and the number of values in it.
+    FloatSum(ExactSum, i64),
+    /// Integer min or max.
+    IntExt(Extremes<i64>),
+    /// Float min or max.
+    FloatExt(Extremes<f64>),
+    /// avg, stddev or stddev_pop (boxed: the largest by far).
+    Moments(Box<Moments>, AggregateFunction, bool),
+    /// approx_distinct over value hashes.
+    Distinct(Box<SlidingDistinct>),
+}
+
+impl Running {
+    /// An empty accumulator for `agg` reading `kind` values.
+    pub(super) fn new(agg: &Aggregate, kind: InputKind) -> Running {
+        let float = kind == InputKind::Float;
+        match agg.function {
+            AggregateFunction::Count => Running::Count(0),
+            AggregateFunction::Sum if float => Running::FloatSum(ExactSum::new(), 0),
+            AggregateFunction::Sum => Running::IntSum(IntSum::new(), 0),
+            AggregateFunction::Min | AggregateFunction::Max => {
+                let max = agg.function == AggregateFunction::Max;
+                if float {
+                    Running::FloatExt(Extremes::new(max))
+                } else {
+                    Running::IntExt(Extremes::new(max))
+                }
+            }
+            f @ (AggregateFunction::Avg
+            | AggregateFunction::StddevSamp
+            | AggregateFunction::StddevPop) => Running::Moments(Box::new(Moments::new()), f, float),
+            AggregateFunction::ApproxDistinct => {
+                Running::Distinct(Box::new(SlidingDistinct::new()))
+            }
+        }
+    }
+
+    /// Adds a present value (`bits` per the input kind) of the event at
+    /// `(time, seq)`; `newest`: no event of the window is after it.
+    #[inline]
+    pub(super) fn add(&mut self, time: i64, seq: u64, bits: u64, newest: bool) {
+        match self {
+            Running::Count(n) => *n += 1,
+            Running::IntSum(s, n) => {
+                s.add(bits as i64);
+                *n += 1;
+            }
+            Running::FloatSum(s, n) => {
+                s.add(f64::from_bits(bits));
+                *n += 1;
+            }
+            Running::IntExt(e) if newest => e.push(time, seq, bits as i64),
+            Running::IntExt(e) => e.insert(time, seq, bits as i64),
+            Running::FloatExt(e) if newest => e.push(time, seq, f64::from_bits(bits)),
+            Running::FloatExt(e) => e.insert(time, seq, f64::from_bits(bits)),
+            Running::Moments(m, _, float) => m.add(as_f64(bits, *float)),
+            Running::Distinct(d) => d.add(bits),
+        }
+    }
+
+    /// Removes a present value that left the window (extremes leave
+    /// through [`Running::evict_through`]).
+    #[inline]
+    pub(super) fn remove(&mut self, bits: u64) {
+        match self {
+            Running::Count(n) => *n -= 1,
+            Running::IntSum(s, n) => {
+                s.remove(bits as i64);
+                *n -= 1;
+            }
+            Running::FloatSum(s, n) => {
+                s.remove(f64::from_bits(bits));
+                *n -= 1;
+            }
+            Running::IntExt(_) | Running::FloatExt(_) => {}
+            Running::Moments(m, _, float) => m.remove(as_f64(bits, *float)),
+            Running::Distinct(d) => d.remove(bits),
+        }
+    }
+
+    /// The window now starts after `time`.
+    #[inline]
+    pub(super) fn evict_through(&mut self, time: i64) {
+        match self {
+            Running::IntExt(e) => e.evict_through(time),
+            Running::FloatExt(e) => e.evict_through(time),
+            _ => {}
+        }
+    }
+
+    /// The aggregate of the window.
+    #[inline]
+    pub(super) fn result(&self) -> Value {
+        match self {
+            Running::Count(n) => Value::Int(*n),
+            Running::IntSum(s, n) if *n > 0 => s.value().map_or(Value::Null, Value::Int),
+            Running::FloatSum(s, n) if *n > 0 => Value::Float(s.value()),
+            Running::IntSum(..) | Running::FloatSum(..) => Value::Null,
+            Running::IntExt(e) => e.value().map_or(Value::Null, Value::Int),
+            Running::FloatExt(e) => e.value().map_or(Value::Null, Value::Float),
+            Running::Moments(m, f, _) => {
+                let v = match f {
+                    AggregateFunction::Avg => m.avg(),
+                    AggregateFunction::StddevPop => m.stddev_pop(),
+                    _ => m.stddev_samp(),
+                };
+                v.map_or(Value::Null, Value::Float)
+            }
+            Running::Distinct(d) => Value::Int(d.count()),
+        }
+    }
+}
+
+#[inline]
+fn as_f64(bits: u64, float: bool) -> f64 {
+    if float {
+        f64::from_bits(bits)
+    } else {
+        bits as i64 as f64
+    }
+}
+
+/// Running aggregates of a window over `stride`-word entries `[time,
+/// validity bits, one value per aggregate]`.
+pub(super) struct FrontWindow {
+    pub(super) aggs: Vec<Running>,
+}
+
+impl FrontWindow {
+    /// Empty accumulators for `aggs` reading `kinds`.
+    pub(super) fn new(aggs: &[Aggregate], kinds: &[InputKind]) -> FrontWindow {
+        FrontWindow {
+            aggs: aggs
+                .iter()
+                .zip(kinds)
+                .map(|(a, k)| Running::new(a, *k))
+                .collect(),
+        }
+    }
+
+    /// Adds the entry `e` of the event `seq`.
+    #[inline]
+    pub(super) fn add(&mut self, e: &[u64], seq: u64, newest: bool) {
+        let (time, bits) = (e[0] as i64, e[1]);
+        for (i, a) in self.aggs.iter_mut().enumerate() {
+            if bits & (1 << i) != 0 {
+                a.add(time, seq, e[2 + i], newest);
+            }
+        }
+    }
+
+    /// Removes the entry `e`, which left the window.
+    #[inline]
+    pub(super) fn remove(&mut self, e: &[u64]) {
+        let bits = e[1];
+        for (i, a) in self.aggs.iter_mut().enumerate() {
+            if bits & (1 << i) != 0 {
+                a.remove(e[2 + i]);
+            }
+        }
+    }
+
+    /// The window now starts after `time`.
+    #[inline]
+    pub(super) fn evict_through(&mut self, time: i64) {
+        for a in &mut self.aggs {
+            a.evict_through(time);
+        }
+    }
+}
