@@ -103,6 +103,27 @@ pub enum CheckpointError {
         /// Why.
         reason: String,
     },
+    /// A delta part's base cannot be used: it is not older than the
+    /// checkpoint, not listed or retained in the store, cannot be read, was
+    /// written by another pipeline fingerprint, or does not hold the part
+    /// (also further down its chain). Nothing was written.
+    #[error(
+        "checkpoint {id} cannot be written to {}: part {part:?} is a delta on checkpoint \
+         {base}, which {reason}",
+        dir.display()
+    )]
+    InvalidBase {
+        /// The checkpoint id.
+        id: u64,
+        /// The delta part.
+        part: String,
+        /// The base it names.
+        base: u64,
+        /// The store directory.
+        dir: PathBuf,
+        /// What is wrong with the base.
+        reason: String,
+    },
     /// `keep` was zero.
     #[error("checkpoint store {}: keep must be at least 1", dir.display())]
     InvalidKeep {

@@ -24,7 +24,54 @@
 //! The store's directory holds one file per checkpoint,
 //! `cp-<id, 20 digits>.ckpt` (layout in [`format`](mod@format)), and a
 //! `MANIFEST` listing the committed checkpoint ids. Only checkpoints listed
-//! in the manifest are ever read.
+//! in the manifest are ever restored.
+//!
+//! ## Delta parts and chains
+//!
+//! A part is either full or a *delta*
+//! ([`Checkpoint::with_delta_part`]): bytes the store does not interpret,
+//! to be applied on top of the part of the same name as it stood at an
+//! earlier checkpoint, its base ([`Checkpoint::bases`]). That part may be
+//! a delta too, so each part has a *chain* of checkpoints ending at a full
+//! part; the engine writes a part in full now and then to keep chains
+//! short. A checkpoint file with delta parts is format 2, and its header
+//! names each delta's base and the checkpoint's *reach*: every checkpoint
+//! id its chains pass through ([`format`](mod@format)). Without delta
+//! parts a file is written exactly as in format 1.
+//!
+//! ```
+//! use weir_checkpoint::{Checkpoint, CheckpointStore};
+//! # fn main() -> Result<(), weir_checkpoint::CheckpointError> {
+//! # let dir = tempfile::tempdir().unwrap();
+//! let store = CheckpointStore::open(dir.path(), 2)?;
+//! store.write(&Checkpoint::new(1, "fp").with_part("state/w/0", b"full".to_vec()))?;
+//! store.write(&Checkpoint::new(2, "fp").with_delta_part("state/w/0", 1, b"+2".to_vec()))?;
+//! store.write(&Checkpoint::new(3, "fp").with_delta_part("state/w/0", 2, b"+3".to_vec()))?;
+//! // Only 2 and 3 are listed (keep = 2), but 1 is retained: 3 needs it.
+//! let restored = store.latest_valid("fp")?.expect("a checkpoint");
+//! let chain = restored.chain("state/w/0").expect("the part");
+//! assert_eq!(chain, vec![(1, &b"full"[..]), (2, &b"+2"[..]), (3, &b"+3"[..])]);
+//! # Ok(()) }
+//! ```
+//!
+//! [`CheckpointStore::write`] refuses a delta
+//! ([`CheckpointError::InvalidBase`]) whose base is not older than the
+//! checkpoint, is not listed or retained by the manifest (so a chain never
+//! points at a pruned checkpoint), cannot be read, was written by another
+//! pipeline fingerprint, or does not hold the part — checking each step of
+//! the chain from the headers, and computing the new checkpoint's reach.
+//!
+//! ## Retention
+//!
+//! The manifest lists the last `keep` checkpoints and also *retains* the
+//! ids that a listed checkpoint reaches but that are no longer listed
+//! (`"retained"`, absent when empty, so older manifests read unchanged).
+//! Each write computes it as the union of the listed checkpoints' reaches
+//! (read once from their headers, then remembered) minus the listed ids,
+//! and commits it in the same manifest swap. Retained checkpoints are
+//! never pruned and never restored on their own; once a newer full part
+//! supersedes a chain and the checkpoints that needed it leave the list,
+//! the next write prunes them.
 //!
 //! # Crash safety
 //!
@@ -32,19 +79,25 @@
 //!
 //! 1. write the checkpoint into `.tmp-cp-<id>-<nonce>`, then fsync it;
 //! 2. rename it to `cp-<id>.ckpt` and fsync the directory;
-//! 3. write `MANIFEST.tmp` listing the last `keep` ids including the new one,
-//!    fsync it, rename it over `MANIFEST` and fsync the directory — this is
-//!    the commit point;
-//! 4. delete checkpoint files no longer listed (pruning).
+//! 3. write `MANIFEST.tmp` listing the last `keep` ids including the new one
+//!    (and retaining what their chains reach), fsync it, rename it over
+//!    `MANIFEST` and fsync the directory — this is the commit point;
+//! 4. delete checkpoint files neither listed nor retained (pruning).
 //!
 //! A crash before step 3's rename leaves the old manifest, so the old set of
 //! checkpoints is what is restored; after it, the new set. A failed write (a
 //! full disk, say) deletes its temporary file and leaves the committed
 //! checkpoints untouched.
 //!
+//! The new checkpoint's bases are checked, and the manifest's retained set
+//! computed, before step 1, so a refused or failed write leaves nothing
+//! behind either; a crash anywhere leaves the old or the new manifest, each
+//! with the chains of its listed checkpoints complete on disk.
+//!
 //! A checkpoint file is deleted only once it is provably superseded: it is
-//! not listed in the manifest and a newer id is (pruning, also finishing an
-//! interrupted prune in [`CheckpointStore::open`]). A file newer than every
+//! neither listed nor retained in the manifest and a newer id is listed
+//! (pruning, also finishing an interrupted prune in
+//! [`CheckpointStore::open`]). A file newer than every
 //! listed id — a write that crashed before its commit — stays until a newer
 //! checkpoint commits; it is never restored, but ids continue after it
 //! ([`CheckpointStore::next_id`]), so it is never overwritten either.
@@ -55,7 +108,9 @@
 //! If `MANIFEST` is missing but checkpoint files are present (someone
 //! deleted it), [`CheckpointStore::open`] does not start over: it verifies
 //! every checkpoint file (its checksums and the id in its header), writes a
-//! new manifest listing the ones that verify (atomically, as a write does),
+//! new manifest listing the ones that verify (atomically, as a write does)
+//! and retaining every other file (those that do not verify, and the ones
+//! the listed chains reach as their headers say), so nothing is deleted;
 //! logs a warning and reports what it did in
 //! [`CheckpointStore::manifest_recovery`]. Files that do not verify are kept
 //! and reported there, and also in [`Restored::skipped`] when they are
@@ -88,10 +143,18 @@
 //! # Restoring
 //!
 //! [`CheckpointStore::latest_valid`] returns the newest listed checkpoint
-//! that verifies (per-part CRCs and the whole-checkpoint checksum). Newer
-//! ones that fail verification, or whose file is missing, are reported in
-//! [`Restored::skipped`] and logged with `tracing::warn!`; nothing is
-//! deleted. Ids still continue after the newest listed one, so a run that
+//! that is valid: it verifies (per-part CRCs and the whole-checkpoint
+//! checksum), and so does every checkpoint its chains reach, each with the
+//! same fingerprint and holding the part (full where the chain starts, a
+//! delta after). With it come the chains: [`Restored::base_links`] holds,
+//! for each delta part, the full part the chain starts from and the deltas
+//! up to the restored one's base, oldest first; [`Restored::chain`] and
+//! [`Restored::into_chains`] give every part's whole chain (one link for a
+//! full part), in the order to apply them. Newer checkpoints that fail
+//! verification, whose file is missing, or whose chains are incomplete
+//! (the reason names the part and the base) are reported in
+//! [`Restored::skipped`] and logged with `tracing::warn!`, and the
+//! previous listed one is tried; nothing is deleted. Ids still continue after the newest listed one, so a run that
 //! restored an older checkpoint writes its next one as usual. If the newest
 //! valid checkpoint was written by a different pipeline fingerprint the
 //! store refuses with [`CheckpointError::Incompatible`] rather than
@@ -105,16 +168,18 @@ mod local;
 #[cfg(feature = "object-store")]
 mod object;
 mod recover;
+mod restore;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use backend::{Backend, PutNew, Swap, Version};
 pub use error::{CheckpointError, Fault};
-use format::Manifest;
+use format::{Header, Manifest};
 pub use recover::ManifestRecovery;
+pub use restore::Restored;
 
 /// Name of the manifest file (or object) in the store.
 pub const MANIFEST: &str = "MANIFEST";
@@ -135,8 +200,14 @@ pub struct Checkpoint {
     pub fingerprint: String,
     /// Creation time, milliseconds since the Unix epoch.
     pub created_ms: u64,
-    /// Named binary parts, e.g. `"shard/3/keygroup/17"`.
+    /// Named binary parts, e.g. `"shard/3/keygroup/17"`: the full part,
+    /// or for a part named in [`bases`](Self::bases) a delta.
     pub parts: BTreeMap<String, Vec<u8>>,
+    /// The delta parts: for each, the id of the earlier checkpoint whose
+    /// part of the same name the delta applies on top of (its base; that
+    /// part may itself be a delta: a chain). Parts not named here are full.
+    /// Every name here must also be in [`parts`](Self::parts).
+    pub bases: BTreeMap<String, u64>,
 }
 
 impl Checkpoint {
@@ -147,13 +218,34 @@ impl Checkpoint {
             fingerprint: fingerprint.into(),
             created_ms: system_time_ms(SystemTime::now()),
             parts: BTreeMap::new(),
+            bases: BTreeMap::new(),
         }
     }
 
-    /// Adds (or replaces) a part.
+    /// Adds (or replaces) a full part.
     pub fn with_part(mut self, name: impl Into<String>, data: Vec<u8>) -> Self {
-        self.parts.insert(name.into(), data);
+        let name = name.into();
+        self.bases.remove(&name);
+        self.parts.insert(name, data);
         self
+    }
+
+    /// Adds (or replaces) a delta part: `data` (bytes the store does not
+    /// interpret) applies on top of part `name` as it stood at checkpoint
+    /// `base`, which must be older than this one and still kept by the
+    /// store (listed in its manifest or retained), or
+    /// [`CheckpointStore::write`] refuses the checkpoint with
+    /// [`CheckpointError::InvalidBase`].
+    pub fn with_delta_part(mut self, name: impl Into<String>, base: u64, data: Vec<u8>) -> Self {
+        let name = name.into();
+        self.bases.insert(name.clone(), base);
+        self.parts.insert(name, data);
+        self
+    }
+
+    /// The base of part `name` when it is a delta part.
+    pub fn base_of(&self, name: &str) -> Option<u64> {
+        self.bases.get(name).copied()
     }
 
     /// The creation time.
@@ -188,18 +280,6 @@ pub struct CheckpointInfo {
     pub write_duration: Option<Duration>,
 }
 
-/// The result of [`CheckpointStore::latest_valid`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Restored {
-    /// The newest checkpoint that verified.
-    pub checkpoint: Checkpoint,
-    /// Its file.
-    pub path: PathBuf,
-    /// Newer checkpoints that failed verification: `(id, reason)`, newest
-    /// first.
-    pub skipped: Vec<(u64, String)>,
-}
-
 /// A checkpoint store in one directory or object-store prefix, keeping
 /// the last `keep` checkpoints.
 ///
@@ -213,11 +293,41 @@ pub struct CheckpointStore {
     location: PathBuf,
     keep: usize,
     epoch: u64,
-    /// The manifest version this store last read at open or committed;
-    /// also serializes writes.
-    seen: Mutex<Option<Version>>,
+    /// The manifest version this store last read at open or committed,
+    /// and the headers it knows; also serializes writes.
+    writer: Mutex<WriterState>,
     /// What `open` did when the manifest was missing.
     recovery: Option<ManifestRecovery>,
+}
+
+/// What a store remembers between writes.
+#[derive(Debug, Default)]
+struct WriterState {
+    /// The manifest version this store last read at open or committed.
+    seen: Option<Version>,
+    /// The headers of listed or retained checkpoints this store has read
+    /// or written, by id (a committed checkpoint's file never changes).
+    known: BTreeMap<u64, Known>,
+}
+
+/// What a write needs from a committed checkpoint's header.
+#[derive(Debug)]
+struct Known {
+    fingerprint: String,
+    /// Every part, with its base when it is a delta.
+    parts: BTreeMap<String, Option<u64>>,
+    /// Every checkpoint its chains pass through.
+    reach: Vec<u64>,
+}
+
+impl From<Header> for Known {
+    fn from(h: Header) -> Self {
+        Known {
+            fingerprint: h.fingerprint,
+            parts: h.parts.into_iter().map(|p| (p.name, p.base)).collect(),
+            reach: h.reach,
+        }
+    }
 }
 
 /// The file name of checkpoint `id`.
@@ -329,7 +439,7 @@ impl CheckpointStore {
             location,
             keep,
             epoch,
-            seen: Mutex::new(None),
+            writer: Mutex::new(WriterState::default()),
             recovery: None,
         };
         let (mut manifest, mut version) = match store.try_read_manifest()? {
@@ -350,7 +460,7 @@ impl CheckpointStore {
             }
             // Claim: commit the same ids under our epoch, so that any
             // writer that opened before us is refused at its next write.
-            let claimed = Manifest::new(manifest.ids.clone(), epoch);
+            let claimed = Manifest::new(manifest.ids.clone(), epoch, manifest.retained.clone());
             match store
                 .backend
                 .swap_manifest(&claimed.encode(), version.as_ref(), None)?
@@ -371,8 +481,12 @@ impl CheckpointStore {
                 }
             }
         }
-        *store.seen.get_mut().unwrap_or_else(|e| e.into_inner()) = version;
-        store.remove_unlisted(&manifest.ids, true)?;
+        store
+            .writer
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .seen = version;
+        store.remove_unlisted(&manifest, true)?;
         Ok(store)
     }
 
@@ -452,21 +566,63 @@ impl CheckpointStore {
     fn read_manifest(&self) -> Result<(Manifest, Option<Version>), CheckpointError> {
         Ok(self
             .try_read_manifest()?
-            .unwrap_or_else(|| (Manifest::new(Vec::new(), 0), None)))
+            .unwrap_or_else(|| (Manifest::new(Vec::new(), 0, Vec::new()), None)))
     }
 
-    /// Deletes the checkpoint files that `ids` (a committed manifest)
-    /// supersedes — those not in `ids` and older than its newest id — and,
-    /// if `temps`, temp files.
-    fn remove_unlisted(&self, ids: &[u64], temps: bool) -> Result<(), CheckpointError> {
-        let newest = ids.last().copied().unwrap_or(0);
+    /// The header of checkpoint `id`'s file with the file's start, or
+    /// `None` when there is no file; the header is `Err` (a reason) when it
+    /// does not verify.
+    #[allow(clippy::type_complexity)]
+    fn header_of(
+        &self,
+        id: u64,
+    ) -> Result<Option<(backend::Head, Result<Header, String>)>, CheckpointError> {
+        let name = checkpoint_file_name(id);
+        let Some(head) = self.backend.head(&name, format::HEADER_PEEK)? else {
+            return Ok(None);
+        };
+        let mut header = format::read_header(&mut head.bytes.as_slice(), Some(id));
+        if header.is_err() && head.bytes.len() == format::HEADER_PEEK {
+            // A header longer than the peek: read the whole object.
+            if let Some((bytes, _)) = self.backend.get(&name)? {
+                header = format::read_header(&mut bytes.as_slice(), Some(id));
+            }
+        }
+        Ok(Some((head, header)))
+    }
+
+    /// Makes sure `known` holds checkpoint `id`'s header; `Err` (a
+    /// reason) when it cannot be read.
+    fn load_known(
+        &self,
+        known: &mut BTreeMap<u64, Known>,
+        id: u64,
+    ) -> Result<Result<(), String>, CheckpointError> {
+        if known.contains_key(&id) {
+            return Ok(Ok(()));
+        }
+        Ok(match self.header_of(id)? {
+            None => Err("file is missing".into()),
+            Some((_, Err(reason))) => Err(reason),
+            Some((_, Ok(header))) => {
+                known.insert(id, header.into());
+                Ok(())
+            }
+        })
+    }
+
+    /// Deletes the checkpoint files that `manifest` (a committed one)
+    /// supersedes — those neither listed nor retained and older than its
+    /// newest listed id — and, if `temps`, temp files.
+    fn remove_unlisted(&self, manifest: &Manifest, temps: bool) -> Result<(), CheckpointError> {
+        let newest = manifest.ids.last().copied().unwrap_or(0);
         let stale: Vec<String> = self
             .backend
             .list()?
             .into_iter()
             .filter(|name| {
                 if let Some(id) = parse_checkpoint_file_name(name) {
-                    id < newest && !ids.contains(&id)
+                    id < newest && !manifest.holds(id)
                 } else {
                     temps && (name.starts_with(TMP_PREFIX) || name == MANIFEST_TMP)
                 }
@@ -505,9 +661,10 @@ impl CheckpointStore {
         fault: Option<Fault>,
     ) -> Result<CheckpointInfo, CheckpointError> {
         let start = Instant::now();
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let state = &mut *state;
         let (manifest, version) = self.read_manifest()?;
-        if version != *seen {
+        if version != state.seen {
             return Err(self.fenced(match &version {
                 Some(_) => format!(
                     "its manifest was changed by another writer since this store last read it \
@@ -532,11 +689,40 @@ impl CheckpointStore {
                 });
             }
         }
-        let bytes = format::encode(cp).map_err(|reason| CheckpointError::Encode {
-            id: cp.id,
-            dir: self.location.clone(),
-            reason,
-        })?;
+        let reach = self.check_bases(cp, &manifest, &mut state.known)?;
+
+        // What the new manifest lists and retains: the last `keep` ids, and
+        // every other checkpoint their chains reach.
+        let mut ids = manifest.ids.clone();
+        ids.push(cp.id);
+        let drop_n = ids.len().saturating_sub(self.keep);
+        ids.drain(..drop_n);
+        let mut reached: BTreeSet<u64> = reach.iter().copied().collect();
+        for &listed in &ids[..ids.len() - 1] {
+            match self.load_known(&mut state.known, listed)? {
+                Ok(()) => reached.extend(&state.known[&listed].reach),
+                Err(reason) => {
+                    // Missing or damaged: it can never be restored, so
+                    // what its chains would reach need not be kept for it.
+                    tracing::warn!(
+                        id = listed,
+                        %reason,
+                        "a listed checkpoint cannot be read; it retains nothing"
+                    );
+                }
+            }
+        }
+        let retained: Vec<u64> = reached
+            .into_iter()
+            .filter(|r| ids.binary_search(r).is_err())
+            .collect();
+
+        let bytes =
+            format::encode_with_reach(cp, &reach).map_err(|reason| CheckpointError::Encode {
+                id: cp.id,
+                dir: self.location.clone(),
+                reason,
+            })?;
 
         // 1-2. the checkpoint under its final name.
         let name = checkpoint_file_name(cp.id);
@@ -551,16 +737,27 @@ impl CheckpointStore {
         }
 
         // 3. commit: the new manifest, only over the version read above.
-        let mut ids = manifest.ids;
-        ids.push(cp.id);
-        let drop_n = ids.len().saturating_sub(self.keep);
-        ids.drain(..drop_n);
-        let new_manifest = Manifest::new(ids, self.epoch);
+        let new_manifest = Manifest::new(ids, self.epoch, retained);
         match self
             .backend
             .swap_manifest(&new_manifest.encode(), version.as_ref(), fault)?
         {
-            Swap::Done(v) => *seen = Some(v),
+            Swap::Done(v) => {
+                state.seen = Some(v);
+                state.known.insert(
+                    cp.id,
+                    Known {
+                        fingerprint: cp.fingerprint.clone(),
+                        parts: cp
+                            .parts
+                            .keys()
+                            .map(|n| (n.clone(), cp.bases.get(n).copied()))
+                            .collect(),
+                        reach,
+                    },
+                );
+                state.known.retain(|&id, _| new_manifest.holds(id));
+            }
             Swap::Conflict => {
                 return Err(self.fenced(format!(
                     "its manifest was changed by another writer while checkpoint {} was \
@@ -574,7 +771,7 @@ impl CheckpointStore {
         }
 
         // 4. prune (the new checkpoint is committed; failures only warn).
-        if let Err(e) = self.remove_unlisted(&new_manifest.ids, false) {
+        if let Err(e) = self.remove_unlisted(&new_manifest, false) {
             tracing::warn!(error = %e, "pruning old checkpoints failed; retried on next write or open");
         }
 
@@ -592,56 +789,67 @@ impl CheckpointStore {
         })
     }
 
-    /// The newest committed checkpoint that verifies, if any.
-    ///
-    /// Newer checkpoints that fail verification (or are missing) are listed
-    /// in [`Restored::skipped`] and logged. If the newest valid checkpoint
-    /// has a fingerprint other than `fingerprint`, returns
-    /// [`CheckpointError::Incompatible`]; nothing is ever deleted here.
-    pub fn latest_valid(&self, fingerprint: &str) -> Result<Option<Restored>, CheckpointError> {
-        let (manifest, _) = self.read_manifest()?;
-        let mut skipped = Vec::new();
-        for &id in manifest.ids.iter().rev() {
-            let path = self.checkpoint_path(id);
-            let verdict = match self.backend.get(&checkpoint_file_name(id))? {
-                Some((bytes, _)) => format::decode(&bytes, Some(id)),
-                None => Err("file is missing".into()),
+    /// Checks `cp`'s delta parts against the store (each base older,
+    /// listed or retained in `manifest`, readable, of the same fingerprint
+    /// and holding the part, and so on down its chain) and returns the
+    /// checkpoint's reach: every id its chains pass through, increasing.
+    fn check_bases(
+        &self,
+        cp: &Checkpoint,
+        manifest: &Manifest,
+        known: &mut BTreeMap<u64, Known>,
+    ) -> Result<Vec<u64>, CheckpointError> {
+        let mut reach = BTreeSet::new();
+        for (part, &base) in &cp.bases {
+            let invalid = |reason: String| CheckpointError::InvalidBase {
+                id: cp.id,
+                part: part.clone(),
+                base,
+                dir: self.location.clone(),
+                reason,
             };
-            match verdict {
-                Ok(checkpoint) => {
-                    if checkpoint.fingerprint != fingerprint {
-                        return Err(CheckpointError::Incompatible {
-                            id,
-                            found: checkpoint.fingerprint,
-                            expected: fingerprint.to_string(),
-                            path,
-                        });
-                    }
-                    return Ok(Some(Restored {
-                        checkpoint,
-                        path,
-                        skipped: self.with_unverified(skipped, id),
-                    }));
+            if !cp.parts.contains_key(part) {
+                return Err(invalid(
+                    "is named but the checkpoint holds no such part".into(),
+                ));
+            }
+            if base >= cp.id {
+                return Err(invalid("is not older than the checkpoint".into()));
+            }
+            if !manifest.holds(base) {
+                return Err(invalid(format!(
+                    "the store no longer keeps or never committed (it lists {:?} and retains {:?})",
+                    manifest.ids, manifest.retained
+                )));
+            }
+            let mut at = base;
+            loop {
+                let through = if at == base {
+                    String::new()
+                } else {
+                    format!("chains to checkpoint {at}, which ")
+                };
+                if let Err(reason) = self.load_known(known, at)? {
+                    return Err(invalid(format!("{through}cannot be read: {reason}")));
                 }
-                Err(reason) => {
-                    tracing::warn!(
-                        id,
-                        path = %path.display(),
-                        %reason,
-                        "skipping corrupt checkpoint; trying the previous one"
-                    );
-                    skipped.push((id, reason));
+                let k = &known[&at];
+                if k.fingerprint != cp.fingerprint {
+                    return Err(invalid(format!(
+                        "{through}was written by pipeline fingerprint {:?}, not {:?}",
+                        k.fingerprint, cp.fingerprint
+                    )));
+                }
+                let Some(&next) = k.parts.get(part) else {
+                    return Err(invalid(format!("{through}does not hold that part")));
+                };
+                reach.insert(at);
+                match next {
+                    Some(next) => at = next,
+                    None => break,
                 }
             }
         }
-        let skipped = self.with_unverified(skipped, 0);
-        if !skipped.is_empty() {
-            tracing::warn!(
-                count = skipped.len(),
-                "no valid checkpoint: every committed checkpoint failed verification"
-            );
-        }
-        Ok(None)
+        Ok(reach.into_iter().collect())
     }
 
     /// The committed checkpoints, oldest first. Reads only each header, so
@@ -651,17 +859,10 @@ impl CheckpointStore {
         let now = SystemTime::now();
         let mut out = Vec::with_capacity(manifest.ids.len());
         for &id in &manifest.ids {
-            let name = checkpoint_file_name(id);
-            let Some(head) = self.backend.head(&name, format::HEADER_PEEK)? else {
+            let Some((head, header)) = self.header_of(id)? else {
                 continue;
             };
-            let mut header = format::read_header(&mut head.bytes.as_slice(), Some(id)).ok();
-            if header.is_none() && head.bytes.len() == format::HEADER_PEEK {
-                // A header longer than the peek: read the whole object.
-                if let Some((bytes, _)) = self.backend.get(&name)? {
-                    header = format::read_header(&mut bytes.as_slice(), Some(id)).ok();
-                }
-            }
+            let header = header.ok();
             let created = match &header {
                 Some(h) => UNIX_EPOCH + Duration::from_millis(h.created_ms),
                 None => head.modified.unwrap_or(UNIX_EPOCH),
@@ -673,7 +874,7 @@ impl CheckpointStore {
                 age: now.duration_since(created).unwrap_or_default(),
                 fingerprint: header.map(|h| h.fingerprint),
                 write_duration: None,
-                path: self.backend.path(&name),
+                path: self.checkpoint_path(id),
             });
         }
         Ok(out)

@@ -8,6 +8,13 @@
 //! checkpoint: the store lists those again, and keeps (without listing)
 //! the ones that do not verify, so that nothing is lost that a person may
 //! want to look at.
+//!
+//! The rebuilt manifest retains (see [`format`](crate::format)) every
+//! checkpoint that a listed checkpoint's chains reach, as the headers of
+//! the listed files name them, and every file that does not verify; so
+//! `open`'s pruning right after deletes no file at all.
+
+use std::collections::BTreeSet;
 
 use crate::backend::{Swap, Version};
 use crate::format::{self, Manifest};
@@ -35,19 +42,24 @@ impl CheckpointStore {
     ) -> Result<(Manifest, Option<Version>, Option<ManifestRecovery>), CheckpointError> {
         let mut ids = self.checkpoint_files()?;
         if ids.is_empty() {
-            return Ok((Manifest::new(Vec::new(), 0), None, None));
+            return Ok((Manifest::new(Vec::new(), 0, Vec::new()), None, None));
         }
         ids.sort_unstable();
         let mut listed = Vec::new();
         let mut unverified = Vec::new();
+        // Kept: what the listed chains reach, and what does not verify.
+        let mut kept = BTreeSet::new();
         for id in ids {
             let path = self.checkpoint_path(id);
             let verdict = match self.backend.get(&checkpoint_file_name(id))? {
-                Some((bytes, _)) => format::decode(&bytes, Some(id)),
+                Some((bytes, _)) => format::decode_with_reach(&bytes, Some(id)),
                 None => Err("file vanished while the manifest was rebuilt".into()),
             };
             match verdict {
-                Ok(_) => listed.push(id),
+                Ok((_, reach)) => {
+                    listed.push(id);
+                    kept.extend(reach);
+                }
                 Err(reason) => {
                     tracing::warn!(
                         id,
@@ -55,11 +67,16 @@ impl CheckpointStore {
                         %reason,
                         "checkpoint file does not verify; keeping it, not listing it"
                     );
+                    kept.insert(id);
                     unverified.push((id, reason));
                 }
             }
         }
-        let manifest = Manifest::new(listed.clone(), 0);
+        let retained = kept
+            .into_iter()
+            .filter(|id| listed.binary_search(id).is_err())
+            .collect();
+        let manifest = Manifest::new(listed.clone(), 0, retained);
         let version = match self.backend.swap_manifest(&manifest.encode(), None, None)? {
             Swap::Done(v) => v,
             Swap::Conflict => {

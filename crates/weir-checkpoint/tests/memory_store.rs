@@ -284,6 +284,59 @@ fn a_lost_manifest_is_rebuilt_from_the_objects() {
     assert_eq!(store.latest_valid(FP).unwrap().unwrap().checkpoint.id, 3);
 }
 
+/// Checkpoint `id` with a full `source` and `state` a delta on `base`
+/// (full without one).
+fn delta_cp(id: u64, base: Option<u64>) -> Checkpoint {
+    let c = Checkpoint::new(id, FP).with_part("source", id.to_le_bytes().to_vec());
+    match base {
+        Some(b) => c.with_delta_part("state", b, vec![id as u8; 10]),
+        None => c.with_part("state", vec![id as u8; 100]),
+    }
+}
+
+#[test]
+fn delta_chains_are_retained_restored_and_kept_by_a_claiming_owner() {
+    let mem = Arc::new(InMemory::new());
+    let old = open(&mem, 1, 1).unwrap();
+    old.write(&delta_cp(1, None)).unwrap();
+    old.write(&delta_cp(2, Some(1))).unwrap();
+    old.write(&delta_cp(3, Some(2))).unwrap();
+    assert_eq!(names(&mem), expected(&[1, 2, 3]));
+    assert!(
+        manifest(&mem).contains(r#""ids":[3],"epoch":1,"retained":[1,2]"#),
+        "{}",
+        manifest(&mem)
+    );
+    // A new owner claims the store: the retained set stays, so does every
+    // object.
+    let new = open(&mem, 1, 2).unwrap();
+    assert!(
+        manifest(&mem).contains(r#""ids":[3],"epoch":2,"retained":[1,2]"#),
+        "{}",
+        manifest(&mem)
+    );
+    assert_eq!(names(&mem), expected(&[1, 2, 3]));
+    let r = new.latest_valid(FP).unwrap().unwrap();
+    let ids: Vec<u64> = r.chain("state").unwrap().iter().map(|l| l.0).collect();
+    assert_eq!(ids, vec![1, 2, 3]);
+    assert_eq!(r.chain("state").unwrap()[0].1, &[1u8; 100][..]);
+    assert!(matches!(
+        old.write(&delta_cp(4, Some(3))),
+        Err(CheckpointError::Fenced { .. })
+    ));
+    // A damaged base: the chain's checkpoints are skipped, naming it.
+    flip(&mem, 1, 60);
+    let r = new.latest_valid(FP).unwrap();
+    assert!(r.is_none());
+    flip(&mem, 1, 60); // repaired
+                       // A new full supersedes the chain: everything older is pruned.
+    new.write(&delta_cp(4, Some(3))).unwrap();
+    assert_eq!(names(&mem), expected(&[1, 2, 3, 4]));
+    new.write(&delta_cp(5, None)).unwrap();
+    assert_eq!(names(&mem), expected(&[5]));
+    assert_eq!(new.latest_valid(FP).unwrap().unwrap().checkpoint.id, 5);
+}
+
 #[test]
 fn a_memory_url_opens_a_store() {
     let store = CheckpointStore::open_url("memory:///cp", 2, 0).unwrap();

@@ -171,6 +171,17 @@ pub(crate) fn restore(store: &CheckpointStore, fingerprint: &str) -> Result<Rest
     }
     let cp = restored.checkpoint;
     let id = cp.id;
+    if let Some((part, base)) = cp.bases.iter().next() {
+        // Incremental parts need the operators to apply deltas, which this
+        // version does not do: refuse rather than take a delta for state.
+        return Err(EngineError::Restore {
+            checkpoint: id,
+            problem: format!(
+                "its part {part:?} is a delta on checkpoint {base} (an incremental \
+                 checkpoint), which this version of weir cannot restore"
+            ),
+        });
+    }
     let mut r = Restore {
         id,
         max_time: i64::MIN,
@@ -369,5 +380,32 @@ impl Coordinator {
             });
         }
         Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A checkpoint with a delta part (an incremental checkpoint) is
+    /// refused, naming the part and its base, rather than restored with
+    /// the delta taken for the whole state.
+    #[test]
+    fn a_checkpoint_with_delta_parts_is_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = CheckpointStore::open(dir.path(), 3).expect("store");
+        store
+            .write(&Checkpoint::new(1, "fp").with_part("state/win/3", vec![1, 2]))
+            .expect("full");
+        store
+            .write(&Checkpoint::new(2, "fp").with_delta_part("state/win/3", 1, vec![3]))
+            .expect("delta");
+        let err = restore(&store, "fp").expect_err("refused");
+        let text = err.to_string();
+        assert!(
+            text.contains("checkpoint 2")
+                && text.contains("\"state/win/3\" is a delta on checkpoint 1"),
+            "{text}"
+        );
     }
 }
