@@ -162,6 +162,7 @@
 #![deny(missing_docs)]
 
 mod backend;
+mod chains;
 mod error;
 pub mod format;
 mod local;
@@ -176,6 +177,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use backend::{Backend, PutNew, Swap, Version};
+use chains::Known;
 pub use error::{CheckpointError, Fault};
 use format::{Header, Manifest};
 pub use recover::ManifestRecovery;
@@ -308,26 +310,6 @@ struct WriterState {
     /// The headers of listed or retained checkpoints this store has read
     /// or written, by id (a committed checkpoint's file never changes).
     known: BTreeMap<u64, Known>,
-}
-
-/// What a write needs from a committed checkpoint's header.
-#[derive(Debug)]
-struct Known {
-    fingerprint: String,
-    /// Every part, with its base when it is a delta.
-    parts: BTreeMap<String, Option<u64>>,
-    /// Every checkpoint its chains pass through.
-    reach: Vec<u64>,
-}
-
-impl From<Header> for Known {
-    fn from(h: Header) -> Self {
-        Known {
-            fingerprint: h.fingerprint,
-            parts: h.parts.into_iter().map(|p| (p.name, p.base)).collect(),
-            reach: h.reach,
-        }
-    }
 }
 
 /// The file name of checkpoint `id`.
@@ -591,26 +573,6 @@ impl CheckpointStore {
         Ok(Some((head, header)))
     }
 
-    /// Makes sure `known` holds checkpoint `id`'s header; `Err` (a
-    /// reason) when it cannot be read.
-    fn load_known(
-        &self,
-        known: &mut BTreeMap<u64, Known>,
-        id: u64,
-    ) -> Result<Result<(), String>, CheckpointError> {
-        if known.contains_key(&id) {
-            return Ok(Ok(()));
-        }
-        Ok(match self.header_of(id)? {
-            None => Err("file is missing".into()),
-            Some((_, Err(reason))) => Err(reason),
-            Some((_, Ok(header))) => {
-                known.insert(id, header.into());
-                Ok(())
-            }
-        })
-    }
-
     /// Deletes the checkpoint files that `manifest` (a committed one)
     /// supersedes — those neither listed nor retained and older than its
     /// newest listed id — and, if `temps`, temp files.
@@ -787,69 +749,6 @@ impl CheckpointStore {
             fingerprint: Some(cp.fingerprint.clone()),
             write_duration: Some(start.elapsed()),
         })
-    }
-
-    /// Checks `cp`'s delta parts against the store (each base older,
-    /// listed or retained in `manifest`, readable, of the same fingerprint
-    /// and holding the part, and so on down its chain) and returns the
-    /// checkpoint's reach: every id its chains pass through, increasing.
-    fn check_bases(
-        &self,
-        cp: &Checkpoint,
-        manifest: &Manifest,
-        known: &mut BTreeMap<u64, Known>,
-    ) -> Result<Vec<u64>, CheckpointError> {
-        let mut reach = BTreeSet::new();
-        for (part, &base) in &cp.bases {
-            let invalid = |reason: String| CheckpointError::InvalidBase {
-                id: cp.id,
-                part: part.clone(),
-                base,
-                dir: self.location.clone(),
-                reason,
-            };
-            if !cp.parts.contains_key(part) {
-                return Err(invalid(
-                    "is named but the checkpoint holds no such part".into(),
-                ));
-            }
-            if base >= cp.id {
-                return Err(invalid("is not older than the checkpoint".into()));
-            }
-            if !manifest.holds(base) {
-                return Err(invalid(format!(
-                    "the store no longer keeps or never committed (it lists {:?} and retains {:?})",
-                    manifest.ids, manifest.retained
-                )));
-            }
-            let mut at = base;
-            loop {
-                let through = if at == base {
-                    String::new()
-                } else {
-                    format!("chains to checkpoint {at}, which ")
-                };
-                if let Err(reason) = self.load_known(known, at)? {
-                    return Err(invalid(format!("{through}cannot be read: {reason}")));
-                }
-                let k = &known[&at];
-                if k.fingerprint != cp.fingerprint {
-                    return Err(invalid(format!(
-                        "{through}was written by pipeline fingerprint {:?}, not {:?}",
-                        k.fingerprint, cp.fingerprint
-                    )));
-                }
-                let Some(&next) = k.parts.get(part) else {
-                    return Err(invalid(format!("{through}does not hold that part")));
-                };
-                reach.insert(at);
-                match next {
-                    Some(next) => at = next,
-                    None => break,
-                }
-            }
-        }
-        Ok(reach.into_iter().collect())
     }
 
     /// The committed checkpoints, oldest first. Reads only each header, so
