@@ -7,6 +7,7 @@ use arrow_array::{
 use arrow_schema::DataType;
 use weir_config::{Aggregate, AggregateFunction};
 
+use super::running::HLL_BITS;
 use crate::hash::{hash_bytes, mix64};
 
 /// How an aggregate reads its input column.
@@ -93,7 +94,6 @@ pub fn read_values(array: &ArrayRef, kind: InputKind, out: &mut Vec<u64>, valid:
 }
 
 const EXACT_LIMIT: usize = 1024;
-const HLL_BITS: u32 = 12;
 
 /// Distinct counting: exact up to 1024 values, then a HyperLogLog sketch
 /// with 4096 registers (about 1.6% standard error).
@@ -149,9 +149,7 @@ impl Distinct {
 }
 
 fn hll_add(regs: &mut [u8], h: u64) {
-    let idx = (h >> (64 - HLL_BITS)) as usize;
-    let rest = (h << HLL_BITS) | (1 << (HLL_BITS - 1));
-    let rank = rest.leading_zeros() as u8 + 1;
+    let (idx, rank) = super::running::hll_slot(h);
     if regs[idx] < rank {
         regs[idx] = rank;
     }

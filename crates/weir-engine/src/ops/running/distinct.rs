@@ -10,16 +10,16 @@ use crate::state::{Damaged, StateReader, StateWriter};
 /// Distinct counts up to this are exact (as `Distinct` in aggregate.rs).
 const EXACT_LIMIT: usize = 1024;
 /// HyperLogLog index bits: 4096 registers (as in aggregate.rs).
-const HLL_BITS: u32 = 12;
+pub(crate) const HLL_BITS: u32 = 12;
 const REGISTERS: usize = 1 << HLL_BITS;
 /// Once built, the sketch is kept until the distinct count falls to this
 /// (hysteresis: no rebuild per event around the exact limit).
 const DROP_AT: usize = EXACT_LIMIT / 2;
 
-/// The register and rank of a hash. Must match `hll_add` in
-/// aggregate.rs (fixed windows): the same values give the same estimate.
+/// The register and rank of a hash, for this sketch and fixed windows'
+/// (`hll_add` in aggregate.rs): the same values give the same estimate.
 #[inline]
-fn hll_slot(h: u64) -> (usize, u8) {
+pub(crate) fn hll_slot(h: u64) -> (usize, u8) {
     let idx = (h >> (64 - HLL_BITS)) as usize;
     let rest = (h << HLL_BITS) | (1 << (HLL_BITS - 1));
     let rank = rest.leading_zeros() as u8 + 1;

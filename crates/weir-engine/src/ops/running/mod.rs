@@ -39,6 +39,7 @@ mod moments;
 mod testing;
 
 pub use distinct::SlidingDistinct;
+pub(crate) use distinct::{hll_slot, HLL_BITS};
 pub use exact_sum::{ExactSum, IntSum};
 pub use extremes::{ExtremeValue, Extremes};
 pub use moments::Moments;
