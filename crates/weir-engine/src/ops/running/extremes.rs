@@ -117,6 +117,11 @@ impl<V: ExtremeValue> Extremes<V> {
         }
     }
 
+    /// Empties the deque, keeping its allocation.
+    pub fn clear(&mut self) {
+        self.entries.clear();
+    }
+
     /// Whether this is a max (else a min).
     pub fn is_max(&self) -> bool {
         self.max

@@ -59,6 +59,26 @@ impl Running {
         }
     }
 
+    /// Back to empty, keeping allocations where that is cheap (the
+    /// extremes' deques and the boxes).
+    pub(super) fn reset(&mut self) {
+        match self {
+            Running::Count(n) => *n = 0,
+            Running::IntSum(s, n) => {
+                *s = IntSum::new();
+                *n = 0;
+            }
+            Running::FloatSum(s, n) => {
+                *s = ExactSum::new();
+                *n = 0;
+            }
+            Running::IntExt(e) => e.clear(),
+            Running::FloatExt(e) => e.clear(),
+            Running::Moments(m, ..) => **m = Moments::new(),
+            Running::Distinct(d) => **d = SlidingDistinct::new(),
+        }
+    }
+
     /// Adds a present value (`bits` per the input kind) of the event at
     /// `(time, seq)`; `newest`: no event of the window is after it.
     #[inline]
@@ -159,6 +179,13 @@ impl FrontWindow {
                 .zip(kinds)
                 .map(|(a, k)| Running::new(a, *k))
                 .collect(),
+        }
+    }
+
+    /// Back to empty (for a rescan), without allocating.
+    pub(super) fn reset(&mut self) {
+        for a in &mut self.aggs {
+            a.reset();
         }
     }
 

@@ -51,7 +51,8 @@ pub struct SlidingWindow {
     inputs: Inputs,
     output: SchemaRef,
     state: KeyedMap<SlidingState>,
-    /// Accumulators for the rescan of an out-of-order event's window.
+    /// Accumulators for the rescan of an out-of-order event's window,
+    /// reset (not rebuilt) for each.
     scratch: FrontWindow,
     batches_since_sweep: u32,
 }
@@ -245,7 +246,7 @@ impl Operator for SlidingWindow {
             while first > 0 && st.time(first - 1, stride) > lo {
                 first -= 1;
             }
-            self.scratch = FrontWindow::new(aggregates, kinds);
+            self.scratch.reset();
             let words = st.words.make_contiguous();
             let window = &words[first * stride..(at + 1) * stride];
             for (i, e) in window.chunks_exact(stride).enumerate() {
