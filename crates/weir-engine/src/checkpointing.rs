@@ -85,8 +85,9 @@ pub(crate) struct Restore {
     pub source: SourcePosition,
     /// Largest event time before the checkpoint (`i64::MIN` for none).
     pub max_time: i64,
-    /// Step name → key group → state.
-    pub state: HashMap<String, BTreeMap<u32, Vec<u8>>>,
+    /// Step name → key group → its state's chain: a full part, then the
+    /// deltas of later checkpoints on it, oldest first.
+    pub state: HashMap<String, BTreeMap<u32, Vec<Vec<u8>>>>,
     /// Sink name → its part.
     pub sinks: HashMap<String, Vec<u8>>,
     /// Newer checkpoints that did not verify: (id, reason).
@@ -169,30 +170,24 @@ pub(crate) fn restore(store: &CheckpointStore, fingerprint: &str) -> Result<Rest
     for (id, reason) in &restored.skipped {
         tracing::warn!(checkpoint = id, %reason, "skipping a damaged checkpoint; restoring an older one");
     }
-    let cp = restored.checkpoint;
-    let id = cp.id;
-    if let Some((part, base)) = cp.bases.iter().next() {
-        // Incremental parts need the operators to apply deltas, which this
-        // version does not do: refuse rather than take a delta for state.
-        return Err(EngineError::Restore {
-            checkpoint: id,
-            problem: format!(
-                "its part {part:?} is a delta on checkpoint {base} (an incremental \
-                 checkpoint), which this version of weir cannot restore"
-            ),
-        });
-    }
+    let id = restored.checkpoint.id;
     let mut r = Restore {
         id,
         max_time: i64::MIN,
-        skipped: restored.skipped,
+        skipped: restored.skipped.clone(),
         ..Default::default()
     };
-    for (name, data) in cp.parts {
+    for (name, mut chain) in restored.into_chains() {
+        let whole = |chain: &mut Vec<(u64, Vec<u8>)>| match chain.len() {
+            1 => chain.pop().map(|(_, data)| data),
+            _ => None,
+        };
         if name == SOURCE_PART {
+            let data = whole(&mut chain).ok_or_else(|| damaged(id, "source position"))?;
             r.source =
                 SourcePosition::decode(&data).ok_or_else(|| damaged(id, "source position"))?;
         } else if name == WATERMARK_PART {
+            let data = whole(&mut chain).ok_or_else(|| damaged(id, "watermark"))?;
             let mut rd = StateReader::new(&data);
             r.max_time = rd.i64().map_err(|_| damaged(id, "watermark"))?;
         } else if let Some(rest) = name.strip_prefix(STATE_PREFIX) {
@@ -203,8 +198,9 @@ pub(crate) fn restore(store: &CheckpointStore, fingerprint: &str) -> Result<Rest
             r.state
                 .entry(step.to_string())
                 .or_default()
-                .insert(group, data);
+                .insert(group, chain.into_iter().map(|(_, data)| data).collect());
         } else if let Some(sink) = name.strip_prefix(SINK_PREFIX) {
+            let data = whole(&mut chain).ok_or_else(|| damaged(id, &format!("part {name:?}")))?;
             r.sinks.insert(sink.to_string(), data);
         }
     }
@@ -219,16 +215,34 @@ pub(crate) enum CoordMsg {
         source: SourcePosition,
         at: Instant,
     },
-    /// A shard's keyed state at barrier `id`: (step, key group, bytes).
+    /// A shard's keyed state at barrier `id`, and how long capturing it
+    /// held the shard up.
     Shard {
         id: u64,
-        state: Vec<(String, u32, Vec<u8>)>,
+        state: Vec<StatePart>,
         max_time: i64,
+        stall: Duration,
     },
     /// A sink staged everything before barrier `id`.
     Sink { id: u64, sink: usize, part: Vec<u8> },
     /// Everything rejected before barrier `id` is durable.
     DeadLetters { id: u64 },
+}
+
+/// A checkpoint is written whole for key group `g` when `(id + g) %
+/// FULL_EVERY == 0` (and when the group has no part to build on), and as
+/// the changes since the previous checkpoint otherwise: each group's chain
+/// of deltas stays under this length, and the full writes are spread over
+/// the checkpoints instead of all falling on one.
+pub(crate) const FULL_EVERY: u64 = 32;
+
+/// One key group's state of one step, for a checkpoint.
+pub(crate) struct StatePart {
+    pub step: String,
+    pub group: u32,
+    pub data: Vec<u8>,
+    /// For a delta: the checkpoint it applies on.
+    pub base: Option<u64>,
 }
 
 /// One completed checkpoint, for the run's report.
@@ -240,6 +254,13 @@ pub struct CheckpointStat {
     pub duration: Duration,
     /// Size of the checkpoint file.
     pub size_bytes: u64,
+    /// How long capturing the state held the pipeline up: the longest
+    /// any shard spent between taking the barrier and going on.
+    pub stall: Duration,
+    /// Key-group parts written whole, and as deltas.
+    pub full_parts: usize,
+    /// Key-group parts written as the changes since the last checkpoint.
+    pub delta_parts: usize,
     /// When it completed.
     pub completed_at: SystemTime,
 }
@@ -255,8 +276,20 @@ pub struct CheckpointReport {
     pub completed: u64,
     /// Longest checkpoint duration in this run.
     pub max_duration: Duration,
+    /// Longest stall of the pipeline for a checkpoint in this run.
+    pub max_stall: Duration,
+    /// Bytes of every checkpoint this run wrote.
+    pub total_bytes: u64,
+    /// The most recent completed checkpoints, oldest first (at most
+    /// [`CheckpointReport::RECENT`]).
+    pub recent: Vec<CheckpointStat>,
     /// The last completed checkpoint.
     pub last: Option<CheckpointStat>,
+}
+
+impl CheckpointReport {
+    /// How many recent checkpoints the report keeps.
+    pub const RECENT: usize = 1024;
 }
 
 #[derive(Default)]
@@ -264,7 +297,8 @@ struct Pending {
     begin: Option<(SourcePosition, Instant)>,
     shards: usize,
     max_time: Option<i64>,
-    state: Vec<(String, u32, Vec<u8>)>,
+    stall: Duration,
+    state: Vec<StatePart>,
     sinks: BTreeMap<usize, Vec<u8>>,
     dead_letters: bool,
 }
@@ -302,9 +336,11 @@ impl Coordinator {
                     id,
                     state,
                     max_time,
+                    stall,
                 } => {
                     let p = pending.entry(id).or_default();
                     p.shards += 1;
+                    p.stall = p.stall.max(stall);
                     p.max_time = Some(p.max_time.unwrap_or(i64::MIN).max(max_time));
                     p.state.extend(state);
                     id
@@ -335,9 +371,19 @@ impl Coordinator {
             if let Some(t) = p.max_time {
                 cp = cp.with_part(WATERMARK_PART, t.to_le_bytes().to_vec());
             }
-            for (step, group, data) in p.state {
-                cp.parts
-                    .insert(format!("{STATE_PREFIX}{step}/{group}"), data);
+            let (mut full_parts, mut delta_parts) = (0, 0);
+            for part in p.state {
+                let name = format!("{STATE_PREFIX}{}/{}", part.step, part.group);
+                match part.base {
+                    Some(base) => {
+                        delta_parts += 1;
+                        cp = cp.with_delta_part(name, base, part.data);
+                    }
+                    None => {
+                        full_parts += 1;
+                        cp.parts.insert(name, part.data);
+                    }
+                }
             }
             for (sink, part) in p.sinks {
                 cp.parts
@@ -367,45 +413,31 @@ impl Coordinator {
             tracing::info!(
                 checkpoint = id,
                 duration_ms = duration.as_secs_f64() * 1e3,
+                stall_ms = p.stall.as_secs_f64() * 1e3,
                 size_bytes = info.size_bytes,
+                full_parts,
+                delta_parts,
                 "checkpoint complete"
             );
             report.completed += 1;
             report.max_duration = report.max_duration.max(duration);
-            report.last = Some(CheckpointStat {
+            report.max_stall = report.max_stall.max(p.stall);
+            report.total_bytes += info.size_bytes;
+            let stat = CheckpointStat {
                 id,
                 duration,
                 size_bytes: info.size_bytes,
+                stall: p.stall,
+                full_parts,
+                delta_parts,
                 completed_at: SystemTime::now(),
-            });
+            };
+            if report.recent.len() == CheckpointReport::RECENT {
+                report.recent.remove(0);
+            }
+            report.recent.push(stat.clone());
+            report.last = Some(stat);
         }
         Ok(report)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A checkpoint with a delta part (an incremental checkpoint) is
-    /// refused, naming the part and its base, rather than restored with
-    /// the delta taken for the whole state.
-    #[test]
-    fn a_checkpoint_with_delta_parts_is_refused() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = CheckpointStore::open(dir.path(), 3).expect("store");
-        store
-            .write(&Checkpoint::new(1, "fp").with_part("state/win/3", vec![1, 2]))
-            .expect("full");
-        store
-            .write(&Checkpoint::new(2, "fp").with_delta_part("state/win/3", 1, vec![3]))
-            .expect("delta");
-        let err = restore(&store, "fp").expect_err("refused");
-        let text = err.to_string();
-        assert!(
-            text.contains("checkpoint 2")
-                && text.contains("\"state/win/3\" is a delta on checkpoint 1"),
-            "{text}"
-        );
     }
 }

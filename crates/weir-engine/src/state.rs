@@ -51,6 +51,14 @@ impl StateWriter<'_> {
         self.u64(b.len() as u64);
         self.0.extend_from_slice(b);
     }
+    /// Counted words, fixed width.
+    pub fn words(&mut self, words: &[u64]) {
+        self.u64(words.len() as u64);
+        self.0.reserve(words.len() * 8);
+        for w in words {
+            self.0.extend_from_slice(&w.to_le_bytes());
+        }
+    }
     /// An owned key.
     pub fn key(&mut self, k: &Key) {
         match k {
@@ -129,6 +137,15 @@ impl<'a> StateReader<'a> {
             return Err(Damaged);
         }
         Ok(n as usize)
+    }
+    /// Words as [`StateWriter::words`] wrote them.
+    pub fn words(&mut self) -> Result<Vec<u64>, Damaged> {
+        let n = self.count(8)?;
+        let raw = self.take(n * 8)?;
+        Ok(raw
+            .chunks_exact(8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+            .collect())
     }
     /// Length-prefixed bytes.
     pub fn bytes(&mut self) -> Result<&'a [u8], Damaged> {

@@ -302,6 +302,48 @@ impl<V> KeyedMap<V> {
         }
     }
 
+    /// Drops the states for which `keep` is false, handing each dropped
+    /// one to `dropped` with its key first.
+    pub fn retain_reporting(
+        &mut self,
+        mut keep: impl FnMut(&mut V) -> bool,
+        mut dropped: impl FnMut(Key, &V),
+    ) {
+        self.ints.retain(|k, v| {
+            let kept = keep(v);
+            if !kept {
+                dropped(Key::Int(*k), v);
+            }
+            kept
+        });
+        self.strs.retain(|k, v| {
+            let kept = keep(v);
+            if !kept {
+                dropped(Key::Str(k.clone()), v);
+            }
+            kept
+        });
+        if let Some(v) = &mut self.null {
+            if !keep(v) {
+                dropped(Key::Null, v);
+                self.null = None;
+            }
+        }
+    }
+
+    /// Calls `f` with every key and its state (order unspecified).
+    pub fn for_each_mut(&mut self, mut f: impl FnMut(Key, &mut V)) {
+        if let Some(v) = &mut self.null {
+            f(Key::Null, v);
+        }
+        for (k, v) in &mut self.ints {
+            f(Key::Int(*k), v);
+        }
+        for (k, v) in &mut self.strs {
+            f(Key::Str(k.clone()), v);
+        }
+    }
+
     /// Every key with its state (order unspecified).
     pub fn iter(&self) -> impl Iterator<Item = (Key, &V)> {
         self.null

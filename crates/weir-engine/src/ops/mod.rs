@@ -68,6 +68,33 @@ pub trait Operator: Send {
     fn restore(&mut self, _group: &[u8]) -> Result<(), crate::state::Damaged> {
         Ok(())
     }
+
+    /// Captures the keyed state for a checkpoint. Groups for which
+    /// `full(group)` holds go to `parts` whole, as [`Operator::snapshot`]
+    /// writes them; an operator that tracks its changes writes the other
+    /// groups' changes since its previous capture to `deltas` (a group
+    /// with no change may have no entry) and returns true. The default
+    /// writes every group whole and returns false.
+    fn capture(
+        &mut self,
+        key_groups: u32,
+        _full: &dyn Fn(u32) -> bool,
+        parts: &mut crate::state::GroupParts,
+        _deltas: &mut crate::state::GroupParts,
+    ) -> bool {
+        self.snapshot(key_groups, parts);
+        false
+    }
+
+    /// Adds the state of one key group from its chain: a part
+    /// [`Operator::snapshot`] wrote, then the deltas
+    /// [`Operator::capture`] wrote after it, oldest first.
+    fn restore_chain(&mut self, links: &[&[u8]]) -> Result<(), crate::state::Damaged> {
+        match links {
+            [whole] => self.restore(whole),
+            _ => Err(crate::state::Damaged),
+        }
+    }
 }
 
 /// Watermark for a record: the largest event time seen before it, minus

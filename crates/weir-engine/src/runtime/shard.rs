@@ -7,12 +7,15 @@
 //! barrier it snapshots its state for the checkpoint; at start it restores
 //! the key groups it owns from the restored one.
 
+use std::collections::{BTreeSet, HashMap};
+use std::time::Instant;
+
 use crossbeam_channel::Receiver;
 
 use super::messages::{BarrierKind, ShardMsg};
 use super::operators::{Runner, ThreadCtx};
 use super::plan::Op;
-use crate::checkpointing::CoordMsg;
+use crate::checkpointing::{CoordMsg, StatePart, FULL_EVERY};
 use crate::hash::shard_of;
 use crate::ops::Ctx;
 use crate::state::GroupParts;
@@ -25,7 +28,7 @@ pub(crate) fn shard_loop(
 ) -> Result<(), EngineError> {
     let g = &ctx.plan.graph;
     let mut ops = ctx.plan.build_ops(ctx.pipeline, &g.keyed)?;
-    restore_state(&ctx, &mut ops, shard)?;
+    let mut captures = restore_state(&ctx, &mut ops, shard)?;
     if let Some(m) = &ctx.counters.metrics {
         m.recovered_part();
     }
@@ -48,10 +51,13 @@ pub(crate) fn shard_loop(
             }
             finished |= kind.is_final();
             if let Some(coord) = &ctx.coord {
+                let began = Instant::now();
+                let state = capture(&mut runner, id, &mut captures);
                 let _ = coord.send(CoordMsg::Shard {
                     id,
-                    state: snapshot(&runner),
+                    state,
                     max_time: runner.max_time,
+                    stall: began.elapsed(),
                 });
             }
             ctx.barrier_downstream(id, kind)?;
@@ -89,38 +95,93 @@ pub(crate) fn shard_loop(
     Ok(())
 }
 
-/// Loads the restored state of the key groups this shard owns.
-fn restore_state(ctx: &ThreadCtx<'_>, ops: &mut [Op], shard: usize) -> Result<(), EngineError> {
+/// What the shard's last capture (or the restored checkpoint) wrote, so
+/// the next capture can write deltas on it.
+#[derive(Default)]
+struct Captures {
+    /// The checkpoint those parts are in.
+    base: Option<u64>,
+    /// Per keyed step (by index): the key groups it has a part for there.
+    groups: HashMap<usize, BTreeSet<u32>>,
+}
+
+/// Loads the restored state of the key groups this shard owns: each
+/// group's chain (a full part and the deltas on it).
+fn restore_state(
+    ctx: &ThreadCtx<'_>,
+    ops: &mut [Op],
+    shard: usize,
+) -> Result<Captures, EngineError> {
     let key_groups = ctx.pipeline.settings.key_groups;
+    let mut captures = Captures {
+        base: (ctx.restore.id > 0).then_some(ctx.restore.id),
+        groups: HashMap::new(),
+    };
     for &i in &ctx.plan.graph.keyed {
         let name = &ctx.pipeline.steps[i].name;
         let (Op::Run(op), Some(groups)) = (&mut ops[i], ctx.restore.state.get(name)) else {
             continue;
         };
-        for (&group, data) in groups {
+        for (&group, chain) in groups {
             if shard_of(group, key_groups, ctx.plan.shards) != shard {
                 continue;
             }
-            op.restore(data).map_err(|_| EngineError::Restore {
+            let links: Vec<&[u8]> = chain.iter().map(Vec::as_slice).collect();
+            op.restore_chain(&links).map_err(|_| EngineError::Restore {
                 checkpoint: ctx.restore.id,
                 problem: format!("the state of step {name} for key group {group} cannot be read"),
             })?;
+            captures.groups.entry(i).or_default().insert(group);
         }
     }
-    Ok(())
+    Ok(captures)
 }
 
-/// The state of every keyed step, per key group, for a checkpoint.
-fn snapshot(runner: &Runner<'_, '_>) -> Vec<(String, u32, Vec<u8>)> {
+/// The state of every keyed step, per key group, for checkpoint `id`:
+/// whole for groups due (see [`FULL_EVERY`]) or without a part in the
+/// last capture, else what changed since it, for operators that track
+/// their changes.
+fn capture(runner: &mut Runner<'_, '_>, id: u64, captures: &mut Captures) -> Vec<StatePart> {
     let ctx = runner.ctx;
+    let base = captures.base;
     let mut state = Vec::new();
     for &i in &ctx.plan.graph.keyed {
-        if let Op::Run(op) = &runner.ops[i] {
-            let mut parts = GroupParts::new();
-            op.snapshot(ctx.pipeline.settings.key_groups, &mut parts);
-            let name = &ctx.pipeline.steps[i].name;
-            state.extend(parts.into_iter().map(|(k, v)| (name.clone(), k, v)));
+        let Op::Run(op) = &mut runner.ops[i] else {
+            continue;
+        };
+        let had = captures.groups.remove(&i).unwrap_or_default();
+        let full =
+            |g: u32| base.is_none() || !had.contains(&g) || (id + g as u64) % FULL_EVERY == 0;
+        let mut parts = GroupParts::new();
+        let mut deltas = GroupParts::new();
+        if op.capture(
+            ctx.pipeline.settings.key_groups,
+            &full,
+            &mut parts,
+            &mut deltas,
+        ) {
+            // A group unchanged since the base still needs a link in
+            // this checkpoint's chain.
+            for &g in &had {
+                if !full(g) {
+                    deltas.entry(g).or_default();
+                }
+            }
+        }
+        let name = &ctx.pipeline.steps[i].name;
+        let groups = captures.groups.entry(i).or_default();
+        for (parts, base) in [(parts, None), (deltas, base)] {
+            for (group, data) in parts {
+                groups.insert(group);
+                state.push(StatePart {
+                    step: name.clone(),
+                    group,
+                    data,
+                    base,
+                });
+            }
         }
     }
+    captures.base = Some(id);
     state
 }

@@ -14,6 +14,7 @@
 use weir_config::{Aggregate, AggregateFunction};
 
 use super::super::aggregate::{InputKind, Value};
+use super::events::Layout;
 use crate::ops::running::{ExactSum, Extremes, IntSum, Moments, SlidingDistinct};
 
 /// One aggregate's running state.
@@ -164,8 +165,8 @@ fn as_f64(bits: u64, float: bool) -> f64 {
     }
 }
 
-/// Running aggregates of a window over `stride`-word entries `[time,
-/// validity bits, one value per aggregate]`.
+/// Running aggregates of a window over events laid out as
+/// [`Layout`] says.
 pub(super) struct FrontWindow {
     pub(super) aggs: Vec<Running>,
 }
@@ -189,24 +190,25 @@ impl FrontWindow {
         }
     }
 
-    /// Adds the entry `e` of the event `seq`.
+    /// Adds event `e` (laid out per `layout`, with the validity word when
+    /// `bits`) as the event `seq`.
     #[inline]
-    pub(super) fn add(&mut self, e: &[u64], seq: u64, newest: bool) {
-        let (time, bits) = (e[0] as i64, e[1]);
+    pub(super) fn add(&mut self, layout: &Layout, bits: bool, e: &[u64], seq: u64, newest: bool) {
+        let (time, valid) = (e[0] as i64, layout.bits(e, bits));
         for (i, a) in self.aggs.iter_mut().enumerate() {
-            if bits & (1 << i) != 0 {
-                a.add(time, seq, e[2 + i], newest);
+            if valid & (1 << i) != 0 {
+                a.add(time, seq, layout.value(e, bits, i), newest);
             }
         }
     }
 
-    /// Removes the entry `e`, which left the window.
+    /// Removes event `e`, which left the window.
     #[inline]
-    pub(super) fn remove(&mut self, e: &[u64]) {
-        let bits = e[1];
+    pub(super) fn remove(&mut self, layout: &Layout, bits: bool, e: &[u64]) {
+        let valid = layout.bits(e, bits);
         for (i, a) in self.aggs.iter_mut().enumerate() {
-            if bits & (1 << i) != 0 {
-                a.remove(e[2 + i]);
+            if valid & (1 << i) != 0 {
+                a.remove(layout.value(e, bits, i));
             }
         }
     }

@@ -7,41 +7,34 @@
 //! newest event gets a rescan of its own window, which gives the same
 //! bits (the aggregates do not depend on the order of their values).
 
-use std::collections::VecDeque;
+use std::collections::HashMap;
 
 use arrow_array::{ArrayRef, BooleanArray, RecordBatch};
 use arrow_schema::SchemaRef;
 use weir_config::Window;
 
-use super::super::aggregate::ResultColumn;
-use super::super::keyed::KeyedMap;
+use super::super::aggregate::{InputKind, ResultColumn};
+use super::super::keyed::{Key, KeyedMap};
 use super::super::stateless::keep;
 use super::super::{watermark, Ctx, Operator, Outputs};
+use super::events::{
+    apply_delta, read_full, restored, write_removed, Events, Layout, COMPACT_PART,
+};
 use super::front::FrontWindow;
 use super::{view, Inputs};
-use crate::state::{group_of, Damaged, GroupParts, StateReader, StateWriter};
+use crate::state::{group_of, Damaged, GroupParts};
 use crate::EngineError;
 
-/// Per-key state of a sliding window: the retained events, oldest first,
-/// in one flat buffer so an event's time, validity and values share cache
-/// lines. Each event takes `2 + aggregates` words: time, validity bits (bit
-/// i = aggregate i's input is non-null), then one value per aggregate.
-/// Beside them, the running aggregates of the front window: the events
-/// from index `front` on (those with time above the newest time less the
-/// size).
+/// Per-key state of a sliding window: the retained events, oldest first
+/// (`events.rs`: compact rows, changes since the last capture), and the
+/// running aggregates of the front window: the events from index `front`
+/// on (those with time above the newest time less the size).
 struct SlidingState {
-    words: VecDeque<u64>,
+    events: Events,
     front: usize,
     /// Arrival number of the next event: orders equal times for extremes.
     seq: u64,
     running: FrontWindow,
-}
-
-impl SlidingState {
-    #[inline]
-    fn time(&self, event: usize, stride: usize) -> i64 {
-        self.words[event * stride] as i64
-    }
 }
 
 /// A sliding (per-event) window.
@@ -49,8 +42,11 @@ pub struct SlidingWindow {
     step: String,
     config: Window,
     inputs: Inputs,
+    layout: Layout,
     output: SchemaRef,
     state: KeyedMap<SlidingState>,
+    /// Keys the last capture wrote whose state has gone since.
+    removed: Vec<Key>,
     /// Accumulators for the rescan of an out-of-order event's window,
     /// reset (not rebuilt) for each.
     scratch: FrontWindow,
@@ -70,12 +66,20 @@ impl SlidingWindow {
         if config.aggregates.len() > 64 {
             return Err(EngineError::build(step, "at most 64 aggregates per window"));
         }
+        let reads: Vec<Option<(usize, InputKind)>> = inputs
+            .columns
+            .iter()
+            .zip(&inputs.kinds)
+            .map(|(c, k)| c.map(|c| (c, *k)))
+            .collect();
         Ok(SlidingWindow {
             step: step.into(),
             config: config.clone(),
+            layout: Layout::new(&reads),
             inputs,
             output: output.clone(),
             state: KeyedMap::default(),
+            removed: Vec::new(),
             scratch,
             batches_since_sweep: 0,
         })
@@ -89,29 +93,29 @@ impl SlidingWindow {
             .saturating_sub(self.config.size_ms)
     }
 
-    fn stride(&self) -> usize {
-        2 + self.config.aggregates.len()
-    }
-
-    /// A key's state holding `words`, its running aggregates rebuilt from
-    /// the front window (at restore).
-    fn rebuilt(&self, words: VecDeque<u64>) -> SlidingState {
-        let stride = self.stride();
+    /// A key's state holding restored `events`, its running aggregates
+    /// rebuilt from the front window.
+    fn rebuilt(&self, events: Events) -> SlidingState {
+        let layout = &self.layout;
+        let (bits, stride) = (events.bits, layout.stride(events.bits));
         let mut st = SlidingState {
-            words,
+            events: restored(layout, events),
             front: 0,
             seq: 0,
             running: FrontWindow::new(&self.config.aggregates, &self.inputs.kinds),
         };
-        let n = st.words.len() / stride;
+        let n = st.events.len(layout);
         if n > 0 {
-            let lo = st.time(n - 1, stride).saturating_sub(self.config.size_ms);
-            while st.front < n && st.time(st.front, stride) <= lo {
+            let lo = st
+                .events
+                .time(n - 1, stride)
+                .saturating_sub(self.config.size_ms);
+            while st.front < n && st.events.time(st.front, stride) <= lo {
                 st.front += 1;
             }
-            let words = st.words.make_contiguous();
-            for (seq, e) in words[st.front * stride..].chunks_exact(stride).enumerate() {
-                st.running.add(e, seq as u64, true);
+            let words = &st.events.words()[st.front * stride..];
+            for (seq, e) in words.chunks_exact(stride).enumerate() {
+                st.running.add(layout, bits, e, seq as u64, true);
             }
             st.seq = (n - st.front) as u64;
         }
@@ -127,6 +131,11 @@ impl SlidingWindow {
             .saturating_add(self.config.allowed_lateness_ms)
             <= wm
     }
+}
+
+/// Group `g`'s bytes in `parts`, started with the format byte.
+fn part(parts: &mut GroupParts, g: u32) -> &mut Vec<u8> {
+    parts.entry(g).or_insert_with(|| vec![COMPACT_PART])
 }
 
 impl Operator for SlidingWindow {
@@ -150,10 +159,10 @@ impl Operator for SlidingWindow {
             .map(|a| ResultColumn::new(&a.data_type, rows))
             .collect();
         let mut kept = Vec::with_capacity(rows);
-        let stride = self.stride();
         let size = self.config.size_ms;
         let (aggregates, kinds) = (&self.config.aggregates, &self.inputs.kinds);
-        let mut entry = vec![0u64; stride];
+        let layout = &self.layout;
+        let mut entry: Vec<u64> = Vec::with_capacity(layout.stride(true));
         for row in 0..rows {
             let t = v.times[row];
             let wm = v.watermark(row, ctx, self.config.max_out_of_orderness_ms);
@@ -172,49 +181,51 @@ impl Operator for SlidingWindow {
             kept.push(true);
             let horizon = self.horizon(wm);
             let st = self.state.entry(&keys, row, || SlidingState {
-                words: VecDeque::with_capacity(8 * stride),
+                events: Events::default(),
                 front: 0,
                 seq: 0,
                 running: FrontWindow::new(aggregates, kinds),
             });
-            let events = st.words.len() / stride;
+            let mut valid = 0u64;
+            for (i, ok) in v.valid.iter().enumerate() {
+                valid |= (ok[row] as u64) << i;
+            }
+            if valid != layout.all_valid {
+                st.events.add_bits(layout);
+            }
+            let bits = st.events.bits;
+            let stride = layout.stride(bits);
+            entry.clear();
+            entry.push(t as u64);
+            if bits {
+                entry.push(valid);
+            }
+            entry.extend(layout.slot_source.iter().map(|&a| v.values[a][row]));
+            let events = st.events.len(layout);
             // Insert in time order, after events with the same time.
             let mut at = events;
-            while at > 0 && st.time(at - 1, stride) > t {
+            while at > 0 && st.events.time(at - 1, stride) > t {
                 at -= 1;
-            }
-            let mut bits = 0u64;
-            for (i, ok) in v.valid.iter().enumerate() {
-                bits |= (ok[row] as u64) << i;
-            }
-            entry[0] = t as u64;
-            entry[1] = bits;
-            for (i, vals) in v.values.iter().enumerate() {
-                entry[2 + i] = vals[row];
             }
             let seq = st.seq;
             st.seq += 1;
             let newest = at == events;
             if newest {
-                st.words.extend(entry.iter().copied());
-                st.running.add(&entry, seq, true);
+                st.events.push(&entry);
+                st.running.add(layout, bits, &entry, seq, true);
                 // The front window is now (t - size, t].
                 let lo = t.saturating_sub(size);
-                let words = st.words.make_contiguous();
-                while st.front < at && (words[st.front * stride] as i64) <= lo {
-                    let base = st.front * stride;
-                    st.running.remove(&words[base..base + stride]);
+                while st.front < at && st.events.time(st.front, stride) <= lo {
+                    st.running
+                        .remove(layout, bits, st.events.event(st.front, stride));
                     st.front += 1;
                 }
                 st.running.evict_through(lo);
             } else {
-                let base = at * stride;
-                for (j, &w) in entry.iter().enumerate() {
-                    st.words.insert(base + j, w);
-                }
-                let newest_time = st.time(events, stride);
+                st.events.insert(at, &entry);
+                let newest_time = st.events.time(events, stride);
                 if t > newest_time.saturating_sub(size) {
-                    st.running.add(&entry, seq, false);
+                    st.running.add(layout, bits, &entry, seq, false);
                 } else {
                     // Behind the front window, it pushes the window's
                     // first entry one place on.
@@ -225,11 +236,11 @@ impl Operator for SlidingWindow {
             // does not need): all of it is before the front window.
             let horizon = horizon.min(t.saturating_sub(size));
             let mut evict = 0;
-            while evict < at && st.time(evict, stride) <= horizon {
+            while evict < at && st.events.time(evict, stride) <= horizon {
                 evict += 1;
             }
             if evict > 0 {
-                st.words.drain(..evict * stride);
+                st.events.evict_front(evict, stride);
                 at -= evict;
                 st.front -= evict;
             }
@@ -243,14 +254,13 @@ impl Operator for SlidingWindow {
             // own slot, is not the front window; rescan it.
             let lo = t.saturating_sub(size);
             let mut first = at;
-            while first > 0 && st.time(first - 1, stride) > lo {
+            while first > 0 && st.events.time(first - 1, stride) > lo {
                 first -= 1;
             }
             self.scratch.reset();
-            let words = st.words.make_contiguous();
-            let window = &words[first * stride..(at + 1) * stride];
+            let window = &st.events.words()[first * stride..(at + 1) * stride];
             for (i, e) in window.chunks_exact(stride).enumerate() {
-                self.scratch.add(e, i as u64, true);
+                self.scratch.add(layout, bits, e, i as u64, true);
             }
             for (a, r) in self.scratch.aggs.iter().zip(&mut results) {
                 r.push(a.result());
@@ -276,32 +286,56 @@ impl Operator for SlidingWindow {
     }
 
     fn snapshot(&self, key_groups: u32, parts: &mut GroupParts) {
-        // Per key: the key, then its retained events' words.
         for (key, st) in self.state.iter() {
-            let buf = parts.entry(group_of(&key, key_groups)).or_default();
-            let mut w = StateWriter(buf);
-            w.key(&key);
-            w.u64(st.words.len() as u64);
-            for &x in &st.words {
-                w.i64(x as i64);
-            }
+            st.events
+                .write_full(&key, part(parts, group_of(&key, key_groups)));
         }
     }
 
+    fn capture(
+        &mut self,
+        key_groups: u32,
+        full: &dyn Fn(u32) -> bool,
+        parts: &mut GroupParts,
+        deltas: &mut GroupParts,
+    ) -> bool {
+        // Removals first: a key removed and then seen again is both.
+        for key in self.removed.drain(..) {
+            let g = group_of(&key, key_groups);
+            if !full(g) {
+                write_removed(&key, part(deltas, g));
+            }
+        }
+        let layout = &self.layout;
+        self.state.for_each_mut(|key, st| {
+            let g = group_of(&key, key_groups);
+            if full(g) {
+                st.events.write_full(&key, part(parts, g));
+            } else if st.events.changed(layout) {
+                st.events.write_delta(&key, layout, part(deltas, g));
+            }
+            st.events.mark_captured(layout);
+        });
+        true
+    }
+
     fn restore(&mut self, group: &[u8]) -> Result<(), Damaged> {
-        let stride = self.stride();
-        let mut r = StateReader::new(group);
-        while !r.done() {
-            let key = r.key()?;
-            let n = r.count(8)?;
-            if n % stride != 0 {
-                return Err(Damaged);
+        self.restore_chain(&[group])
+    }
+
+    fn restore_chain(&mut self, links: &[&[u8]]) -> Result<(), Damaged> {
+        let (full, deltas) = links.split_first().ok_or(Damaged)?;
+        let mut read = Vec::new();
+        read_full(&self.layout, full, &mut read)?;
+        if !deltas.is_empty() {
+            let mut keys: HashMap<Key, Events> = read.drain(..).collect();
+            for d in deltas {
+                apply_delta(&self.layout, d, &mut keys)?;
             }
-            let mut words = VecDeque::with_capacity(n);
-            for _ in 0..n {
-                words.push_back(r.i64()? as u64);
-            }
-            let st = self.rebuilt(words);
+            read.extend(keys);
+        }
+        for (key, events) in read {
+            let st = self.rebuilt(events);
             self.state.insert(key, st);
         }
         Ok(())
@@ -313,11 +347,18 @@ impl Operator for SlidingWindow {
             self.batches_since_sweep = 0;
             let horizon =
                 self.horizon(watermark(ctx.max_time, self.config.max_out_of_orderness_ms));
-            let stride = self.stride();
-            self.state.retain(|s| {
-                let n = s.words.len() / stride;
-                n > 0 && s.time(n - 1, stride) > horizon
-            });
+            let (layout, removed) = (&self.layout, &mut self.removed);
+            self.state.retain_reporting(
+                |s| {
+                    let n = s.events.len(layout);
+                    n > 0 && s.events.time(n - 1, layout.stride(s.events.bits)) > horizon
+                },
+                |key, s| {
+                    if s.events.captured() {
+                        removed.push(key);
+                    }
+                },
+            );
         }
         Ok(())
     }
