@@ -26,9 +26,11 @@ pub mod state;
 pub mod telemetry;
 pub mod txn_file;
 
+/// Arrow's arrays and record batches, as a [`SinkProbe`] sees them.
+pub use arrow_array;
 pub use checkpointing::{CheckpointReport, CheckpointStat};
 pub use error::{EngineError, ErrorClass};
 pub use runtime::{
     run, Arrival, ConnectorReport, FirstRecord, Input, OpenConnector, RunOptions, RunSummary,
-    StepCount, Stop,
+    SinkProbe, StepCount, Stop,
 };

@@ -139,6 +139,7 @@ impl TaskRunner for EngineRunner {
                     ),
                 })
             }))),
+            sink_probe: None,
         };
         let thread = std::thread::Builder::new()
             .name(format!("weir-task-{task}"))

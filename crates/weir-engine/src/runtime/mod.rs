@@ -48,6 +48,7 @@ use source::ByteSource;
 use stop::Ended;
 use threads::Threads;
 
+pub use sink_thread::SinkProbe;
 pub use stop::Stop;
 pub use summary::{ConnectorReport, RunSummary, StepCount};
 
@@ -127,6 +128,9 @@ pub struct RunOptions {
     /// epoch): a store a newer owner claimed refuses this run, and this
     /// run's claim fences every older owner's writes. 0: no claim.
     pub epoch: u64,
+    /// Handed every batch each sink writes, right after it is written
+    /// (`weir bench` measures per-record latency with it).
+    pub sink_probe: Option<Arc<dyn SinkProbe>>,
 }
 
 /// Runs a pipeline to the end of its input, or until a stop is requested.
@@ -233,8 +237,12 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, Engin
                 first_epoch: next_id,
             });
             let metrics = metrics.clone().map(|m| (m, i));
+            let probe = options
+                .sink_probe
+                .clone()
+                .map(|p| (pipeline.sinks[i].name.clone(), p));
             sinks.push(threads.spawn("weir-sink", "sink", move || {
-                sink_thread::sink_loop(writer, rx, txn, metrics)
+                sink_thread::sink_loop(writer, rx, txn, metrics, probe)
             })?);
         }
         let dlq = {

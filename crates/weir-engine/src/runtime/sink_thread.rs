@@ -7,11 +7,20 @@
 //! barrier is in, the sink stages the epoch and reports its part to the
 //! coordinator, and it commits when the coordinator says the checkpoint is
 //! durable.
+//!
+//! An embedding program can watch what the sinks write through a
+//! [`SinkProbe`] (`RunOptions::sink_probe`): the sink thread hands it each
+//! batch right after writing it. This is how `weir bench` measures the
+//! latency of every output record from its own creation time, which the
+//! engine does not know (it only carries one creation time per
+//! micro-batch): the probe reads the record's id and looks its creation
+//! up. The engine knows nothing of what a probe does with the batch.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use arrow_array::RecordBatch;
 use crossbeam_channel::{Receiver, Sender};
 use hdrhistogram::Histogram;
 
@@ -37,14 +46,49 @@ pub(crate) struct SinkTxn {
 /// creation-to-sink latency in microseconds.
 pub(crate) type SinkResult = (u64, Option<Histogram<u64>>);
 
-/// Creation-to-sink latencies and the sink's series.
+/// Sees every batch a sink writes, right after the sink thread wrote it.
+///
+/// Called once per batch (not per record) on the sink's thread, with the
+/// sink's name and the batch as the sink received it: every column of its
+/// input, before the sink keeps only its `columns` (hidden columns
+/// included). Under checkpoints "written" means handed to the sink: a
+/// transactional sink (a file) has only staged it, and its output becomes
+/// visible when the checkpoint covering it commits. A probe must be cheap:
+/// the sink thread waits for it, so a slow one holds back the pipeline.
+pub trait SinkProbe: Send + Sync {
+    /// `batch` was written by the sink `sink`.
+    fn written(&self, sink: &str, batch: &RecordBatch);
+}
+
+impl std::fmt::Debug for dyn SinkProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SinkProbe(..)")
+    }
+}
+
+/// The sink's name and the probe to call after each batch.
+pub(crate) type Probe = (String, Arc<dyn SinkProbe>);
+
+/// Creation-to-sink latencies, the sink's series and the embedding
+/// program's probe.
 struct Observer {
     hist: Option<Histogram<u64>>,
     metrics: Option<(Arc<RunMetrics>, usize)>,
+    probe: Option<Probe>,
 }
 
 impl Observer {
-    fn written(&mut self, rows: usize, created: Option<Instant>, arrived: Instant, max_time: i64) {
+    fn written(
+        &mut self,
+        batch: &RecordBatch,
+        created: Option<Instant>,
+        arrived: Instant,
+        max_time: i64,
+    ) {
+        let rows = batch.num_rows();
+        if let Some((name, probe)) = &self.probe {
+            probe.written(name, batch);
+        }
         if let Some((m, i)) = &self.metrics {
             m.sink_batch(*i, rows, arrived, max_time);
         }
@@ -63,10 +107,12 @@ pub(crate) fn sink_loop(
     rx: Receiver<SinkMsg>,
     txn: Option<SinkTxn>,
     metrics: Option<(Arc<RunMetrics>, usize)>,
+    probe: Option<Probe>,
 ) -> Result<SinkResult, EngineError> {
     let mut seen = Observer {
         hist: None,
         metrics,
+        probe,
     };
     match txn {
         None => {
@@ -80,7 +126,7 @@ pub(crate) fn sink_loop(
                 } = msg
                 {
                     writer.write(&batch)?;
-                    seen.written(batch.num_rows(), created, arrived, max_time);
+                    seen.written(&batch, created, arrived, max_time);
                 }
             }
         }
@@ -107,7 +153,7 @@ fn transactional(
             recv(data) -> msg => match msg {
                 Ok(SinkMsg::Data { batch, created, arrived, max_time, producer }) => {
                     writer.write_epoch(epoch[producer], &batch)?;
-                    seen.written(batch.num_rows(), created, arrived, max_time);
+                    seen.written(&batch, created, arrived, max_time);
                 }
                 Ok(SinkMsg::Barrier { id, producer, kind }) => {
                     epoch[producer] = id + 1;
