@@ -408,7 +408,7 @@ impl Coordinator {
             }
             let duration = at.elapsed();
             if let Some(m) = &self.metrics {
-                m.checkpoint(duration, info.size_bytes);
+                m.checkpoint(duration, p.stall, info.size_bytes);
             }
             tracing::info!(
                 checkpoint = id,

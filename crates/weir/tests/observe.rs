@@ -272,6 +272,15 @@ fn metrics_move_as_events_flow_and_the_cli_reads_them() {
         Some(0.0)
     );
     assert!(value(&second, names::CHECKPOINT_SIZE_BYTES, &[]).expect("size") > 0.0);
+    // One stall observed per completed checkpoint (a scrape may fall
+    // between the two), each under a second.
+    let stall = |suffix: &str| {
+        value(&second, &format!("{}_{suffix}", names::CHECKPOINT_STALL_SECONDS), &[])
+            .expect("stall series")
+    };
+    let n = stall("count");
+    assert!(n >= completed(&second) && n <= completed(&second) + 1.0, "{n}");
+    assert!(stall("sum") < stall("count"));
     assert!(value(&second, names::CHECKPOINT_AGE_SECONDS, &[]).expect("age") < 60.0);
     let log_size = |s: &Scrape| {
         value(s, names::LOG_SIZE_BYTES, &[("stream", "transactions")]).expect("log size")
@@ -443,6 +452,7 @@ fn readiness_goes_from_recovering_to_lagging_to_ready() {
     // No `[checkpoint]`, no checkpoint series.
     let checkpoint_families = [
         names::CHECKPOINT_DURATION_SECONDS,
+        names::CHECKPOINT_STALL_SECONDS,
         names::CHECKPOINT_SIZE_BYTES,
         names::CHECKPOINT_AGE_SECONDS,
         names::CHECKPOINTS_TOTAL,

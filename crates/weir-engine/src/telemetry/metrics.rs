@@ -35,6 +35,7 @@ pub(crate) struct ShardMetrics {
 /// The checkpoint series.
 pub(crate) struct CheckpointMetrics {
     duration: Arc<Histogram>,
+    stall: Arc<Histogram>,
     size: Arc<Gauge>,
     /// Unix time of the last completion (0: none yet), for the age.
     completed_at: Arc<Gauge>,
@@ -245,6 +246,13 @@ impl RunMetrics {
                     pl.clone(),
                     weir_metrics::SECONDS_BUCKETS,
                 ),
+                stall: r.histogram(
+                    names::CHECKPOINT_STALL_SECONDS,
+                    "Time a checkpoint held the pipeline up (the longest any shard spent \
+                     capturing its state), in seconds.",
+                    pl.clone(),
+                    weir_metrics::SECONDS_BUCKETS,
+                ),
                 size: r.gauge(
                     names::CHECKPOINT_SIZE_BYTES,
                     "Size of the last completed checkpoint, in bytes.",
@@ -415,9 +423,15 @@ impl RunMetrics {
     }
 
     /// Records a completed checkpoint.
-    pub(crate) fn checkpoint(&self, duration: std::time::Duration, size_bytes: u64) {
+    pub(crate) fn checkpoint(
+        &self,
+        duration: std::time::Duration,
+        stall: std::time::Duration,
+        size_bytes: u64,
+    ) {
         if let Some(c) = &self.checkpoints {
             c.duration.observe(duration.as_secs_f64());
+            c.stall.observe(stall.as_secs_f64());
             c.size.set(size_bytes as f64);
             c.completed_at.set(now_unix());
             c.completed.add(1);

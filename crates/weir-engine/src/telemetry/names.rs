@@ -31,6 +31,9 @@ pub const WINDOW_STATE_ENTRIES: &str = "weir_window_state_entries";
 pub const WATERMARK_LAG_SECONDS: &str = "weir_watermark_lag_seconds";
 /// Barrier to durable checkpoint (histogram).
 pub const CHECKPOINT_DURATION_SECONDS: &str = "weir_checkpoint_duration_seconds";
+/// Time a checkpoint held the pipeline up: the longest any shard spent
+/// capturing its state (histogram).
+pub const CHECKPOINT_STALL_SECONDS: &str = "weir_checkpoint_stall_seconds";
 /// Size of the last completed checkpoint (gauge).
 pub const CHECKPOINT_SIZE_BYTES: &str = "weir_checkpoint_size_bytes";
 /// Seconds since the last completed checkpoint (gauge).
@@ -87,6 +90,7 @@ pub const FAMILIES: &[(&str, Kind)] = &[
     (WINDOW_STATE_ENTRIES, Kind::Gauge),
     (WATERMARK_LAG_SECONDS, Kind::Gauge),
     (CHECKPOINT_DURATION_SECONDS, Kind::Histogram),
+    (CHECKPOINT_STALL_SECONDS, Kind::Histogram),
     (CHECKPOINT_SIZE_BYTES, Kind::Gauge),
     (CHECKPOINT_AGE_SECONDS, Kind::Gauge),
     (CHECKPOINTS_TOTAL, Kind::Counter),
