@@ -275,11 +275,18 @@ fn metrics_move_as_events_flow_and_the_cli_reads_them() {
     // One stall observed per completed checkpoint (a scrape may fall
     // between the two), each under a second.
     let stall = |suffix: &str| {
-        value(&second, &format!("{}_{suffix}", names::CHECKPOINT_STALL_SECONDS), &[])
-            .expect("stall series")
+        value(
+            &second,
+            &format!("{}_{suffix}", names::CHECKPOINT_STALL_SECONDS),
+            &[],
+        )
+        .expect("stall series")
     };
     let n = stall("count");
-    assert!(n >= completed(&second) && n <= completed(&second) + 1.0, "{n}");
+    assert!(
+        n >= completed(&second) && n <= completed(&second) + 1.0,
+        "{n}"
+    );
     assert!(stall("sum") < stall("count"));
     assert!(value(&second, names::CHECKPOINT_AGE_SECONDS, &[]).expect("age") < 60.0);
     let log_size = |s: &Scrape| {

@@ -150,8 +150,9 @@ fn capture(runner: &mut Runner<'_, '_>, id: u64, captures: &mut Captures) -> Vec
             continue;
         };
         let had = captures.groups.remove(&i).unwrap_or_default();
-        let full =
-            |g: u32| base.is_none() || !had.contains(&g) || (id + g as u64) % FULL_EVERY == 0;
+        let full = |g: u32| {
+            base.is_none() || !had.contains(&g) || (id + g as u64).is_multiple_of(FULL_EVERY)
+        };
         let mut parts = GroupParts::new();
         let mut deltas = GroupParts::new();
         if op.capture(

@@ -249,7 +249,7 @@ impl Events {
     /// Appends `words` of events with (`bits`) or without the validity
     /// word, widening whichever side lacks it.
     fn append(&mut self, layout: &Layout, words: &[u64], bits: bool) -> Result<(), Damaged> {
-        if words.len() % layout.stride(bits) != 0 {
+        if !words.len().is_multiple_of(layout.stride(bits)) {
             return Err(Damaged);
         }
         if bits && !self.bits {
@@ -271,7 +271,7 @@ impl Events {
     /// one value per aggregate).
     pub fn from_legacy(layout: &Layout, wide: &[u64]) -> Result<Events, Damaged> {
         let n = layout.slot_of.len();
-        if wide.len() % (2 + n) != 0 {
+        if !wide.len().is_multiple_of(2 + n) {
             return Err(Damaged);
         }
         let bits = wide
@@ -377,7 +377,7 @@ pub(super) fn apply_delta(
                 let old = keys.remove(&key).unwrap_or_default();
                 let stride = layout.stride(old.bits);
                 let have = old.len(layout);
-                if dropped.checked_add(kept).map_or(true, |end| end > have) {
+                if dropped.checked_add(kept).is_none_or(|end| end > have) {
                     return Err(Damaged);
                 }
                 let mut ev = Events {
