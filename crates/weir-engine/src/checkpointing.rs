@@ -234,7 +234,7 @@ pub(crate) enum CoordMsg {
 /// the changes since the previous checkpoint otherwise: each group's chain
 /// of deltas stays under this length, and the full writes are spread over
 /// the checkpoints instead of all falling on one.
-pub(crate) const FULL_EVERY: u64 = 32;
+pub(crate) const FULL_EVERY: u64 = 64;
 
 /// One key group's state of one step, for a checkpoint.
 pub(crate) struct StatePart {

@@ -51,10 +51,14 @@ impl StateWriter<'_> {
         self.u64(b.len() as u64);
         self.0.extend_from_slice(b);
     }
-    /// Counted words, fixed width.
+    /// Counted words, fixed width, little-endian (one copy where that is
+    /// the machine's order: checkpoints copy millions of words).
     pub fn words(&mut self, words: &[u64]) {
         self.u64(words.len() as u64);
-        self.0.reserve(words.len() * 8);
+        #[cfg(target_endian = "little")]
+        self.0
+            .extend_from_slice(arrow_buffer::ToByteSlice::to_byte_slice(words));
+        #[cfg(not(target_endian = "little"))]
         for w in words {
             self.0.extend_from_slice(&w.to_le_bytes());
         }

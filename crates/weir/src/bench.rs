@@ -188,12 +188,16 @@ fn encode(format: Format, events: u64) -> Vec<u8> {
 
 /// Counts alerts and sums their txn_ids (mod 2^64) from a JSON-lines sink.
 fn read_alerts(path: &Path) -> anyhow::Result<(u64, u64)> {
-    let text = std::fs::read_to_string(path)
+    use std::io::BufRead;
+    // Line by line: a 90-second latency run writes gigabytes of alerts,
+    // which must not sit in this process's memory (peak RSS is measured).
+    let file = std::fs::File::open(path)
         .with_context(|| format!("cannot read alerts from {}", path.display()))?;
     let mut alerts = 0u64;
     let mut checksum = 0u64;
-    for (i, line) in text.lines().enumerate() {
-        let v: serde_json::Value = serde_json::from_str(line)
+    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line.with_context(|| format!("cannot read alerts from {}", path.display()))?;
+        let v: serde_json::Value = serde_json::from_str(&line)
             .with_context(|| format!("{}:{}: not JSON", path.display(), i + 1))?;
         let id = v
             .get("txn_id")

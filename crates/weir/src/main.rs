@@ -143,6 +143,11 @@ enum Command {
     Scaler(weir_scaler::cli::ScalerArgs),
 }
 
+/// mimalloc rather than the system allocator (see Cargo.toml): the same
+/// for the engine and for `weir bench --baseline`.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let (filter, from) = match std::env::var("RUST_LOG") {

@@ -353,24 +353,31 @@ pub(super) fn run(
 }
 
 /// The closing line's checkpoint figures: how many completed, their
-/// durations (median of the recent ones the report keeps, and longest),
-/// the longest stall of the pipeline for one, and their sizes (all of
-/// them, and the last: the state at the end of the run).
+/// durations and the pipeline's stall for each (median, 99th percentile
+/// of the recent ones the report keeps, and longest), and their sizes
+/// (median, all of them, and the last: the state at the end of the run).
 fn checkpoint_fields(c: &weir_engine::CheckpointReport) -> String {
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let mut durations: Vec<Duration> = c.recent.iter().map(|s| s.duration).collect();
-    durations.sort_unstable();
-    let median = durations
-        .get(durations.len() / 2)
-        .copied()
-        .unwrap_or_default();
+    fn quantile<T: Ord + Copy + Default>(mut v: Vec<T>, q: f64) -> T {
+        v.sort_unstable();
+        let i = ((v.len() as f64 * q) as usize).min(v.len().saturating_sub(1));
+        v.get(i).copied().unwrap_or_default()
+    }
+    let durations: Vec<Duration> = c.recent.iter().map(|s| s.duration).collect();
+    let stalls: Vec<Duration> = c.recent.iter().map(|s| s.stall).collect();
+    let sizes: Vec<u64> = c.recent.iter().map(|s| s.size_bytes).collect();
     format!(
         " checkpoints={} checkpoint_median_ms={:.1} checkpoint_max_ms={:.1} \
-         checkpoint_max_stall_ms={:.1} checkpoint_total_bytes={} checkpoint_last_bytes={}",
+         checkpoint_stall_median_ms={:.2} checkpoint_stall_p99_ms={:.2} \
+         checkpoint_max_stall_ms={:.2} checkpoint_median_bytes={} \
+         checkpoint_total_bytes={} checkpoint_last_bytes={}",
         c.completed,
-        ms(median),
+        ms(quantile(durations, 0.5)),
         ms(c.max_duration),
+        ms(quantile(stalls.clone(), 0.5)),
+        ms(quantile(stalls, 0.99)),
         ms(c.max_stall),
+        quantile(sizes, 0.5),
         c.total_bytes,
         c.last.as_ref().map_or(0, |s| s.size_bytes)
     )

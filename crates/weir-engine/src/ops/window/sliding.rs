@@ -135,8 +135,16 @@ impl SlidingWindow {
 
 /// Group `g`'s bytes in `parts`, started with the format byte.
 fn part(parts: &mut GroupParts, g: u32) -> &mut Vec<u8> {
-    parts.entry(g).or_insert_with(|| vec![COMPACT_PART])
+    let buf = parts.entry(g).or_default();
+    if buf.is_empty() {
+        buf.push(COMPACT_PART);
+    }
+    buf
 }
+
+/// Upper bound of a key record's bytes besides its words (key of at most
+/// a tag and 8 bytes or a short string, flags, varints).
+const RECORD_HEADER: usize = 64;
 
 impl Operator for SlidingWindow {
     fn state_entries(&self) -> usize {
@@ -307,6 +315,25 @@ impl Operator for SlidingWindow {
             }
         }
         let layout = &self.layout;
+        // Size each group's buffer first: growing them by doubling would
+        // copy what is written about twice over, inside the pipeline's
+        // stall.
+        let mut sizes: HashMap<(bool, u32), usize> = HashMap::new();
+        for (key, st) in self.state.iter() {
+            let g = group_of(&key, key_groups);
+            let (whole, events) = if full(g) {
+                (true, st.events.words().len())
+            } else if st.events.changed(layout) {
+                (false, st.events.appended_words(layout))
+            } else {
+                continue;
+            };
+            *sizes.entry((whole, g)).or_insert(1) += 8 * events + RECORD_HEADER;
+        }
+        for ((whole, g), size) in sizes {
+            let into = if whole { &mut *parts } else { &mut *deltas };
+            into.entry(g).or_default().reserve_exact(size);
+        }
         self.state.for_each_mut(|key, st| {
             let g = group_of(&key, key_groups);
             if full(g) {
