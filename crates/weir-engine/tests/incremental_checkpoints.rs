@@ -9,15 +9,14 @@
 //! go quiet and are dropped (their removal is part of a delta).
 
 mod common;
-use common::run_in_memory;
+use common::{feed_lines, run_in_memory};
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use weir_config::CheckpointSettings;
-use weir_engine::{run, Arrival, Input, RunOptions, RunSummary, Stop};
+use weir_engine::{run, Input, RunOptions, RunSummary, Stop};
 
 const EVENTS: usize = 6_000;
 
@@ -121,33 +120,6 @@ fn rows(text: &str) -> BTreeMap<u64, String> {
     rows
 }
 
-/// Feeds `lines` 20 at a time, a millisecond apart, and requests `stop`
-/// once `stop_after` lines are sent.
-fn feed(
-    lines: Vec<Vec<u8>>,
-    stop: Stop,
-    stop_after: usize,
-) -> crossbeam_channel::Receiver<Arrival> {
-    let (tx, rx) = crossbeam_channel::bounded(4);
-    std::thread::spawn(move || {
-        for (i, chunk) in lines.chunks(20).enumerate() {
-            if i * 20 >= stop_after {
-                stop.request();
-            }
-            let arrival = Arrival {
-                bytes: chunk.concat(),
-                records: chunk.len(),
-                created: Instant::now(),
-            };
-            if tx.send(arrival).is_err() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    });
-    rx
-}
-
 fn run_part(dir: &Path, lines: &[Vec<u8>], shards: usize, stop_after: Option<usize>) -> RunSummary {
     let mut p = weir_config::parse(pipeline_text(), dir).expect("pipeline");
     p.checkpoint = Some(CheckpointSettings {
@@ -160,7 +132,7 @@ fn run_part(dir: &Path, lines: &[Vec<u8>], shards: usize, stop_after: Option<usi
         Some(n) => {
             let stop = Stop::new();
             (
-                Input::Stream(feed(lines.to_vec(), stop.clone(), n)),
+                Input::Stream(feed_lines(lines.to_vec(), 20, stop.clone(), n)),
                 Some(stop),
             )
         }

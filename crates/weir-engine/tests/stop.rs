@@ -7,6 +7,9 @@
 //! was never stopped. A run that cannot open its input leaves the output
 //! of earlier runs alone.
 
+mod common;
+use common::feed_lines;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -63,34 +66,6 @@ fn dead_letter_positions(path: &Path) -> Vec<u64> {
         .collect()
 }
 
-/// Feeds `lines` in chunks of 250, a millisecond apart, and requests
-/// `stop` once `stop_after` lines are sent; keeps feeding until the run
-/// stops taking them.
-fn feed(
-    lines: Vec<Vec<u8>>,
-    stop: Stop,
-    stop_after: usize,
-) -> crossbeam_channel::Receiver<Arrival> {
-    let (tx, rx) = crossbeam_channel::bounded(4);
-    std::thread::spawn(move || {
-        for (i, chunk) in lines.chunks(250).enumerate() {
-            if i * 250 >= stop_after {
-                stop.request();
-            }
-            let arrival = Arrival {
-                bytes: chunk.concat(),
-                records: chunk.len(),
-                created: Instant::now(),
-            };
-            if tx.send(arrival).is_err() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    });
-    rx
-}
-
 #[test]
 fn a_stopped_run_resumes_to_exactly_the_output_of_an_uninterrupted_one() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -103,7 +78,7 @@ fn a_stopped_run_resumes_to_exactly_the_output_of_an_uninterrupted_one() {
         &p,
         RunOptions {
             shards: Some(2),
-            input: Input::Stream(feed(lines.clone(), stop.clone(), 10_000)),
+            input: Input::Stream(feed_lines(lines.clone(), 250, stop.clone(), 10_000)),
             stop: Some(stop),
             ..Default::default()
         },
@@ -333,7 +308,7 @@ fn a_stop_fires_no_window_early() {
         &p,
         RunOptions {
             shards: Some(2),
-            input: Input::Stream(feed(lines, stop.clone(), 7_000)),
+            input: Input::Stream(feed_lines(lines, 250, stop.clone(), 7_000)),
             stop: Some(stop),
             ..Default::default()
         },

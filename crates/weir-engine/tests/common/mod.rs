@@ -5,9 +5,10 @@
 #![allow(dead_code)] // each test file uses its own subset
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use weir_engine::{run, Input, RunOptions, RunSummary};
+use weir_engine::{run, Arrival, Input, RunOptions, RunSummary, Stop};
 
 /// A sink line less its last field, the output id `_id` (checked to be
 /// there): these tests compare the rest; tests/sinks.rs and the recovery
@@ -84,4 +85,33 @@ pub fn assert_both_reconnected(summary: &RunSummary) {
             c.name
         );
     }
+}
+
+/// Feeds `lines` `chunk` at a time, a millisecond apart, as a run's input
+/// stream, and requests `stop` once `stop_after` lines are sent; keeps
+/// feeding until the run stops taking them.
+pub fn feed_lines(
+    lines: Vec<Vec<u8>>,
+    chunk: usize,
+    stop: Stop,
+    stop_after: usize,
+) -> crossbeam_channel::Receiver<Arrival> {
+    let (tx, rx) = crossbeam_channel::bounded(4);
+    std::thread::spawn(move || {
+        for (i, part) in lines.chunks(chunk).enumerate() {
+            if i * chunk >= stop_after {
+                stop.request();
+            }
+            let arrival = Arrival {
+                bytes: part.concat(),
+                records: part.len(),
+                created: Instant::now(),
+            };
+            if tx.send(arrival).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    });
+    rx
 }
