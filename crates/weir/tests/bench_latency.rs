@@ -146,7 +146,15 @@ fn latency_with_checkpoints_and_a_discard_sink() {
         ms("checkpoint_median_ms") <= ms("checkpoint_max_ms"),
         "{line:?}"
     );
-    assert!(ms("checkpoint_max_stall_ms") >= 0.0, "{line:?}");
+    // A stall is part of its checkpoint's duration (printed to 0.1 ms,
+    // stalls to 0.01), and capturing a window's state takes some time.
+    assert!(ms("checkpoint_max_stall_ms") > 0.0, "{line:?}");
+    assert!(
+        ms("checkpoint_stall_median_ms") <= ms("checkpoint_stall_p99_ms")
+            && ms("checkpoint_stall_p99_ms") <= ms("checkpoint_max_stall_ms")
+            && ms("checkpoint_max_stall_ms") <= ms("checkpoint_max_ms") + 0.05,
+        "{line:?}"
+    );
     // The alerts went to the discard sink, not to the file.
     assert!(!dir.path().join("out/alerts.jsonl").exists());
 }
