@@ -20,6 +20,7 @@ pub mod frame;
 pub mod hash;
 pub mod log_sink;
 pub mod ops;
+pub(crate) mod prefetch;
 mod runtime;
 pub mod sink;
 pub mod state;

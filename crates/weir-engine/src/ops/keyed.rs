@@ -211,10 +211,20 @@ pub enum Key {
 }
 
 /// Per-key state, with lookups that do not allocate for existing keys.
+///
+/// The states live in one dense vector (a slab) beside their keys; the
+/// hash maps hold only slot numbers. An operator can resolve a whole
+/// batch's keys to slots first, in a tight loop whose cache misses the
+/// CPU overlaps, and then work through the rows prefetching the states a
+/// few rows ahead ([`KeyedMap::slot`], [`KeyedMap::at`]). Removal moves
+/// the last state into the freed slot, so slots stay dense but a slot
+/// number is only good until the next removal.
 pub struct KeyedMap<V> {
-    ints: HashMap<i64, V, FastBuild>,
-    strs: HashMap<Arc<str>, V, FastBuild>,
-    null: Option<V>,
+    ints: HashMap<i64, u32, FastBuild>,
+    strs: HashMap<Arc<str>, u32, FastBuild>,
+    null: Option<u32>,
+    keys: Vec<Key>,
+    values: Vec<V>,
 }
 
 impl<V> Default for KeyedMap<V> {
@@ -223,6 +233,8 @@ impl<V> Default for KeyedMap<V> {
             ints: HashMap::default(),
             strs: HashMap::default(),
             null: None,
+            keys: Vec::new(),
+            values: Vec::new(),
         }
     }
 }
@@ -231,26 +243,63 @@ impl<V> KeyedMap<V> {
     /// The state for row `i`'s key, created with `make` if new.
     #[inline]
     pub fn entry(&mut self, keys: &KeyColumn<'_>, i: usize, make: impl FnOnce() -> V) -> &mut V {
-        match keys {
+        let s = self.slot(keys, i, make);
+        &mut self.values[s]
+    }
+
+    /// The slot of row `i`'s key, its state created with `make` if new.
+    #[inline]
+    pub fn slot(&mut self, keys: &KeyColumn<'_>, i: usize, make: impl FnOnce() -> V) -> usize {
+        let next = self.values.len() as u32;
+        let (s, fresh) = match keys {
             KeyColumn::Int(v, nulls) => {
                 if nulls.is_some_and(|n| n.is_null(i)) {
-                    self.null.get_or_insert_with(make)
+                    let fresh = self.null.is_none();
+                    (*self.null.get_or_insert(next), fresh)
                 } else {
-                    self.ints.entry(v[i]).or_insert_with(make)
+                    let s = *self.ints.entry(v[i]).or_insert(next);
+                    (s, s == next)
                 }
             }
             KeyColumn::Str(a) => {
                 if a.is_null(i) {
-                    return self.null.get_or_insert_with(make);
+                    let fresh = self.null.is_none();
+                    (*self.null.get_or_insert(next), fresh)
+                } else {
+                    let k = a.value(i);
+                    match self.strs.get(k) {
+                        Some(&s) => (s, false),
+                        None => {
+                            self.strs.insert(Arc::from(k), next);
+                            (next, true)
+                        }
+                    }
                 }
-                let s = a.value(i);
-                if !self.strs.contains_key(s) {
-                    self.strs.insert(Arc::from(s), make());
-                }
-                // unwrap: inserted just above when missing.
-                self.strs.get_mut(s).expect("key present")
             }
+        };
+        if fresh {
+            self.keys.push(Self::key_of(keys, i));
+            self.values.push(make());
         }
+        s as usize
+    }
+
+    /// The state in slot `s` (from [`KeyedMap::slot`], no removal since).
+    #[inline]
+    pub fn at(&mut self, s: usize) -> &mut V {
+        &mut self.values[s]
+    }
+
+    /// The state in slot `s`, to read (or prefetch from).
+    #[inline]
+    pub fn peek(&self, s: usize) -> &V {
+        &self.values[s]
+    }
+
+    /// Where slot `s`'s state is, to prefetch (never read through).
+    #[inline]
+    pub fn address(&self, s: usize) -> *const V {
+        self.values.as_ptr().wrapping_add(s)
     }
 
     /// The owned key of row `i`.
@@ -273,33 +322,66 @@ impl<V> KeyedMap<V> {
         }
     }
 
+    fn find(&self, key: &Key) -> Option<usize> {
+        match key {
+            Key::Null => self.null,
+            Key::Int(v) => self.ints.get(v).copied(),
+            Key::Str(s) => self.strs.get(s.as_ref()).copied(),
+        }
+        .map(|s| s as usize)
+    }
+
+    fn set_slot(&mut self, key: &Key, s: u32) {
+        match key {
+            Key::Null => self.null = Some(s),
+            Key::Int(v) => {
+                self.ints.insert(*v, s);
+            }
+            Key::Str(k) => {
+                if let Some(slot) = self.strs.get_mut(k.as_ref()) {
+                    *slot = s;
+                } else {
+                    self.strs.insert(k.clone(), s);
+                }
+            }
+        }
+    }
+
+    /// Takes slot `s` out, moving the last state into it.
+    fn remove_at(&mut self, s: usize) -> (Key, V) {
+        let key = self.keys.swap_remove(s);
+        let value = self.values.swap_remove(s);
+        match &key {
+            Key::Null => self.null = None,
+            Key::Int(v) => {
+                self.ints.remove(v);
+            }
+            Key::Str(k) => {
+                self.strs.remove(k.as_ref());
+            }
+        }
+        if s < self.keys.len() {
+            let moved = self.keys[s].clone();
+            self.set_slot(&moved, s as u32);
+        }
+        (key, value)
+    }
+
     /// State for an owned key.
     pub fn get_mut(&mut self, key: &Key) -> Option<&mut V> {
-        match key {
-            Key::Null => self.null.as_mut(),
-            Key::Int(v) => self.ints.get_mut(v),
-            Key::Str(s) => self.strs.get_mut(s.as_ref()),
-        }
+        let s = self.find(key)?;
+        Some(&mut self.values[s])
     }
 
     /// Removes an owned key's state.
     pub fn remove(&mut self, key: &Key) -> Option<V> {
-        match key {
-            Key::Null => self.null.take(),
-            Key::Int(v) => self.ints.remove(v),
-            Key::Str(s) => self.strs.remove(s.as_ref()),
-        }
+        let s = self.find(key)?;
+        Some(self.remove_at(s).1)
     }
 
     /// Drops the states for which `keep` is false.
     pub fn retain(&mut self, mut keep: impl FnMut(&mut V) -> bool) {
-        self.ints.retain(|_, v| keep(v));
-        self.strs.retain(|_, v| keep(v));
-        if let Some(v) = &mut self.null {
-            if !keep(v) {
-                self.null = None;
-            }
-        }
+        self.retain_reporting(|v| keep(v), |_, _| {});
     }
 
     /// Drops the states for which `keep` is false, handing each dropped
@@ -309,66 +391,44 @@ impl<V> KeyedMap<V> {
         mut keep: impl FnMut(&mut V) -> bool,
         mut dropped: impl FnMut(Key, &V),
     ) {
-        self.ints.retain(|k, v| {
-            let kept = keep(v);
-            if !kept {
-                dropped(Key::Int(*k), v);
-            }
-            kept
-        });
-        self.strs.retain(|k, v| {
-            let kept = keep(v);
-            if !kept {
-                dropped(Key::Str(k.clone()), v);
-            }
-            kept
-        });
-        if let Some(v) = &mut self.null {
-            if !keep(v) {
-                dropped(Key::Null, v);
-                self.null = None;
+        let mut s = 0;
+        while s < self.values.len() {
+            if keep(&mut self.values[s]) {
+                s += 1;
+            } else {
+                // The last state moves into `s`: look at it next.
+                let (key, value) = self.remove_at(s);
+                dropped(key, &value);
             }
         }
     }
 
     /// Calls `f` with every key and its state (order unspecified).
     pub fn for_each_mut(&mut self, mut f: impl FnMut(Key, &mut V)) {
-        if let Some(v) = &mut self.null {
-            f(Key::Null, v);
-        }
-        for (k, v) in &mut self.ints {
-            f(Key::Int(*k), v);
-        }
-        for (k, v) in &mut self.strs {
-            f(Key::Str(k.clone()), v);
+        for (k, v) in self.keys.iter().zip(&mut self.values) {
+            f(k.clone(), v);
         }
     }
 
     /// Every key with its state (order unspecified).
     pub fn iter(&self) -> impl Iterator<Item = (Key, &V)> {
-        self.null
-            .iter()
-            .map(|v| (Key::Null, v))
-            .chain(self.ints.iter().map(|(k, v)| (Key::Int(*k), v)))
-            .chain(self.strs.iter().map(|(k, v)| (Key::Str(k.clone()), v)))
+        self.keys.iter().cloned().zip(&self.values)
     }
 
     /// Sets an owned key's state.
     pub fn insert(&mut self, key: Key, value: V) {
-        match key {
-            Key::Null => self.null = Some(value),
-            Key::Int(v) => {
-                self.ints.insert(v, value);
-            }
-            Key::Str(s) => {
-                self.strs.insert(s, value);
-            }
+        if let Some(s) = self.find(&key) {
+            self.values[s] = value;
+            return;
         }
+        self.set_slot(&key, self.values.len() as u32);
+        self.keys.push(key);
+        self.values.push(value);
     }
 
     /// Number of keys with state.
     pub fn len(&self) -> usize {
-        self.ints.len() + self.strs.len() + self.null.is_some() as usize
+        self.values.len()
     }
 
     /// Whether there is no state.

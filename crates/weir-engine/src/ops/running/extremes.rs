@@ -117,6 +117,15 @@ impl<V: ExtremeValue> Extremes<V> {
         }
     }
 
+    /// Prefetches the deque's ends (what the next push and eviction read).
+    #[inline]
+    pub fn prefetch(&self) {
+        let (a, b) = self.entries.as_slices();
+        crate::prefetch::prefetch(a.as_ptr());
+        let back = if b.is_empty() { a } else { b };
+        crate::prefetch::prefetch(back.as_ptr().wrapping_add(back.len().saturating_sub(1)));
+    }
+
     /// Empties the deque, keeping its allocation.
     pub fn clear(&mut self) {
         self.entries.clear();

@@ -120,6 +120,15 @@ impl Events {
         &self.words[self.start..]
     }
 
+    /// Prefetches the oldest and the newest live words (what an event
+    /// appended next reads first).
+    #[inline]
+    pub fn prefetch(&self) {
+        let p = self.words.as_ptr();
+        crate::prefetch::prefetch(p.wrapping_add(self.start));
+        crate::prefetch::prefetch(p.wrapping_add(self.words.len().saturating_sub(1)));
+    }
+
     /// Event `i`'s time.
     #[inline]
     pub fn time(&self, i: usize, stride: usize) -> i64 {

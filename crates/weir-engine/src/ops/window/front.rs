@@ -183,6 +183,25 @@ impl FrontWindow {
         }
     }
 
+    /// Prefetches the accumulators.
+    #[inline]
+    pub(super) fn prefetch(&self) {
+        crate::prefetch::prefetch(self.aggs.as_ptr());
+    }
+
+    /// Prefetches the extremes' deques (read the accumulators first:
+    /// after [`FrontWindow::prefetch`]).
+    #[inline]
+    pub(super) fn prefetch_deques(&self) {
+        for a in &self.aggs {
+            match a {
+                Running::IntExt(e) => e.prefetch(),
+                Running::FloatExt(e) => e.prefetch(),
+                _ => {}
+            }
+        }
+    }
+
     /// Back to empty (for a rescan), without allocating.
     pub(super) fn reset(&mut self) {
         for a in &mut self.aggs {

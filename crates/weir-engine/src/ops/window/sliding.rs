@@ -22,6 +22,7 @@ use super::events::{
 };
 use super::front::FrontWindow;
 use super::{view, Inputs};
+use crate::prefetch::prefetch;
 use crate::state::{group_of, Damaged, GroupParts};
 use crate::EngineError;
 
@@ -50,8 +51,17 @@ pub struct SlidingWindow {
     /// Accumulators for the rescan of an out-of-order event's window,
     /// reset (not rebuilt) for each.
     scratch: FrontWindow,
+    /// Each row's key slot in the batch at hand (kept for its allocation).
+    slots: Vec<u32>,
     batches_since_sweep: u32,
 }
+
+/// The slot of a late row, which gets no state.
+const LATE: u32 = u32::MAX;
+
+/// How many rows ahead a row's state starts to be prefetched: far enough
+/// to hide a miss to memory behind the work on the rows between.
+const AHEAD: usize = 8;
 
 impl SlidingWindow {
     /// Builds the operator.
@@ -81,6 +91,7 @@ impl SlidingWindow {
             state: KeyedMap::default(),
             removed: Vec::new(),
             scratch,
+            slots: Vec::new(),
             batches_since_sweep: 0,
         })
     }
@@ -170,7 +181,13 @@ impl Operator for SlidingWindow {
         let size = self.config.size_ms;
         let (aggregates, kinds) = (&self.config.aggregates, &self.inputs.kinds);
         let layout = &self.layout;
-        let mut entry: Vec<u64> = Vec::with_capacity(layout.stride(true));
+        // First every row's key slot (late rows: none), in a tight loop
+        // whose hash-table misses the CPU overlaps; then the rows, with
+        // the state of the rows ahead prefetched in stages (the state, then
+        // what it points to: its events and accumulators, then the
+        // extremes' deques), so that each row finds its state in cache.
+        let mut slots = std::mem::take(&mut self.slots);
+        slots.clear();
         for row in 0..rows {
             let t = v.times[row];
             let wm = v.watermark(row, ctx, self.config.max_out_of_orderness_ms);
@@ -184,16 +201,41 @@ impl Operator for SlidingWindow {
                 };
                 v.reject(ctx, &self.step, &batch, row, reason);
                 kept.push(false);
+                slots.push(LATE);
                 continue;
             }
             kept.push(true);
-            let horizon = self.horizon(wm);
-            let st = self.state.entry(&keys, row, || SlidingState {
+            let slot = self.state.slot(&keys, row, || SlidingState {
                 events: Events::default(),
                 front: 0,
                 seq: 0,
                 running: FrontWindow::new(aggregates, kinds),
             });
+            slots.push(slot as u32);
+        }
+        let mut entry: Vec<u64> = Vec::with_capacity(layout.stride(true));
+        for row in 0..rows {
+            if let Some(&s) = slots.get(row + AHEAD).filter(|&&s| s != LATE) {
+                let p = self.state.address(s as usize);
+                prefetch(p);
+                prefetch(p.cast::<u8>().wrapping_add(64));
+            }
+            if let Some(&s) = slots.get(row + AHEAD / 2).filter(|&&s| s != LATE) {
+                let st = self.state.peek(s as usize);
+                st.events.prefetch();
+                st.running.prefetch();
+            }
+            if let Some(&s) = slots.get(row + AHEAD / 4).filter(|&&s| s != LATE) {
+                self.state.peek(s as usize).running.prefetch_deques();
+            }
+            let slot = slots[row];
+            if slot == LATE {
+                continue;
+            }
+            let t = v.times[row];
+            let wm = v.watermark(row, ctx, self.config.max_out_of_orderness_ms);
+            let horizon = self.horizon(wm);
+            let st = self.state.at(slot as usize);
             let mut valid = 0u64;
             for (i, ok) in v.valid.iter().enumerate() {
                 valid |= (ok[row] as u64) << i;
@@ -274,6 +316,7 @@ impl Operator for SlidingWindow {
                 r.push(a.result());
             }
         }
+        self.slots = slots;
         let kept_all = kept.iter().all(|&k| k);
         let base = if kept_all {
             batch
