@@ -101,7 +101,7 @@ impl JsonParser {
                 match field {
                     Some(f) => {
                         next_field = f + 1;
-                        slots[f] = self.value(&mut c, f)?;
+                        self.value(&mut c, f, &mut slots[f])?;
                     }
                     None => skip_value(&mut c)?,
                 }
@@ -159,20 +159,25 @@ impl JsonParser {
             .position(|f| same(f.name.as_bytes(), raw)))
     }
 
-    fn value(&mut self, c: &mut Cursor<'_>, f: usize) -> Result<Slot, Reason> {
+    /// Reads field `f`'s value into `out` (written in place: a slot passed
+    /// back by value costs a store-forwarding stall per field).
+    fn value(&mut self, c: &mut Cursor<'_>, f: usize, out: &mut Slot) -> Result<(), Reason> {
         let field = &self.fields[f];
         match c.peek() {
             Some(b'n') => {
                 literal(c, b"null")?;
                 if field.optional {
-                    Ok(Slot::Empty)
+                    *out = Slot::Empty;
+                    Ok(())
                 } else {
                     Err(format!("field `{}` is null", field.name))
                 }
             }
-            Some(b't') if field.kind == Kind::Bool => literal(c, b"true").map(|_| Slot::Bool(true)),
+            Some(b't') if field.kind == Kind::Bool => {
+                literal(c, b"true").map(|_| *out = Slot::Bool(true))
+            }
             Some(b'f') if field.kind == Kind::Bool => {
-                literal(c, b"false").map(|_| Slot::Bool(false))
+                literal(c, b"false").map(|_| *out = Slot::Bool(false))
             }
             Some(b'"') if field.kind == Kind::Str => {
                 c.i += 1;
@@ -181,10 +186,11 @@ impl JsonParser {
                 let r = parse_string_body(c, &mut buf);
                 self.strings = buf;
                 r?;
-                Ok(Slot::Str(start, self.strings.len() as u32))
+                *out = Slot::Str(start, self.strings.len() as u32);
+                Ok(())
             }
             Some(b'-' | b'0'..=b'9') if field.kind != Kind::Str && field.kind != Kind::Bool => {
-                number(c, field)
+                number(c, field, out)
             }
             Some(_) if describe(c) == "an invalid value" => Err(c.unexpected("a JSON value")),
             Some(_) => {
@@ -220,7 +226,7 @@ fn literal(c: &mut Cursor<'_>, word: &[u8]) -> Result<(), Reason> {
     }
 }
 
-fn number(c: &mut Cursor<'_>, field: &FieldDecl) -> Result<Slot, Reason> {
+fn number(c: &mut Cursor<'_>, field: &FieldDecl, out: &mut Slot) -> Result<(), Reason> {
     let start = c.i;
     let negative = c.peek() == Some(b'-');
     if negative {
@@ -283,7 +289,8 @@ fn number(c: &mut Cursor<'_>, field: &FieldDecl) -> Result<Slot, Reason> {
             if !v.is_finite() || (field.kind == Kind::F32 && v.abs() > f32::MAX as f64) {
                 return Err(out_of_range());
             }
-            Ok(Slot::Float(v))
+            *out = Slot::Float(v);
+            Ok(())
         }
         _ if fractional => Err(format!(
             "field `{}`: expected {}, found non-integer number {}",
@@ -304,7 +311,8 @@ fn number(c: &mut Cursor<'_>, field: &FieldDecl) -> Result<Slot, Reason> {
             if field.kind == Kind::I32 && i32::try_from(v).is_err() {
                 return Err(out_of_range());
             }
-            Ok(Slot::Int(v))
+            *out = Slot::Int(v);
+            Ok(())
         }
         Kind::U64 | Kind::U32 => {
             if negative && magnitude != 0 {
@@ -313,7 +321,8 @@ fn number(c: &mut Cursor<'_>, field: &FieldDecl) -> Result<Slot, Reason> {
             if field.kind == Kind::U32 && magnitude > u32::MAX as u64 {
                 return Err(out_of_range());
             }
-            Ok(Slot::UInt(magnitude))
+            *out = Slot::UInt(magnitude);
+            Ok(())
         }
         Kind::Bool | Kind::Str => Err(out_of_range()),
     }
