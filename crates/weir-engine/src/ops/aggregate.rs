@@ -431,7 +431,7 @@ impl ResultColumn {
     }
 
     /// Appends a result.
-    #[inline]
+    #[inline(always)]
     pub fn push(&mut self, v: Value) {
         match (self, v) {
             (ResultColumn::Int(d, n), Value::Int(x)) => {

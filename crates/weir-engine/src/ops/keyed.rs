@@ -436,3 +436,93 @@ impl<V> KeyedMap<V> {
         self.len() == 0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// One operation on a map of small keys (some NULL, some strings).
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// Adds `v` to the key's value, creating it at 0.
+        Entry(i64, u32),
+        Remove(i64),
+        /// Keeps the keys whose value is even.
+        RetainEven,
+        Insert(i64, u32),
+    }
+
+    fn key(k: i64) -> Key {
+        match k {
+            0 => Key::Null,
+            k if k < 0 => Key::Str(Arc::from(format!("s{k}").as_str())),
+            k => Key::Int(k),
+        }
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (-5i64..20, 0u32..5).prop_map(|(k, v)| Op::Entry(k, v)),
+            2 => (-5i64..20).prop_map(Op::Remove),
+            1 => Just(Op::RetainEven),
+            1 => (-5i64..20, 0u32..5).prop_map(|(k, v)| Op::Insert(k, v)),
+        ]
+    }
+
+    proptest! {
+        /// The slab, its slot numbers and the moves on removal agree with
+        /// an ordered map after any sequence of operations.
+        #[test]
+        fn agrees_with_an_ordered_map(ops in proptest::collection::vec(op(), 0..200)) {
+            let mut map: KeyedMap<u32> = KeyedMap::default();
+            let mut oracle: BTreeMap<Key, u32> = BTreeMap::new();
+            for op in ops {
+                match op {
+                    Op::Entry(k, v) => {
+                        let strings = StringArray::from(vec![format!("s{k}")]);
+                        let ints = [k];
+                        let nulls = arrow_buffer::NullBuffer::from(vec![false]);
+                        let keys = match k {
+                            0 => KeyColumn::Int(ints.to_vec(), Some(&nulls)),
+                            k if k < 0 => KeyColumn::Str(&strings),
+                            _ => KeyColumn::Int(ints.to_vec(), None),
+                        };
+                        let s = map.slot(&keys, 0, || 0);
+                        *map.at(s) += v;
+                        *oracle.entry(key(k)).or_insert(0) += v;
+                    }
+                    Op::Remove(k) => {
+                        prop_assert_eq!(map.remove(&key(k)), oracle.remove(&key(k)));
+                    }
+                    Op::RetainEven => {
+                        let mut dropped = Vec::new();
+                        map.retain_reporting(|v| *v % 2 == 0, |k, v| dropped.push((k, *v)));
+                        dropped.sort();
+                        let gone: Vec<(Key, u32)> = oracle
+                            .iter()
+                            .filter(|(_, v)| *v % 2 != 0)
+                            .map(|(k, v)| (k.clone(), *v))
+                            .collect();
+                        oracle.retain(|_, v| *v % 2 == 0);
+                        prop_assert_eq!(dropped, gone);
+                    }
+                    Op::Insert(k, v) => {
+                        map.insert(key(k), v);
+                        oracle.insert(key(k), v);
+                    }
+                }
+                let mut all: Vec<(Key, u32)> = map.iter().map(|(k, v)| (k, *v)).collect();
+                all.sort();
+                let want: Vec<(Key, u32)> = oracle.iter().map(|(k, v)| (k.clone(), *v)).collect();
+                prop_assert_eq!(&all, &want);
+                for (k, v) in &want {
+                    prop_assert_eq!(map.get_mut(k).copied(), Some(*v));
+                }
+            }
+        }
+    }
+}

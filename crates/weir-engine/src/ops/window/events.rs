@@ -143,10 +143,16 @@ impl Events {
     }
 
     /// Makes room for `extra` more words at the end (see the module docs).
+    #[inline]
     fn reserve(&mut self, extra: usize) {
-        if self.words.len() + extra <= self.words.capacity() {
-            return;
+        if self.words.len() + extra > self.words.capacity() {
+            self.make_room(extra);
         }
+    }
+
+    /// [`Events::reserve`]'s slow path: reclaim, else grow.
+    #[inline(never)]
+    fn make_room(&mut self, extra: usize) {
         let live = self.words.len() - self.start;
         // Reclaim the space before `start`: on its own when that frees an
         // eighth of what is live, else before growing (growing copies the
@@ -167,7 +173,11 @@ impl Events {
     #[inline]
     pub fn push(&mut self, e: &[u64]) {
         self.reserve(e.len());
-        self.words.extend_from_slice(e);
+        // Word by word: an event is a few words, less than a `memcpy` call
+        // costs (the capacity is there, so no push reallocates).
+        for &w in e {
+            self.words.push(w);
+        }
     }
 
     /// Inserts event `e` before event `at`.

@@ -211,7 +211,7 @@ impl FrontWindow {
 
     /// Adds event `e` (laid out per `layout`, with the validity word when
     /// `bits`) as the event `seq`.
-    #[inline]
+    #[inline(always)]
     pub(super) fn add(&mut self, layout: &Layout, bits: bool, e: &[u64], seq: u64, newest: bool) {
         let (time, valid) = (e[0] as i64, layout.bits(e, bits));
         for (i, a) in self.aggs.iter_mut().enumerate() {
