@@ -139,7 +139,7 @@ impl JsonParser {
                 c.i = start + n + 1;
                 &rest[..n]
             }
-            Err(bad) => return Err(bad.reason(start)),
+            Err(bad) => return Err(bad.reason()),
             _ => {
                 let mut key = std::mem::take(&mut self.key_scratch);
                 key.clear();
@@ -375,7 +375,7 @@ fn eight_digits(word: u64) -> u64 {
 fn parse_string_body(c: &mut Cursor<'_>, out: &mut Vec<u8>) -> Result<(), Reason> {
     loop {
         let rest = &c.b[c.i..];
-        let n = string_end(rest).map_err(|bad| bad.reason(c.i))?;
+        let n = string_end(rest).map_err(|bad| bad.reason())?;
         out.extend_from_slice(&rest[..n]);
         c.i += n + 1;
         if rest[n] == b'"' {
@@ -431,19 +431,20 @@ enum BadString {
     Unterminated,
     /// A control byte (its value).
     Control(u8),
-    /// Invalid UTF-8 from this offset.
-    Utf8(usize),
+    /// Invalid UTF-8 (`JsonParser::parse` reports where, from the whole
+    /// record).
+    Utf8,
 }
 
 impl BadString {
-    /// The reason, with offsets from `base` (the scan's start in the record).
-    fn reason(&self, base: usize) -> Reason {
+    /// The reason.
+    fn reason(&self) -> Reason {
         match *self {
             BadString::Unterminated => "malformed JSON: unterminated string".into(),
             BadString::Control(b) => {
                 format!("malformed JSON: control byte 0x{b:02x} inside a string")
             }
-            BadString::Utf8(at) => format!("invalid UTF-8 at byte {}", base + at),
+            BadString::Utf8 => "invalid UTF-8".into(),
         }
     }
 }
@@ -464,7 +465,7 @@ fn string_end(rest: &[u8]) -> Result<usize, BadString> {
         if let Some(&b) = chunk.iter().find(|&&b| b < 0x20) {
             return Err(BadString::Control(b));
         }
-        std::str::from_utf8(chunk).map_err(|e| BadString::Utf8(e.valid_up_to()))?;
+        std::str::from_utf8(chunk).map_err(|_| BadString::Utf8)?;
     }
     Ok(n)
 }
