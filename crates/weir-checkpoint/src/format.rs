@@ -133,15 +133,30 @@ fn crc(bytes: &[u8]) -> u32 {
     crc32fast::hash(bytes)
 }
 
-fn encode_record(name: &str, data: &[u8]) -> Vec<u8> {
-    let mut rec = Vec::with_capacity(4 + name.len() + 8 + data.len() + 4);
-    rec.extend_from_slice(&(name.len() as u32).to_le_bytes());
-    rec.extend_from_slice(name.as_bytes());
-    rec.extend_from_slice(&(data.len() as u64).to_le_bytes());
-    rec.extend_from_slice(data);
-    let c = crc(&rec);
-    rec.extend_from_slice(&c.to_le_bytes());
-    rec
+/// Bytes of a part's record around its data: name length, name, data
+/// length before it; the CRC after it.
+fn record_overhead(name: &str) -> usize {
+    4 + name.len() + 8 + 4
+}
+
+/// The CRC of a part's record (everything before the CRC itself),
+/// computed over the pieces: the data is copied once, into the file.
+fn record_crc(name: &str, data: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&(name.len() as u32).to_le_bytes());
+    h.update(name.as_bytes());
+    h.update(&(data.len() as u64).to_le_bytes());
+    h.update(data);
+    h.finalize()
+}
+
+/// Appends a part's record to `out`.
+fn put_record(out: &mut Vec<u8>, name: &str, data: &[u8], crc: u32) {
+    out.extend_from_slice(&(name.len() as u32).to_le_bytes());
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(&(data.len() as u64).to_le_bytes());
+    out.extend_from_slice(data);
+    out.extend_from_slice(&crc.to_le_bytes());
 }
 
 /// Encodes a checkpoint into the bytes of its file.
@@ -185,22 +200,23 @@ pub(crate) fn encode_with_reach(cp: &Checkpoint, reach: &[u64]) -> Result<Vec<u8
     } else {
         DELTA_FORMAT_VERSION
     };
-    let mut records = Vec::new();
     let mut parts = Vec::with_capacity(cp.parts.len());
+    let mut crcs = Vec::with_capacity(cp.parts.len());
+    let mut records_len = 0u64;
     for (name, data) in &cp.parts {
         if u32::try_from(name.len()).is_err() {
             return Err(format!("part name of {} bytes is too long", name.len()));
         }
-        let rec = encode_record(name, data);
-        let rec_crc = u32::from_le_bytes(rec[rec.len() - 4..].try_into().expect("4 bytes"));
+        let rec_crc = record_crc(name, data);
+        crcs.push(rec_crc);
         parts.push(PartEntry {
             name: name.clone(),
-            offset: records.len() as u64,
+            offset: records_len,
             len: data.len() as u64,
             crc32: rec_crc,
             base: cp.bases.get(name).copied(),
         });
-        records.extend_from_slice(&rec);
+        records_len += (record_overhead(name) + data.len()) as u64;
     }
     let header = Header {
         format: version,
@@ -217,14 +233,18 @@ pub(crate) fn encode_with_reach(cp: &Checkpoint, reach: &[u64]) -> Result<Vec<u8
     let header_json = serde_json::to_vec(&header).map_err(|e| e.to_string())?;
     let header_len = u32::try_from(header_json.len())
         .map_err(|_| format!("header of {} bytes is too long", header_json.len()))?;
+    // One buffer of the file's exact size, each part's data copied into it
+    // once.
     let mut out =
-        Vec::with_capacity(PREFIX_LEN + header_json.len() + 4 + records.len() + TRAILER_LEN);
+        Vec::with_capacity(PREFIX_LEN + header_json.len() + 4 + records_len as usize + TRAILER_LEN);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&version.to_le_bytes());
     out.extend_from_slice(&header_len.to_le_bytes());
     out.extend_from_slice(&header_json);
     out.extend_from_slice(&crc(&header_json).to_le_bytes());
-    out.extend_from_slice(&records);
+    for ((name, data), rec_crc) in cp.parts.iter().zip(crcs) {
+        put_record(&mut out, name, data, rec_crc);
+    }
     let whole = crc(&out);
     out.extend_from_slice(&whole.to_le_bytes());
     out.extend_from_slice(END_MAGIC);
@@ -563,8 +583,10 @@ mod tests {
             bases: BTreeMap::new(),
         };
         let bytes = encode(&cp).unwrap();
-        let rec = encode_record("a", &[1, 2, 3]);
-        let rec_crc = u32::from_le_bytes(rec[rec.len() - 4..].try_into().unwrap());
+        // The record, by hand: name length, name, data length, data, CRC.
+        let mut rec = vec![1, 0, 0, 0, b'a', 3, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3];
+        let rec_crc = crc32fast::hash(&rec);
+        rec.extend_from_slice(&rec_crc.to_le_bytes());
         let json = format!(
             r#"{{"format":1,"id":7,"fingerprint":"fp","created_ms":5,"parts":[{{"name":"a","offset":0,"len":3,"crc32":{rec_crc}}}]}}"#
         );

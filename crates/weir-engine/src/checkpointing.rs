@@ -215,8 +215,8 @@ pub(crate) enum CoordMsg {
         source: SourcePosition,
         at: Instant,
     },
-    /// A shard's keyed state at barrier `id`, and how long capturing it
-    /// held the shard up.
+    /// A shard's keyed state at barrier `id`, and the longest stretch
+    /// for which capturing it held the shard up at once.
     Shard {
         id: u64,
         state: Vec<StatePart>,
@@ -255,7 +255,8 @@ pub struct CheckpointStat {
     /// Size of the checkpoint file.
     pub size_bytes: u64,
     /// How long capturing the state held the pipeline up: the longest
-    /// any shard spent between taking the barrier and going on.
+    /// stretch any shard spent on it at once (marking at the barrier, or
+    /// writing a share of it between batches).
     pub stall: Duration,
     /// Key-group parts written whole, and as deltas.
     pub full_parts: usize,
@@ -398,6 +399,12 @@ impl Coordinator {
                     return Err(EngineError::Store(e));
                 }
             };
+            crate::state::recycle_parts(
+                std::mem::take(&mut cp.parts)
+                    .into_iter()
+                    .filter(|(name, _)| name.starts_with(STATE_PREFIX))
+                    .map(|(_, data)| data),
+            );
             for tx in &self.commits {
                 // A sink that stopped reports its own error.
                 let _ = tx.send(id);

@@ -8,13 +8,94 @@
 //! part as damaged rather than guessing.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::hash::{hash_bytes, key_group, mix64};
 use crate::ops::keyed::Key;
 
 /// Bytes per key group, as operators emit them at a barrier.
 pub type GroupParts = BTreeMap<u32, Vec<u8>>;
+
+/// A finished capture of an operator's keyed state.
+pub struct Captured {
+    /// Groups written whole.
+    pub parts: GroupParts,
+    /// Groups written as their changes since the previous capture.
+    pub deltas: GroupParts,
+    /// The longest stretch for which writing them held the operator up.
+    pub longest: std::time::Duration,
+}
+
+/// Emptied buffers, sorted by capacity, holding at most `limit` bytes.
+struct SpareBuffers {
+    buffers: Vec<Vec<u8>>,
+    kept: usize,
+    limit: usize,
+}
+
+impl SpareBuffers {
+    const fn new(limit: usize) -> Self {
+        SpareBuffers {
+            buffers: Vec::new(),
+            kept: 0,
+            limit,
+        }
+    }
+
+    /// The smallest buffer of at least `bytes`, else the largest, else a
+    /// new one; reserved to `bytes`.
+    fn take(&mut self, bytes: usize) -> Vec<u8> {
+        let at = self.buffers.partition_point(|b| b.capacity() < bytes);
+        let mut buf = if at < self.buffers.len() {
+            self.buffers.remove(at)
+        } else {
+            self.buffers.pop().unwrap_or_default()
+        };
+        self.kept -= buf.capacity();
+        buf.reserve_exact(bytes);
+        buf
+    }
+
+    /// Keeps `buf`, emptied, unless that would pass the limit.
+    fn give(&mut self, mut buf: Vec<u8>) {
+        if buf.capacity() == 0 || self.kept + buf.capacity() > self.limit {
+            return;
+        }
+        buf.clear();
+        self.kept += buf.capacity();
+        let at = self
+            .buffers
+            .partition_point(|b| b.capacity() < buf.capacity());
+        self.buffers.insert(at, buf);
+    }
+}
+
+/// Buffers of written checkpoints' state parts, kept for the next capture
+/// (see [`part_buffer`]); at most about a checkpoint's worth of deltas,
+/// so recycling costs little memory however large a full snapshot once
+/// was.
+static SPARE_PARTS: Mutex<SpareBuffers> = Mutex::new(SpareBuffers::new(64 << 20));
+
+/// An empty buffer for a state part of about `bytes`, recycled from a
+/// written checkpoint where one is spare.
+///
+/// A capture runs inside the pipeline's stall: writing into memory that
+/// is already mapped avoids a page fault (and the kernel zeroing a page)
+/// for every 4 KiB written, which otherwise cost as much as the copying.
+pub fn part_buffer(bytes: usize) -> Vec<u8> {
+    SPARE_PARTS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take(bytes)
+}
+
+/// Gives the buffers of written state parts back for later captures.
+pub fn recycle_parts(buffers: impl IntoIterator<Item = Vec<u8>>) {
+    let mut spare = SPARE_PARTS.lock().unwrap_or_else(|e| e.into_inner());
+    for buf in buffers {
+        spare.give(buf);
+    }
+}
 
 /// The key group of an owned key (as `key_by` assigns it).
 pub fn group_of(key: &Key, key_groups: u32) -> u32 {
@@ -173,6 +254,33 @@ impl<'a> StateReader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spare_buffers_fit_best_and_stay_under_their_limit() {
+        let mut spare = SpareBuffers::new(1000);
+        for cap in [100, 400, 200] {
+            spare.give(Vec::with_capacity(cap));
+        }
+        // A buffer over what is left of the limit is dropped.
+        spare.give(Vec::with_capacity(301));
+        assert_eq!(spare.kept, 700);
+        // The smallest that fits; it comes back empty.
+        let b = spare.take(150);
+        assert_eq!((b.capacity(), b.len()), (200, 0));
+        assert_eq!(spare.kept, 500);
+        // None fits: the largest, grown.
+        let b = spare.take(450);
+        assert!(b.capacity() >= 450);
+        assert_eq!(spare.kept, 100);
+        let mut used = spare.take(1);
+        assert_eq!(used.capacity(), 100);
+        used.extend_from_slice(b"abc");
+        spare.give(used);
+        assert_eq!(spare.take(0).len(), 0);
+        // Empty: a new buffer.
+        assert_eq!(spare.kept, 0);
+        assert!(spare.take(10).capacity() >= 10);
+    }
 
     #[test]
     fn values_round_trip_and_damage_is_reported() {

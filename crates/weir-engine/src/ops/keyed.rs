@@ -296,6 +296,11 @@ impl<V> KeyedMap<V> {
         &self.values[s]
     }
 
+    /// Slot `s`'s key, and its state to change.
+    pub fn entry_at(&mut self, s: usize) -> (&Key, &mut V) {
+        (&self.keys[s], &mut self.values[s])
+    }
+
     /// Where slot `s`'s state is, to prefetch (never read through).
     #[inline]
     pub fn address(&self, s: usize) -> *const V {

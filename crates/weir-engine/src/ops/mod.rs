@@ -86,6 +86,22 @@ pub trait Operator: Send {
         false
     }
 
+    /// Starts a capture whose writing may be spread over the batches
+    /// that follow (see `window/capture.rs`): the state it writes is the
+    /// state now, whatever the batches change. `full` is as for
+    /// [`Operator::capture`]. Returns false for an operator that does not
+    /// spread its capture (call [`Operator::capture`] instead).
+    fn begin_capture(&mut self, _key_groups: u32, _full: &dyn Fn(u32) -> bool) -> bool {
+        false
+    }
+
+    /// Writes about `budget` more bytes of the capture begun by
+    /// [`Operator::begin_capture`] and returns it once it is complete (as
+    /// [`Operator::capture`] would have written it at the barrier).
+    fn continue_capture(&mut self, _budget: usize) -> Option<crate::state::Captured> {
+        None
+    }
+
     /// Adds the state of one key group from its chain: a part
     /// [`Operator::snapshot`] wrote, then the deltas
     /// [`Operator::capture`] wrote after it, oldest first.

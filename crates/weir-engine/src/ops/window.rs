@@ -28,6 +28,7 @@
 //! count; a window's final result does not either (how often it fired
 //! before does).
 
+mod capture;
 mod events;
 mod fixed;
 mod front;

@@ -8,9 +8,9 @@
 //! the key groups it owns from the restored one.
 
 use std::collections::{BTreeSet, HashMap};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, TryRecvError};
 
 use super::messages::{BarrierKind, ShardMsg};
 use super::operators::{Runner, ThreadCtx};
@@ -37,7 +37,27 @@ pub(crate) fn shard_loop(
     let mut seq = 0usize;
     let mut finished = false;
     let mut copies = 0;
-    while let Ok(msg) = inputs[seq % inputs.len()].recv() {
+    // A checkpoint's capture still being written (see `capture`).
+    let mut flight: Option<InFlight> = None;
+    loop {
+        let input = &inputs[seq % inputs.len()];
+        let msg = match &mut flight {
+            // While a capture is being written, an idle moment writes more.
+            Some(f) => match input.try_recv() {
+                Ok(msg) => msg,
+                Err(TryRecvError::Empty) => {
+                    if advance(&mut runner, f, &mut captures, CAPTURE_BUDGET) {
+                        send(&ctx, flight.take());
+                    }
+                    continue;
+                }
+                Err(TryRecvError::Disconnected) => break,
+            },
+            None => match input.recv() {
+                Ok(msg) => msg,
+                Err(_) => break,
+            },
+        };
         seq += 1;
         if let Some((id, kind)) = msg.barrier {
             // One copy per worker, in consecutive slots: act on the last.
@@ -46,19 +66,24 @@ pub(crate) fn shard_loop(
                 continue;
             }
             copies = 0;
+            // One capture at a time: the previous one is finished first.
+            if let Some(mut f) = flight.take() {
+                advance(&mut runner, &mut f, &mut captures, usize::MAX);
+                send(&ctx, Some(f));
+            }
             if kind == BarrierKind::EndOfInput {
                 runner.end_of_input(&g.keyed, &mut rejected)?;
             }
             finished |= kind.is_final();
-            if let Some(coord) = &ctx.coord {
-                let began = Instant::now();
-                let state = capture(&mut runner, id, &mut captures);
-                let _ = coord.send(CoordMsg::Shard {
-                    id,
-                    state,
-                    max_time: runner.max_time,
-                    stall: began.elapsed(),
-                });
+            if ctx.coord.is_some() {
+                let mut f = begin(&mut runner, id, &mut captures);
+                // Nothing follows a final barrier: finish at once.
+                let budget = if kind.is_final() { usize::MAX } else { 0 };
+                if advance(&mut runner, &mut f, &mut captures, budget) {
+                    send(&ctx, Some(f));
+                } else {
+                    flight = Some(f);
+                }
             }
             ctx.barrier_downstream(id, kind)?;
             continue;
@@ -88,6 +113,15 @@ pub(crate) fn shard_loop(
                 .sum();
             m.shard(shard, entries, runner.max_time);
         }
+        if let Some(f) = &mut flight {
+            if advance(&mut runner, f, &mut captures, CAPTURE_BUDGET) {
+                send(&ctx, flight.take());
+            }
+        }
+    }
+    if let Some(mut f) = flight.take() {
+        advance(&mut runner, &mut f, &mut captures, usize::MAX);
+        send(&ctx, Some(f));
     }
     if !finished {
         runner.end_of_input(&g.keyed, &mut rejected)?;
@@ -137,52 +171,164 @@ fn restore_state(
     Ok(captures)
 }
 
-/// The state of every keyed step, per key group, for checkpoint `id`:
-/// whole for groups due (see [`FULL_EVERY`]) or without a part in the
-/// last capture, else what changed since it, for operators that track
-/// their changes.
-fn capture(runner: &mut Runner<'_, '_>, id: u64, captures: &mut Captures) -> Vec<StatePart> {
+/// Bytes of a capture written between two batches: about a tenth of a
+/// millisecond of copying.
+const CAPTURE_BUDGET: usize = 256 << 10;
+
+/// A checkpoint's capture in this shard, from its barrier until every
+/// keyed step has written its state.
+struct InFlight {
+    id: u64,
+    /// Largest event time at the barrier.
+    max_time: i64,
+    /// The longest stretch the capture held the shard up at once.
+    stall: Duration,
+    state: Vec<StatePart>,
+    /// Steps still writing (by index), with the groups they had a part
+    /// for in the previous capture.
+    writing: Vec<(usize, BTreeSet<u32>)>,
+    /// The checkpoint the previous capture went to.
+    base: Option<u64>,
+}
+
+/// Whether key group `g` is written whole in checkpoint `id`: when due
+/// (see [`FULL_EVERY`]), or without a part in the last capture to build
+/// on.
+fn is_full(base: Option<u64>, had: &BTreeSet<u32>, id: u64, g: u32) -> bool {
+    base.is_none() || !had.contains(&g) || (id + g as u64).is_multiple_of(FULL_EVERY)
+}
+
+/// Takes checkpoint `id`'s capture at its barrier: every keyed step's
+/// state per key group, whole for groups due or as what changed since the
+/// last capture, for operators that track their changes. Steps that can
+/// write their capture over the batches that follow (sliding windows)
+/// only mark what they must write here; the rest write it at once.
+fn begin(runner: &mut Runner<'_, '_>, id: u64, captures: &mut Captures) -> InFlight {
     let ctx = runner.ctx;
-    let base = captures.base;
-    let mut state = Vec::new();
+    let key_groups = ctx.pipeline.settings.key_groups;
+    let since = Instant::now();
+    let mut f = InFlight {
+        id,
+        max_time: runner.max_time,
+        stall: Duration::ZERO,
+        state: Vec::new(),
+        writing: Vec::new(),
+        base: captures.base,
+    };
     for &i in &ctx.plan.graph.keyed {
         let Op::Run(op) = &mut runner.ops[i] else {
             continue;
         };
         let had = captures.groups.remove(&i).unwrap_or_default();
-        let full = |g: u32| {
-            base.is_none() || !had.contains(&g) || (id + g as u64).is_multiple_of(FULL_EVERY)
-        };
+        let full = |g: u32| is_full(f.base, &had, id, g);
+        if op.begin_capture(key_groups, &full) {
+            f.writing.push((i, had));
+            continue;
+        }
         let mut parts = GroupParts::new();
         let mut deltas = GroupParts::new();
-        if op.capture(
-            ctx.pipeline.settings.key_groups,
-            &full,
-            &mut parts,
-            &mut deltas,
-        ) {
-            // A group unchanged since the base still needs a link in
-            // this checkpoint's chain.
-            for &g in &had {
-                if !full(g) {
-                    deltas.entry(g).or_default();
-                }
-            }
-        }
-        let name = &ctx.pipeline.steps[i].name;
-        let groups = captures.groups.entry(i).or_default();
-        for (parts, base) in [(parts, None), (deltas, base)] {
-            for (group, data) in parts {
-                groups.insert(group);
-                state.push(StatePart {
-                    step: name.clone(),
-                    group,
-                    data,
-                    base,
-                });
-            }
-        }
+        let tracked = op.capture(key_groups, &full, &mut parts, &mut deltas);
+        collect(
+            ctx,
+            captures,
+            &mut f,
+            i,
+            &had,
+            tracked.then_some(deltas),
+            parts,
+        );
     }
     captures.base = Some(id);
-    state
+    f.stall = since.elapsed();
+    f
+}
+
+/// Writes about `budget` more bytes of each step's capture; true once
+/// every step has written all of it.
+fn advance(
+    runner: &mut Runner<'_, '_>,
+    f: &mut InFlight,
+    captures: &mut Captures,
+    budget: usize,
+) -> bool {
+    let since = Instant::now();
+    let mut k = 0;
+    while k < f.writing.len() {
+        let i = f.writing[k].0;
+        let done = match &mut runner.ops[i] {
+            Op::Run(op) => op.continue_capture(budget),
+            _ => None,
+        };
+        match done {
+            Some(done) => {
+                let (i, had) = f.writing.swap_remove(k);
+                f.stall = f.stall.max(done.longest);
+                collect(
+                    runner.ctx,
+                    captures,
+                    f,
+                    i,
+                    &had,
+                    Some(done.deltas),
+                    done.parts,
+                );
+            }
+            None => k += 1,
+        }
+    }
+    if budget > 0 {
+        f.stall = f.stall.max(since.elapsed());
+    }
+    f.writing.is_empty()
+}
+
+/// Adds step `i`'s finished capture to the checkpoint's parts: whole
+/// `parts`, and `deltas` for a step that tracks its changes (with an empty
+/// delta for each group it had and left unchanged, which still needs a
+/// link in this checkpoint's chain).
+fn collect(
+    ctx: &ThreadCtx<'_>,
+    captures: &mut Captures,
+    f: &mut InFlight,
+    i: usize,
+    had: &BTreeSet<u32>,
+    deltas: Option<GroupParts>,
+    parts: GroupParts,
+) {
+    let name = &ctx.pipeline.steps[i].name;
+    let groups = captures.groups.entry(i).or_default();
+    let deltas = deltas.map(|mut deltas| {
+        for &g in had {
+            if !is_full(f.base, had, f.id, g) {
+                deltas.entry(g).or_default();
+            }
+        }
+        deltas
+    });
+    let base = f.base;
+    for (parts, base) in [(parts, None), (deltas.unwrap_or_default(), base)] {
+        for (group, data) in parts {
+            groups.insert(group);
+            f.state.push(StatePart {
+                step: name.clone(),
+                group,
+                data,
+                base,
+            });
+        }
+    }
+}
+
+/// Sends a finished capture to the checkpoint coordinator.
+fn send(ctx: &ThreadCtx<'_>, f: Option<InFlight>) {
+    let (Some(f), Some(coord)) = (f, &ctx.coord) else {
+        return;
+    };
+    debug_assert!(f.writing.is_empty());
+    let _ = coord.send(CoordMsg::Shard {
+        id: f.id,
+        state: f.state,
+        max_time: f.max_time,
+        stall: f.stall,
+    });
 }

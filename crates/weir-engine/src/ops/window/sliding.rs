@@ -17,13 +17,14 @@ use super::super::aggregate::{InputKind, ResultColumn};
 use super::super::keyed::{Key, KeyedMap};
 use super::super::stateless::keep;
 use super::super::{watermark, Ctx, Operator, Outputs};
+use super::capture::Pending;
 use super::events::{
     apply_delta, read_full, restored, write_removed, Events, Layout, COMPACT_PART,
 };
 use super::front::FrontWindow;
 use super::{view, Inputs};
 use crate::prefetch::prefetch;
-use crate::state::{group_of, Damaged, GroupParts};
+use crate::state::{group_of, Captured, Damaged, GroupParts};
 use crate::EngineError;
 
 /// Per-key state of a sliding window: the retained events, oldest first
@@ -36,6 +37,8 @@ struct SlidingState {
     /// Arrival number of the next event: orders equal times for extremes.
     seq: u64,
     running: FrontWindow,
+    /// Marked by a capture under way and not yet written by it.
+    pending: bool,
 }
 
 /// A sliding (per-event) window.
@@ -54,6 +57,8 @@ pub struct SlidingWindow {
     /// Each row's key slot in the batch at hand (kept for its allocation).
     slots: Vec<u32>,
     batches_since_sweep: u32,
+    /// A capture under way (`capture.rs`).
+    capture: Option<Pending>,
 }
 
 /// The slot of a late row, which gets no state.
@@ -93,6 +98,7 @@ impl SlidingWindow {
             scratch,
             slots: Vec::new(),
             batches_since_sweep: 0,
+            capture: None,
         })
     }
 
@@ -114,6 +120,7 @@ impl SlidingWindow {
             front: 0,
             seq: 0,
             running: FrontWindow::new(&self.config.aggregates, &self.inputs.kinds),
+            pending: false,
         };
         let n = st.events.len(layout);
         if n > 0 {
@@ -151,6 +158,36 @@ fn part(parts: &mut GroupParts, g: u32) -> &mut Vec<u8> {
         buf.push(COMPACT_PART);
     }
     buf
+}
+
+/// Writes the key in slot `s` to the capture under way if it is marked
+/// and not written yet (whole or as its changes, as its group goes), and
+/// marks its events captured; returns the bytes written.
+fn write_marked(
+    state: &mut KeyedMap<SlidingState>,
+    layout: &Layout,
+    pending: &mut Pending,
+    s: u32,
+) -> usize {
+    let (key, st) = state.entry_at(s as usize);
+    if !st.pending {
+        return 0;
+    }
+    st.pending = false;
+    let g = group_of(key, pending.whole.len() as u32);
+    let buf = if pending.whole[g as usize] {
+        part(&mut pending.parts, g)
+    } else {
+        part(&mut pending.deltas, g)
+    };
+    let before = buf.len();
+    if pending.whole[g as usize] {
+        st.events.write_full(key, buf);
+    } else {
+        st.events.write_delta(key, layout, buf);
+    }
+    st.events.mark_captured(layout);
+    buf.len() - before
 }
 
 /// Upper bound of a key record's bytes besides its words (key of at most
@@ -210,8 +247,20 @@ impl Operator for SlidingWindow {
                 front: 0,
                 seq: 0,
                 running: FrontWindow::new(aggregates, kinds),
+                pending: false,
             });
             slots.push(slot as u32);
+        }
+        // A capture under way writes the keys this batch changes first.
+        if let Some(mut pending) = self.capture.take() {
+            let began = std::time::Instant::now();
+            for &s in &slots {
+                if s != LATE {
+                    write_marked(&mut self.state, &self.layout, &mut pending, s);
+                }
+            }
+            pending.held(began);
+            self.capture = Some(pending);
         }
         let mut entry: Vec<u64> = Vec::with_capacity(layout.stride(true));
         for row in 0..rows {
@@ -350,43 +399,80 @@ impl Operator for SlidingWindow {
         parts: &mut GroupParts,
         deltas: &mut GroupParts,
     ) -> bool {
+        self.begin_capture(key_groups, full);
+        if let Some(done) = self.continue_capture(usize::MAX) {
+            *parts = done.parts;
+            *deltas = done.deltas;
+        }
+        true
+    }
+
+    fn begin_capture(&mut self, key_groups: u32, full: &dyn Fn(u32) -> bool) -> bool {
+        debug_assert!(self.capture.is_none(), "one capture at a time");
+        let whole: Vec<bool> = (0..key_groups).map(full).collect();
+        let mut removals = GroupParts::new();
         // Removals first: a key removed and then seen again is both.
         for key in self.removed.drain(..) {
             let g = group_of(&key, key_groups);
-            if !full(g) {
-                write_removed(&key, part(deltas, g));
+            if !whole[g as usize] {
+                write_removed(&key, part(&mut removals, g));
             }
         }
         let layout = &self.layout;
         // Size each group's buffer first: growing them by doubling would
-        // copy what is written about twice over, inside the pipeline's
-        // stall.
+        // copy what is written about twice over.
         let mut sizes: HashMap<(bool, u32), usize> = HashMap::new();
-        for (key, st) in self.state.iter() {
-            let g = group_of(&key, key_groups);
-            let (whole, events) = if full(g) {
+        for (g, bytes) in &removals {
+            sizes.insert((false, *g), bytes.len());
+        }
+        let mut queue = Vec::new();
+        for s in 0..self.state.len() {
+            let (key, st) = self.state.entry_at(s);
+            let g = group_of(key, key_groups);
+            let (is_whole, events) = if whole[g as usize] {
                 (true, st.events.words().len())
             } else if st.events.changed(layout) {
                 (false, st.events.appended_words(layout))
             } else {
                 continue;
             };
-            *sizes.entry((whole, g)).or_insert(1) += 8 * events + RECORD_HEADER;
+            st.pending = true;
+            queue.push(s as u32);
+            *sizes.entry((is_whole, g)).or_insert(1) += 8 * events + RECORD_HEADER;
         }
-        for ((whole, g), size) in sizes {
-            let into = if whole { &mut *parts } else { &mut *deltas };
-            into.entry(g).or_default().reserve_exact(size);
+        let mut pending = Pending::new(key_groups, whole, sizes, queue);
+        for (g, bytes) in removals {
+            pending
+                .deltas
+                .entry(g)
+                .or_default()
+                .extend_from_slice(&bytes);
         }
-        self.state.for_each_mut(|key, st| {
-            let g = group_of(&key, key_groups);
-            if full(g) {
-                st.events.write_full(&key, part(parts, g));
-            } else if st.events.changed(layout) {
-                st.events.write_delta(&key, layout, part(deltas, g));
-            }
-            st.events.mark_captured(layout);
-        });
+        self.capture = Some(pending);
         true
+    }
+
+    fn continue_capture(&mut self, budget: usize) -> Option<Captured> {
+        let mut pending = self.capture.take()?;
+        let began = std::time::Instant::now();
+        let mut written = 0;
+        while written < budget {
+            let Some(&s) = pending.queue.get(pending.next) else {
+                break;
+            };
+            pending.next += 1;
+            written += write_marked(&mut self.state, &self.layout, &mut pending, s);
+        }
+        pending.held(began);
+        if pending.next < pending.queue.len() {
+            self.capture = Some(pending);
+            return None;
+        }
+        Some(Captured {
+            parts: pending.parts,
+            deltas: pending.deltas,
+            longest: pending.longest,
+        })
     }
 
     fn restore(&mut self, group: &[u8]) -> Result<(), Damaged> {
@@ -413,7 +499,9 @@ impl Operator for SlidingWindow {
 
     fn end_of_batch(&mut self, ctx: &mut Ctx<'_>, _out: &mut Outputs) -> Result<(), EngineError> {
         self.batches_since_sweep += 1;
-        if self.batches_since_sweep >= 256 {
+        // The sweep removes keys, which moves others to new slots: it
+        // waits for a capture under way to finish.
+        if self.batches_since_sweep >= 256 && self.capture.is_none() {
             self.batches_since_sweep = 0;
             let horizon =
                 self.horizon(watermark(ctx.max_time, self.config.max_out_of_orderness_ms));
@@ -433,3 +521,6 @@ impl Operator for SlidingWindow {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;
