@@ -171,9 +171,9 @@ fn restore_state(
     Ok(captures)
 }
 
-/// Bytes of a capture written between two batches: about a tenth of a
-/// millisecond of copying.
-const CAPTURE_BUDGET: usize = 256 << 10;
+/// Bytes of a capture written between two batches: a few tens of
+/// microseconds of copying.
+const CAPTURE_BUDGET: usize = 128 << 10;
 
 /// A checkpoint's capture in this shard, from its barrier until every
 /// keyed step has written its state.
@@ -202,7 +202,7 @@ fn is_full(base: Option<u64>, had: &BTreeSet<u32>, id: u64, g: u32) -> bool {
 /// state per key group, whole for groups due or as what changed since the
 /// last capture, for operators that track their changes. Steps that can
 /// write their capture over the batches that follow (sliding windows)
-/// only mark what they must write here; the rest write it at once.
+/// only begin it here; the rest write it at once.
 fn begin(runner: &mut Runner<'_, '_>, id: u64, captures: &mut Captures) -> InFlight {
     let ctx = runner.ctx;
     let key_groups = ctx.pipeline.settings.key_groups;

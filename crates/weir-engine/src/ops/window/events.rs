@@ -227,12 +227,6 @@ impl Events {
         !self.captured || self.dropped > 0 || self.clean != self.len(layout)
     }
 
-    /// Words a delta record of this key appends.
-    pub fn appended_words(&self, layout: &Layout) -> usize {
-        let clean = if self.captured { self.clean } else { 0 };
-        self.words().len() - clean * layout.stride(self.bits)
-    }
-
     /// Whether the last capture wrote this key.
     pub fn captured(&self) -> bool {
         self.captured

@@ -17,7 +17,7 @@ use super::super::aggregate::{InputKind, ResultColumn};
 use super::super::keyed::{Key, KeyedMap};
 use super::super::stateless::keep;
 use super::super::{watermark, Ctx, Operator, Outputs};
-use super::capture::Pending;
+use super::capture::{PartSizes, Pending};
 use super::events::{
     apply_delta, read_full, restored, write_removed, Events, Layout, COMPACT_PART,
 };
@@ -37,8 +37,8 @@ struct SlidingState {
     /// Arrival number of the next event: orders equal times for extremes.
     seq: u64,
     running: FrontWindow,
-    /// Marked by a capture under way and not yet written by it.
-    pending: bool,
+    /// The capture that last visited this key (`capture.rs`).
+    visited: u32,
 }
 
 /// A sliding (per-event) window.
@@ -59,6 +59,10 @@ pub struct SlidingWindow {
     batches_since_sweep: u32,
     /// A capture under way (`capture.rs`).
     capture: Option<Pending>,
+    /// The stamp of the latest capture begun.
+    epoch: u32,
+    /// What each part took in the latest capture.
+    last_sizes: PartSizes,
 }
 
 /// The slot of a late row, which gets no state.
@@ -99,6 +103,8 @@ impl SlidingWindow {
             slots: Vec::new(),
             batches_since_sweep: 0,
             capture: None,
+            epoch: 0,
+            last_sizes: PartSizes::new(),
         })
     }
 
@@ -120,7 +126,7 @@ impl SlidingWindow {
             front: 0,
             seq: 0,
             running: FrontWindow::new(&self.config.aggregates, &self.inputs.kinds),
-            pending: false,
+            visited: 0,
         };
         let n = st.events.len(layout);
         if n > 0 {
@@ -160,39 +166,42 @@ fn part(parts: &mut GroupParts, g: u32) -> &mut Vec<u8> {
     buf
 }
 
-/// Writes the key in slot `s` to the capture under way if it is marked
-/// and not written yet (whole or as its changes, as its group goes), and
-/// marks its events captured; returns the bytes written.
-fn write_marked(
+/// Visits the key in slot `s` for the capture under way, unless it was
+/// visited already: writes it if the checkpoint needs it (whole, or its
+/// changes if any, as its group goes) and marks its events captured.
+/// Returns about what the visit cost, in bytes.
+fn visit(
     state: &mut KeyedMap<SlidingState>,
     layout: &Layout,
     pending: &mut Pending,
     s: u32,
+    last: &PartSizes,
 ) -> usize {
     let (key, st) = state.entry_at(s as usize);
-    if !st.pending {
+    if st.visited == pending.epoch {
         return 0;
     }
-    st.pending = false;
+    st.visited = pending.epoch;
     let g = group_of(key, pending.whole.len() as u32);
-    let buf = if pending.whole[g as usize] {
-        part(&mut pending.parts, g)
-    } else {
-        part(&mut pending.deltas, g)
-    };
+    let whole = pending.whole[g as usize];
+    if !whole && !st.events.changed(layout) {
+        return VISIT_COST;
+    }
+    let buf = pending.part(whole, g, COMPACT_PART, last);
     let before = buf.len();
-    if pending.whole[g as usize] {
+    if whole {
         st.events.write_full(key, buf);
     } else {
         st.events.write_delta(key, layout, buf);
     }
+    let written = buf.len() - before;
     st.events.mark_captured(layout);
-    buf.len() - before
+    VISIT_COST + written
 }
 
-/// Upper bound of a key record's bytes besides its words (key of at most
-/// a tag and 8 bytes or a short string, flags, varints).
-const RECORD_HEADER: usize = 64;
+/// What visiting a key costs besides the bytes it writes, in bytes'
+/// worth: a walk over many unchanged keys also holds the shard up.
+const VISIT_COST: usize = 64;
 
 impl Operator for SlidingWindow {
     fn state_entries(&self) -> usize {
@@ -242,12 +251,14 @@ impl Operator for SlidingWindow {
                 continue;
             }
             kept.push(true);
+            // A key born during a capture is not part of it.
+            let epoch = self.epoch;
             let slot = self.state.slot(&keys, row, || SlidingState {
                 events: Events::default(),
                 front: 0,
                 seq: 0,
                 running: FrontWindow::new(aggregates, kinds),
-                pending: false,
+                visited: epoch,
             });
             slots.push(slot as u32);
         }
@@ -256,7 +267,13 @@ impl Operator for SlidingWindow {
             let began = std::time::Instant::now();
             for &s in &slots {
                 if s != LATE {
-                    write_marked(&mut self.state, &self.layout, &mut pending, s);
+                    visit(
+                        &mut self.state,
+                        &self.layout,
+                        &mut pending,
+                        s,
+                        &self.last_sizes,
+                    );
                 }
             }
             pending.held(began);
@@ -409,44 +426,15 @@ impl Operator for SlidingWindow {
 
     fn begin_capture(&mut self, key_groups: u32, full: &dyn Fn(u32) -> bool) -> bool {
         debug_assert!(self.capture.is_none(), "one capture at a time");
+        self.epoch = self.epoch.wrapping_add(1);
         let whole: Vec<bool> = (0..key_groups).map(full).collect();
-        let mut removals = GroupParts::new();
+        let mut pending = Pending::new(self.epoch, whole, self.state.len());
         // Removals first: a key removed and then seen again is both.
         for key in self.removed.drain(..) {
             let g = group_of(&key, key_groups);
-            if !whole[g as usize] {
-                write_removed(&key, part(&mut removals, g));
+            if !pending.whole[g as usize] {
+                write_removed(&key, pending.part(false, g, COMPACT_PART, &self.last_sizes));
             }
-        }
-        let layout = &self.layout;
-        // Size each group's buffer first: growing them by doubling would
-        // copy what is written about twice over.
-        let mut sizes: HashMap<(bool, u32), usize> = HashMap::new();
-        for (g, bytes) in &removals {
-            sizes.insert((false, *g), bytes.len());
-        }
-        let mut queue = Vec::new();
-        for s in 0..self.state.len() {
-            let (key, st) = self.state.entry_at(s);
-            let g = group_of(key, key_groups);
-            let (is_whole, events) = if whole[g as usize] {
-                (true, st.events.words().len())
-            } else if st.events.changed(layout) {
-                (false, st.events.appended_words(layout))
-            } else {
-                continue;
-            };
-            st.pending = true;
-            queue.push(s as u32);
-            *sizes.entry((is_whole, g)).or_insert(1) += 8 * events + RECORD_HEADER;
-        }
-        let mut pending = Pending::new(key_groups, whole, sizes, queue);
-        for (g, bytes) in removals {
-            pending
-                .deltas
-                .entry(g)
-                .or_default()
-                .extend_from_slice(&bytes);
         }
         self.capture = Some(pending);
         true
@@ -455,19 +443,24 @@ impl Operator for SlidingWindow {
     fn continue_capture(&mut self, budget: usize) -> Option<Captured> {
         let mut pending = self.capture.take()?;
         let began = std::time::Instant::now();
-        let mut written = 0;
-        while written < budget {
-            let Some(&s) = pending.queue.get(pending.next) else {
-                break;
-            };
-            pending.next += 1;
-            written += write_marked(&mut self.state, &self.layout, &mut pending, s);
+        let mut spent = 0;
+        while spent < budget && pending.cursor < pending.end {
+            let s = pending.cursor as u32;
+            pending.cursor += 1;
+            spent += visit(
+                &mut self.state,
+                &self.layout,
+                &mut pending,
+                s,
+                &self.last_sizes,
+            );
         }
         pending.held(began);
-        if pending.next < pending.queue.len() {
+        if pending.cursor < pending.end {
             self.capture = Some(pending);
             return None;
         }
+        self.last_sizes = pending.sizes();
         Some(Captured {
             parts: pending.parts,
             deltas: pending.deltas,
