@@ -248,8 +248,8 @@ impl RunMetrics {
                 ),
                 stall: r.histogram(
                     names::CHECKPOINT_STALL_SECONDS,
-                    "Time a checkpoint held the pipeline up (the longest any shard spent \
-                     capturing its state), in seconds.",
+                    "Time a checkpoint held the pipeline up (the longest stretch any shard \
+                     spent capturing its state at once), in seconds.",
                     pl.clone(),
                     weir_metrics::SECONDS_BUCKETS,
                 ),

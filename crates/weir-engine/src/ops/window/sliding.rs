@@ -155,6 +155,19 @@ impl SlidingWindow {
             .saturating_add(self.config.allowed_lateness_ms)
             <= wm
     }
+
+    /// Walks a capture's keys on from its cursor, visiting them until
+    /// about `budget` bytes' worth is spent or every key is visited.
+    fn walk(&mut self, pending: &mut Pending, budget: usize) {
+        let began = std::time::Instant::now();
+        let mut spent = 0;
+        while spent < budget && pending.cursor < pending.end {
+            let s = pending.cursor as u32;
+            pending.cursor += 1;
+            spent += visit(&mut self.state, &self.layout, pending, s, &self.last_sizes);
+        }
+        pending.held(began);
+    }
 }
 
 /// Group `g`'s bytes in `parts`, started with the format byte.
@@ -198,6 +211,10 @@ fn visit(
     st.events.mark_captured(layout);
     VISIT_COST + written
 }
+
+/// Batches after which a sweep no longer waits for a capture's walk
+/// (fewer in tests, to reach it).
+const SWEEP_OVERDUE: u32 = if cfg!(test) { 300 } else { 4096 };
 
 /// What visiting a key costs besides the bytes it writes, in bytes'
 /// worth: a walk over many unchanged keys also holds the shard up.
@@ -442,20 +459,7 @@ impl Operator for SlidingWindow {
 
     fn continue_capture(&mut self, budget: usize) -> Option<Captured> {
         let mut pending = self.capture.take()?;
-        let began = std::time::Instant::now();
-        let mut spent = 0;
-        while spent < budget && pending.cursor < pending.end {
-            let s = pending.cursor as u32;
-            pending.cursor += 1;
-            spent += visit(
-                &mut self.state,
-                &self.layout,
-                &mut pending,
-                s,
-                &self.last_sizes,
-            );
-        }
-        pending.held(began);
+        self.walk(&mut pending, budget);
         if pending.cursor < pending.end {
             self.capture = Some(pending);
             return None;
@@ -493,8 +497,17 @@ impl Operator for SlidingWindow {
     fn end_of_batch(&mut self, ctx: &mut Ctx<'_>, _out: &mut Outputs) -> Result<(), EngineError> {
         self.batches_since_sweep += 1;
         // The sweep removes keys, which moves others to new slots: it
-        // waits for a capture under way to finish.
-        if self.batches_since_sweep >= 256 && self.capture.is_none() {
+        // waits until a capture under way has visited every key, and
+        // after a long wait (captures that keep running into the next
+        // barrier) finishes the walk itself.
+        if self.batches_since_sweep >= SWEEP_OVERDUE {
+            if let Some(mut pending) = self.capture.take() {
+                self.walk(&mut pending, usize::MAX);
+                self.capture = Some(pending);
+            }
+        }
+        let walked = self.capture.as_ref().is_none_or(|p| p.cursor >= p.end);
+        if self.batches_since_sweep >= 256 && walked {
             self.batches_since_sweep = 0;
             let horizon =
                 self.horizon(watermark(ctx.max_time, self.config.max_out_of_orderness_ms));

@@ -142,6 +142,18 @@ fn extend(
     }
 }
 
+/// A spread capture under way in the test.
+struct UnderWay {
+    /// The operator's keys at the barrier.
+    at_barrier: Contents,
+    /// Groups written whole.
+    whole: Vec<bool>,
+    /// Batches until it is asked to finish at once.
+    left: u32,
+    /// Whether its walk is left alone until the sweep is overdue.
+    stalled: bool,
+}
+
 #[test]
 fn a_spread_capture_holds_the_state_at_its_barrier() {
     for seed in 0..12 {
@@ -152,9 +164,8 @@ fn a_spread_capture_holds_the_state_at_its_barrier() {
         let (mut sync_chains, mut spread_chains) = (HashMap::new(), HashMap::new());
         let (mut clock, mut position, mut max_time) = (0i64, 0u64, i64::MIN);
         let mut id = 0u64;
-        // (state at the barrier, groups written whole, batches until its
-        // spread capture is asked to finish at once)
-        let mut under_way: Option<(Contents, Vec<bool>, u32)> = None;
+        let mut under_way: Option<UnderWay> = None;
+        let mut overdue_sweeps = 0;
         let mut touched_before_written = 0;
         for step in 0..1500 {
             let (b, max) = batch(&mut rng, &mut clock, &mut position);
@@ -180,8 +191,23 @@ fn a_spread_capture_holds_the_state_at_its_barrier() {
                 outputs.push((out, rejected.len()));
             }
             assert!(outputs[0] == outputs[1], "seed {seed}: the same rows");
-            if let Some((at_barrier, whole, left)) = under_way.take() {
-                let budget = if left == 0 { usize::MAX } else { 64 };
+            if let Some(UnderWay {
+                at_barrier,
+                whole,
+                left,
+                stalled,
+            }) = under_way.take()
+            {
+                // A stalled capture's walk makes no progress of its own
+                // (only batches write keys) until the sweep is overdue.
+                let budget = match (left, stalled) {
+                    (0, _) => usize::MAX,
+                    (_, true) => 0,
+                    _ => 64,
+                };
+                if stalled && spread.batches_since_sweep == 0 {
+                    overdue_sweeps += 1;
+                }
                 match spread.continue_capture(budget) {
                     Some(done) => {
                         extend(&mut spread_chains, &whole, done.parts, done.deltas);
@@ -190,7 +216,12 @@ fn a_spread_capture_holds_the_state_at_its_barrier() {
                     }
                     None => {
                         assert!(left > 0, "an unbounded budget finishes it");
-                        under_way = Some((at_barrier, whole, left - 1));
+                        under_way = Some(UnderWay {
+                            at_barrier,
+                            whole,
+                            left: left - 1,
+                            stalled,
+                        });
                     }
                 }
             }
@@ -218,10 +249,17 @@ fn a_spread_capture_holds_the_state_at_its_barrier() {
                 // (The two may differ in expired keys: a sweep waits for
                 // a capture under way.)
                 let at_barrier = contents(&spread);
-                under_way = Some((at_barrier, whole, rng.next(4) as u32));
+                let stalled = id.is_multiple_of(7);
+                under_way = Some(UnderWay {
+                    at_barrier,
+                    whole,
+                    left: if stalled { 400 } else { rng.next(4) as u32 },
+                    stalled,
+                });
             }
         }
-        assert!(id > 50, "seed {seed}: {id} checkpoints");
+        assert!(id > 30, "seed {seed}: {id} checkpoints");
+        assert!(overdue_sweeps > 0, "seed {seed}: no sweep was overdue");
         assert!(
             touched_before_written > 0,
             "seed {seed}: no batch came before its capture was written"
