@@ -255,8 +255,8 @@ pub struct CheckpointStat {
     /// Size of the checkpoint file.
     pub size_bytes: u64,
     /// How long capturing the state held the pipeline up: the longest
-    /// stretch any shard spent on it at once (marking at the barrier, or
-    /// writing a share of it between batches).
+    /// stretch any shard spent on it at once (at the barrier, or writing
+    /// a share of it between batches).
     pub stall: Duration,
     /// Key-group parts written whole, and as deltas.
     pub full_parts: usize,

@@ -34,6 +34,11 @@ pub(super) struct Pending {
     pub end: usize,
     /// The longest the writing held the window up at once.
     pub longest: Duration,
+    /// What each part took in the previous capture.
+    last: PartSizes,
+    /// What a whole part took there on average, for groups not written
+    /// whole then.
+    whole_average: Option<usize>,
 }
 
 /// Bytes a group's part took in the previous capture, to size its buffer
@@ -41,8 +46,16 @@ pub(super) struct Pending {
 pub(super) type PartSizes = HashMap<(bool, u32), usize>;
 
 impl Pending {
-    /// A capture of `end` keys stamped `epoch`.
-    pub fn new(epoch: u32, whole: Vec<bool>, end: usize) -> Self {
+    /// A capture of `end` keys stamped `epoch`, its buffers sized from
+    /// what the previous capture's parts took (`last`).
+    pub fn new(epoch: u32, whole: Vec<bool>, end: usize, last: PartSizes) -> Self {
+        let wholes: Vec<usize> = last
+            .iter()
+            .filter(|((w, _), _)| *w)
+            .map(|(_, &n)| n)
+            .collect();
+        let whole_average =
+            (!wholes.is_empty()).then(|| wholes.iter().sum::<usize>() / wholes.len());
         Pending {
             epoch,
             whole,
@@ -51,6 +64,8 @@ impl Pending {
             cursor: 0,
             end,
             longest: Duration::ZERO,
+            last,
+            whole_average,
         }
     }
 
@@ -60,21 +75,18 @@ impl Pending {
     /// what a whole group took on average. Growing it by doubling instead
     /// would copy it, and fault in fresh memory, inside a stretch of the
     /// pipeline's time.
-    pub fn part(&mut self, whole: bool, g: u32, header: u8, last: &PartSizes) -> &mut Vec<u8> {
+    pub fn part(&mut self, whole: bool, g: u32, header: u8) -> &mut Vec<u8> {
+        let guess =
+            self.last
+                .get(&(whole, g))
+                .copied()
+                .or(if whole { self.whole_average } else { None });
         let into = if whole {
             &mut self.parts
         } else {
             &mut self.deltas
         };
         into.entry(g).or_insert_with(|| {
-            let guess = last.get(&(whole, g)).copied().or_else(|| {
-                let sizes: Vec<usize> = last
-                    .iter()
-                    .filter(|((w, _), _)| *w == whole)
-                    .map(|(_, &n)| n)
-                    .collect();
-                (!sizes.is_empty()).then(|| sizes.iter().sum::<usize>() / sizes.len())
-            });
             // A little over, so a group a bit larger than last time fits.
             let bytes = guess.map_or(4096, |n| n + n / 8);
             let mut buf = part_buffer(bytes);

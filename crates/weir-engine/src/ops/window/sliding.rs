@@ -164,7 +164,7 @@ impl SlidingWindow {
         while spent < budget && pending.cursor < pending.end {
             let s = pending.cursor as u32;
             pending.cursor += 1;
-            spent += visit(&mut self.state, &self.layout, pending, s, &self.last_sizes);
+            spent += visit(&mut self.state, &self.layout, pending, s);
         }
         pending.held(began);
     }
@@ -188,7 +188,6 @@ fn visit(
     layout: &Layout,
     pending: &mut Pending,
     s: u32,
-    last: &PartSizes,
 ) -> usize {
     let (key, st) = state.entry_at(s as usize);
     if st.visited == pending.epoch {
@@ -200,7 +199,7 @@ fn visit(
     if !whole && !st.events.changed(layout) {
         return VISIT_COST;
     }
-    let buf = pending.part(whole, g, COMPACT_PART, last);
+    let buf = pending.part(whole, g, COMPACT_PART);
     let before = buf.len();
     if whole {
         st.events.write_full(key, buf);
@@ -284,13 +283,7 @@ impl Operator for SlidingWindow {
             let began = std::time::Instant::now();
             for &s in &slots {
                 if s != LATE {
-                    visit(
-                        &mut self.state,
-                        &self.layout,
-                        &mut pending,
-                        s,
-                        &self.last_sizes,
-                    );
+                    visit(&mut self.state, &self.layout, &mut pending, s);
                 }
             }
             pending.held(began);
@@ -445,12 +438,13 @@ impl Operator for SlidingWindow {
         debug_assert!(self.capture.is_none(), "one capture at a time");
         self.epoch = self.epoch.wrapping_add(1);
         let whole: Vec<bool> = (0..key_groups).map(full).collect();
-        let mut pending = Pending::new(self.epoch, whole, self.state.len());
+        let last = std::mem::take(&mut self.last_sizes);
+        let mut pending = Pending::new(self.epoch, whole, self.state.len(), last);
         // Removals first: a key removed and then seen again is both.
         for key in self.removed.drain(..) {
             let g = group_of(&key, key_groups);
             if !pending.whole[g as usize] {
-                write_removed(&key, pending.part(false, g, COMPACT_PART, &self.last_sizes));
+                write_removed(&key, pending.part(false, g, COMPACT_PART));
             }
         }
         self.capture = Some(pending);
