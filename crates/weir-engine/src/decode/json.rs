@@ -8,12 +8,16 @@
 
 use super::columns::{FieldDecl, Kind, Slot};
 
+mod shape;
+
 /// Parses records into slots for a fixed list of declared fields.
 pub struct JsonParser {
     fields: Vec<FieldDecl>,
     /// String values of the current record, unescaped.
     pub(crate) strings: Vec<u8>,
     key_scratch: Vec<u8>,
+    /// The key layout of the last record parsed in full (`shape.rs`).
+    shape: shape::Shape,
 }
 
 type Reason = String;
@@ -65,6 +69,7 @@ impl JsonParser {
             fields,
             strings: Vec::new(),
             key_scratch: Vec::new(),
+            shape: shape::Shape::default(),
         }
     }
 
@@ -72,11 +77,22 @@ impl JsonParser {
     pub fn parse(&mut self, record: &[u8], slots: &mut [Slot]) -> Result<(), Reason> {
         slots.iter_mut().for_each(|s| *s = Slot::Empty);
         self.strings.clear();
+        if self.shape.ready() {
+            if self.replay(record, slots) {
+                self.shape.hit();
+                return Ok(());
+            }
+            self.shape.missed();
+            slots.iter_mut().for_each(|s| *s = Slot::Empty);
+            self.strings.clear();
+        }
+        self.shape.begin();
         // Outside strings the grammar admits ASCII alone, and every string
         // body is checked as it is read (`string_end`), so a record that
         // parses is valid UTF-8. A record that does not is checked whole,
         // so that invalid UTF-8 is reported as such wherever it is.
         self.parse_object(record, slots)
+            .map(|()| self.shape.learned())
             .map_err(|reason| match std::str::from_utf8(record) {
                 Err(e) => format!("invalid UTF-8 at byte {}", e.valid_up_to()),
                 Ok(_) => reason,
@@ -94,9 +110,11 @@ impl JsonParser {
         } else {
             loop {
                 c.ws();
+                let key_start = c.i;
                 let field = self.key(&mut c, next_field)?;
                 c.ws();
                 c.expect(b':', "':'")?;
+                self.shape.key(&record[key_start..c.i], field);
                 c.ws();
                 match field {
                     Some(f) => {
@@ -233,9 +251,7 @@ fn number(c: &mut Cursor<'_>, field: &FieldDecl, out: &mut Slot) -> Result<(), R
         c.i += 1;
     }
     let digits_start = c.i;
-    while matches!(c.peek(), Some(b'0'..=b'9')) {
-        c.i += 1;
-    }
+    c.i += digit_run(&c.b[c.i..]);
     let (magnitude, overflow) = magnitude(&c.b[digits_start..c.i]);
     if c.i == digits_start {
         return Err(c.unexpected("a digit"));
@@ -326,6 +342,26 @@ fn number(c: &mut Cursor<'_>, field: &FieldDecl, out: &mut Slot) -> Result<(), R
         }
         Kind::Bool | Kind::Str => Err(out_of_range()),
     }
+}
+
+/// How many ASCII digits `b` starts with, eight bytes at a time.
+#[inline]
+fn digit_run(b: &[u8]) -> usize {
+    let mut n = 0;
+    while let Some(chunk) = b.get(n..n + 8) {
+        // Each byte less '0': a digit is then below 10. Adding 0x76 to
+        // the low seven bits sets a byte's top bit when they are 10 or
+        // more (no carry leaves the byte); a byte whose own top bit is
+        // set is no digit either.
+        let x = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8])) ^ 0x3030_3030_3030_3030;
+        let non_digits =
+            (((x & 0x7f7f_7f7f_7f7f_7f7f) + 0x7676_7676_7676_7676) | x) & 0x8080_8080_8080_8080;
+        if non_digits != 0 {
+            return n + non_digits.trailing_zeros() as usize / 8;
+        }
+        n += 8;
+    }
+    n + b[n..].iter().take_while(|d| d.is_ascii_digit()).count()
 }
 
 /// The value of a run of ASCII digits, and whether it overflowed `u64`.
@@ -449,12 +485,24 @@ impl BadString {
     }
 }
 
+/// How many bytes of a string body [`string_end`] looks at itself.
+const SHORT_STRING: usize = 16;
+
 /// The offset of the first `"` or `\\` in `rest` (a string body from its
 /// current position), checking the bytes before it: no control bytes,
 /// valid UTF-8.
 #[inline]
 fn string_end(rest: &[u8]) -> Result<usize, BadString> {
-    let n = memchr::memchr2(b'"', b'\\', rest).ok_or(BadString::Unterminated)?;
+    // Keys and most values are short: look at the first bytes in line
+    // before calling the vectorised search.
+    let head = &rest[..rest.len().min(SHORT_STRING)];
+    let n = match head.iter().position(|&b| b == b'"' || b == b'\\') {
+        Some(n) => n,
+        None => {
+            memchr::memchr2(b'"', b'\\', &rest[head.len()..]).ok_or(BadString::Unterminated)?
+                + head.len()
+        }
+    };
     let chunk = &rest[..n];
     // One branch-free pass (it vectorises): is any byte outside printable
     // ASCII? Only then look closer.

@@ -173,3 +173,103 @@ proptest::proptest! {
         }
     }
 }
+
+/// One record in the shape of the stream at hand, or off it: `pick`
+/// chooses the key order, the spacing, undeclared and duplicated keys and
+/// values the declared types reject.
+fn record(pick: &[u8; 8], id: u64, amount: i64, country: &str) -> String {
+    let sep = if pick[0].is_multiple_of(8) { ", " } else { "," };
+    let colon = if pick[1].is_multiple_of(8) { ": " } else { ":" };
+    let id_value = match pick[2] % 16 {
+        0 => format!("-{id}"),
+        1 => format!("{id}.5"),
+        2 => "null".to_string(),
+        _ => id.to_string(),
+    };
+    let amount_value = match pick[3] % 16 {
+        0 => format!("\"{amount}\""),
+        1 => "99999999999999999999".to_string(),
+        _ => amount.to_string(),
+    };
+    let mut fields = vec![
+        format!("\"id\"{colon}{id_value}"),
+        format!("\"amount\"{colon}{amount_value}"),
+        format!(
+            "\"country\"{colon}{}",
+            serde_json::to_string(country).unwrap()
+        ),
+    ];
+    match pick[4] % 4 {
+        0 => fields.push(format!("\"score\"{colon}{}.25", id % 100)),
+        1 => fields.push(format!("\"score\"{colon}null")),
+        _ => {}
+    }
+    if pick[5].is_multiple_of(8) {
+        fields.insert(1, format!("\"extra\"{colon}[1,{{\"a\":\"b\"}}]"));
+    }
+    if pick[6].is_multiple_of(16) {
+        fields.swap(0, 2);
+    }
+    if pick[6] % 16 == 1 {
+        fields.push(format!("\"id\"{colon}{}", id / 2));
+    }
+    let tail = match pick[7] % 32 {
+        0 => " ",
+        1 => "x",
+        _ => "",
+    };
+    format!("{{{}}}{tail}", fields.join(sep))
+}
+
+proptest::proptest! {
+    #[test]
+    fn digit_runs_are_counted_exactly(bytes in proptest::collection::vec(
+        proptest::prop_oneof![b'0'..=b'9', proptest::num::u8::ANY], 0..40)
+    ) {
+        let want = bytes.iter().take_while(|b| b.is_ascii_digit()).count();
+        proptest::prop_assert_eq!(digit_run(&bytes), want);
+    }
+
+    /// A parser that has learned the stream's shape gives every record
+    /// the slots, strings and reason a fresh parser gives it.
+    #[test]
+    fn a_learned_shape_parses_as_a_fresh_parser_does(
+        records in proptest::collection::vec(
+            (proptest::array::uniform8(proptest::num::u8::ANY), proptest::num::u64::ANY,
+             proptest::num::i64::ANY, "[a-zA-Z\"\\\\é\u{1}]{0,20}"),
+            1..60,
+        )
+    ) {
+        let mut reused = JsonParser::new(fields());
+        for (pick, id, amount, country) in &records {
+            let rec = record(pick, *id, *amount, country);
+            let mut slots = vec![Slot::Empty; 4];
+            let got = reused.parse(rec.as_bytes(), &mut slots).map(|()| (slots, reused.strings.clone()));
+            proptest::prop_assert_eq!(got, parse(&rec), "{}", rec);
+        }
+    }
+}
+
+#[test]
+fn a_learned_shape_is_replayed_and_left_when_records_change() {
+    let mut p = JsonParser::new(fields());
+    let mut slots = vec![Slot::Empty; 4];
+    let same = |id: u64| format!(r#"{{"id":{id},"amount":-3,"country":"GB","score":1.5}}"#);
+    for id in 0..5 {
+        p.parse(same(id).as_bytes(), &mut slots).unwrap();
+        assert_eq!(slots[0], Slot::UInt(id));
+        assert_eq!(slots[3], Slot::Float(1.5));
+    }
+    assert_eq!(p.shape.misses(), 0);
+    // Another order: the replay gives up, the record still parses.
+    let moved = r#"{"amount":4,"id":9,"country":"US"}"#;
+    p.parse(moved.as_bytes(), &mut slots).unwrap();
+    assert_eq!(
+        (slots[0], slots[1], slots[3]),
+        (Slot::UInt(9), Slot::Int(4), Slot::Empty)
+    );
+    assert_eq!(p.shape.misses(), 1);
+    // A required field gone: the reason is the general parser's.
+    let err = p.parse(br#"{"id":9,"amount":4}"#, &mut slots).unwrap_err();
+    assert_eq!(err, "missing field `country`");
+}
