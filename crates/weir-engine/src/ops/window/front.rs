@@ -11,6 +11,7 @@
 //! out-of-order event (inserted behind the newest) gets: its own window
 //! is not the front window.
 
+use smallvec::SmallVec;
 use weir_config::{Aggregate, AggregateFunction};
 
 use super::super::aggregate::{InputKind, Value};
@@ -165,10 +166,15 @@ fn as_f64(bits: u64, float: bool) -> f64 {
     }
 }
 
+/// How many accumulators a key holds in line, in its own state: reading
+/// them is then no cache miss of its own (most windows compute a few
+/// aggregates; more spill to the heap).
+const INLINE_AGGREGATES: usize = 3;
+
 /// Running aggregates of a window over events laid out as
 /// [`Layout`] says.
 pub(super) struct FrontWindow {
-    pub(super) aggs: Vec<Running>,
+    pub(super) aggs: SmallVec<[Running; INLINE_AGGREGATES]>,
 }
 
 impl FrontWindow {
@@ -183,14 +189,16 @@ impl FrontWindow {
         }
     }
 
-    /// Prefetches the accumulators.
+    /// Prefetches the accumulators where they spilled to the heap.
     #[inline]
     pub(super) fn prefetch(&self) {
-        crate::prefetch::prefetch(self.aggs.as_ptr());
+        if self.aggs.spilled() {
+            crate::prefetch::prefetch(self.aggs.as_ptr());
+        }
     }
 
-    /// Prefetches the extremes' deques (read the accumulators first:
-    /// after [`FrontWindow::prefetch`]).
+    /// Prefetches the extremes' deques (reads the accumulators: after the
+    /// state holding them, and [`FrontWindow::prefetch`]).
     #[inline]
     pub(super) fn prefetch_deques(&self) {
         for a in &self.aggs {

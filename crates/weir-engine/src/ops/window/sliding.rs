@@ -290,18 +290,31 @@ impl Operator for SlidingWindow {
             self.capture = Some(pending);
         }
         let mut entry: Vec<u64> = Vec::with_capacity(layout.stride(true));
+        // Accumulators in line (`front.rs`) are read with the state; ones
+        // spilled to the heap take one more stage.
+        let spilled = self.scratch.aggs.spilled();
         for row in 0..rows {
             if let Some(&s) = slots.get(row + AHEAD).filter(|&&s| s != LATE) {
-                let p = self.state.address(s as usize);
-                prefetch(p);
-                prefetch(p.cast::<u8>().wrapping_add(64));
+                let p = self.state.address(s as usize).cast::<u8>();
+                let size = std::mem::size_of::<SlidingState>();
+                for line in (0..size).step_by(64) {
+                    prefetch(p.wrapping_add(line));
+                }
+                prefetch(p.wrapping_add(size - 1));
             }
             if let Some(&s) = slots.get(row + AHEAD / 2).filter(|&&s| s != LATE) {
                 let st = self.state.peek(s as usize);
                 st.events.prefetch();
-                st.running.prefetch();
+                if spilled {
+                    st.running.prefetch();
+                } else {
+                    st.running.prefetch_deques();
+                }
             }
-            if let Some(&s) = slots.get(row + AHEAD / 4).filter(|&&s| s != LATE) {
+            if let Some(&s) = slots
+                .get(row + AHEAD / 4)
+                .filter(|&&s| spilled && s != LATE)
+            {
                 self.state.peek(s as usize).running.prefetch_deques();
             }
             let slot = slots[row];
