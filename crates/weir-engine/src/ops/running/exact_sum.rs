@@ -161,7 +161,10 @@ impl ExactSum {
 /// back (unlike a checked fold, whose NULL depends on the order).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct IntSum {
-    sum: i128,
+    /// The i128 sum in two halves: eight-byte aligned, so the sum packs
+    /// beside other accumulators without padding.
+    lo: u64,
+    hi: i64,
 }
 
 impl IntSum {
@@ -170,35 +173,46 @@ impl IntSum {
         Self::default()
     }
 
+    #[inline]
+    fn sum(&self) -> i128 {
+        ((self.hi as i128) << 64) | self.lo as i128
+    }
+
+    #[inline]
+    fn set(&mut self, sum: i128) {
+        self.lo = sum as u64;
+        self.hi = (sum >> 64) as i64;
+    }
+
     /// Adds `x`.
     #[inline]
     pub fn add(&mut self, x: i64) {
-        self.sum += x as i128;
+        self.set(self.sum() + x as i128);
     }
 
     /// Removes `x`, which must have been added.
     #[inline]
     pub fn remove(&mut self, x: i64) {
-        self.sum -= x as i128;
+        self.set(self.sum() - x as i128);
     }
 
     /// The sum, or `None` when it does not fit in an i64.
     #[inline]
     pub fn value(&self) -> Option<i64> {
-        i64::try_from(self.sum).ok()
+        i64::try_from(self.sum()).ok()
     }
 
     /// Writes the state for a checkpoint.
     pub fn save(&self, w: &mut StateWriter<'_>) {
-        w.i64(self.sum as i64);
-        w.i64((self.sum >> 64) as i64);
+        w.i64(self.lo as i64);
+        w.i64(self.hi);
     }
 
     /// Reads back what [`IntSum::save`] wrote.
     pub fn load(r: &mut StateReader<'_>) -> Result<Self, Damaged> {
-        let lo = r.i64()? as u64 as i128;
-        let hi = (r.i64()? as i128) << 64;
-        Ok(IntSum { sum: hi | lo })
+        let lo = r.i64()? as u64;
+        let hi = r.i64()?;
+        Ok(IntSum { lo, hi })
     }
 }
 

@@ -24,8 +24,9 @@ pub(super) enum Running {
     Count(i64),
     /// Integer sum and the number of values in it.
     IntSum(IntSum, i64),
-    /// Float sum and the number of values in it.
-    FloatSum(ExactSum, i64),
+    /// Float sum and the number of values in it (boxed: an exact sum is
+    /// six words, and the largest variant sizes every accumulator).
+    FloatSum(Box<ExactSum>, i64),
     /// Integer min or max.
     IntExt(Extremes<i64>),
     /// Float min or max.
@@ -42,7 +43,7 @@ impl Running {
         let float = kind == InputKind::Float;
         match agg.function {
             AggregateFunction::Count => Running::Count(0),
-            AggregateFunction::Sum if float => Running::FloatSum(ExactSum::new(), 0),
+            AggregateFunction::Sum if float => Running::FloatSum(Box::new(ExactSum::new()), 0),
             AggregateFunction::Sum => Running::IntSum(IntSum::new(), 0),
             AggregateFunction::Min | AggregateFunction::Max => {
                 let max = agg.function == AggregateFunction::Max;
@@ -71,7 +72,7 @@ impl Running {
                 *n = 0;
             }
             Running::FloatSum(s, n) => {
-                *s = ExactSum::new();
+                **s = ExactSum::new();
                 *n = 0;
             }
             Running::IntExt(e) => e.clear(),
