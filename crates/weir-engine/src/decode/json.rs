@@ -252,7 +252,7 @@ fn number(c: &mut Cursor<'_>, field: &FieldDecl, out: &mut Slot) -> Result<(), R
     }
     let digits_start = c.i;
     c.i += digit_run(&c.b[c.i..]);
-    let (magnitude, overflow) = magnitude(&c.b[digits_start..c.i]);
+    let (magnitude, overflow) = magnitude_in(c.b, digits_start, c.i);
     if c.i == digits_start {
         return Err(c.unexpected("a digit"));
     }
@@ -362,6 +362,36 @@ fn digit_run(b: &[u8]) -> usize {
         n += 8;
     }
     n + b[n..].iter().take_while(|d| d.is_ascii_digit()).count()
+}
+
+/// Powers of ten below 10^8.
+const POW10: [u64; 8] = [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000];
+
+/// The value of the ASCII digits `b[start..end]`, and whether it
+/// overflowed `u64`: as [`magnitude`], with the digits after the last
+/// whole eight read as one word too (the eight bytes that end with them,
+/// the bytes before them masked to zeros), where the record has eight
+/// bytes to read there.
+#[inline]
+fn magnitude_in(b: &[u8], start: usize, end: usize) -> (u64, bool) {
+    let n = end - start;
+    let word = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap_or([0; 8]));
+    if n > 19 || end < 8 {
+        return magnitude(&b[start..end]);
+    }
+    // At most 19 digits: no overflow.
+    let mut m = 0u64;
+    let mut at = start;
+    while at + 8 <= end {
+        m = m * 100_000_000 + eight_digits(word(at));
+        at += 8;
+    }
+    let rest = end - at;
+    if rest > 0 {
+        let tail = word(end - 8) & (u64::MAX << (8 * (8 - rest)));
+        m = m * POW10[rest] + eight_digits(tail);
+    }
+    (m, false)
 }
 
 /// The value of a run of ASCII digits, and whether it overflowed `u64`.

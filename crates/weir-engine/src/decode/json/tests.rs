@@ -156,6 +156,10 @@ proptest::proptest! {
         let text = v.to_string();
         let (m, overflow) = magnitude(text.as_bytes());
         proptest::prop_assert_eq!((m, overflow), (v, false));
+        // Read in place, after other bytes (digits among them).
+        let placed = format!("{}{text}", "7".repeat(zeros * 4 + 1));
+        let start = placed.len() - text.len();
+        proptest::prop_assert_eq!(magnitude_in(placed.as_bytes(), start, placed.len()), (v, false));
         // Longer runs, up to and past u64::MAX, flag overflow exactly.
         let long = format!("{text}{}", "9".repeat(zeros * 5));
         let want = long.parse::<u64>();
