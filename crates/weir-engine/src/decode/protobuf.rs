@@ -183,10 +183,19 @@ fn wire_for(decl: &FieldDecl, kind: &PKind) -> Option<Wire> {
     ok.then_some(w)
 }
 
+/// Field numbers below this are looked up in a table indexed by the
+/// number (messages number their fields from 1, mostly below 16): a hash
+/// per field of every record cost about a sixth of decoding.
+const DENSE_NUMBERS: usize = 128;
+
 /// Reads protobuf records into slots.
 pub struct ProtoParser {
     fields: Vec<FieldDecl>,
-    by_number: HashMap<u32, (usize, Wire)>,
+    /// Declared fields by number below [`DENSE_NUMBERS`]: their index and
+    /// wire reading.
+    dense: Vec<Option<(usize, Wire)>>,
+    /// Declared fields with larger numbers.
+    sparse: HashMap<u32, (usize, Wire)>,
     defaults: Vec<Slot>,
     /// String values of the current record.
     pub(crate) strings: Vec<u8>,
@@ -195,7 +204,8 @@ pub struct ProtoParser {
 impl ProtoParser {
     /// Maps declared fields onto the message's fields by name.
     pub fn new(fields: Vec<FieldDecl>, message: &MessageDescriptor) -> Result<Self, String> {
-        let mut by_number = HashMap::new();
+        let mut dense = vec![None; DENSE_NUMBERS];
+        let mut sparse = HashMap::new();
         let mut defaults = Vec::new();
         for (i, decl) in fields.iter().enumerate() {
             let f = message.get_field_by_name(&decl.name).ok_or_else(|| {
@@ -222,7 +232,12 @@ impl ProtoParser {
                     decl.kind.name()
                 )
             })?;
-            by_number.insert(f.number(), (i, wire));
+            match dense.get_mut(f.number() as usize) {
+                Some(slot) => *slot = Some((i, wire)),
+                None => {
+                    sparse.insert(f.number(), (i, wire));
+                }
+            }
             // proto3: an absent scalar means its default; optional fields
             // declared optional in the pipeline become null instead.
             defaults.push(if decl.optional || f.supports_presence() {
@@ -239,7 +254,8 @@ impl ProtoParser {
         }
         Ok(ProtoParser {
             fields,
-            by_number,
+            dense,
+            sparse,
             defaults,
             strings: Vec::new(),
         })
@@ -256,7 +272,10 @@ impl ProtoParser {
             if number == 0 {
                 return Err("malformed protobuf: field number 0".into());
             }
-            let target = self.by_number.get(&number).copied();
+            let target = match self.dense.get(number as usize) {
+                Some(t) => *t,
+                None => self.sparse.get(&number).copied(),
+            };
             match wire_type {
                 0 => {
                     let v = varint(&mut b).ok_or("malformed protobuf: bad varint")?;
@@ -401,4 +420,78 @@ fn varint(b: &mut &[u8]) -> Option<u64> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Appends a varint.
+    fn varint_bytes(mut v: u64, out: &mut Vec<u8>) {
+        while v >= 0x80 {
+            out.push(v as u8 | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+
+    #[test]
+    fn fields_are_found_by_small_and_large_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let proto = dir.path().join("m.proto");
+        std::fs::write(
+            &proto,
+            "syntax = \"proto3\";\npackage t;\nmessage M {\n  uint64 a = 1;\n  int64 b = 127;\n  \
+             uint64 c = 128;\n  string d = 5000;\n  uint64 e = 536870911;\n  uint64 skipped = 2;\n}\n",
+        )
+        .unwrap();
+        let message = load_message(&ProtoMessage {
+            schema_file: proto,
+            message: "t.M".into(),
+        })
+        .unwrap();
+        let decl = |name: &str, kind| FieldDecl {
+            name: name.into(),
+            kind,
+            optional: false,
+        };
+        let mut parser = ProtoParser::new(
+            vec![
+                decl("e", Kind::U64),
+                decl("d", Kind::Str),
+                decl("c", Kind::U64),
+                decl("b", Kind::I64),
+                decl("a", Kind::U64),
+            ],
+            &message,
+        )
+        .unwrap();
+        let mut record = Vec::new();
+        for (number, value) in [
+            (1u64, 11u64),
+            (127, 7),
+            (128, 12),
+            (2, 99),
+            (536_870_911, 13),
+        ] {
+            varint_bytes(number << 3, &mut record);
+            varint_bytes(value, &mut record);
+        }
+        varint_bytes((5000 << 3) | 2, &mut record);
+        varint_bytes(2, &mut record);
+        record.extend_from_slice(b"hi");
+        let mut slots = vec![Slot::Empty; 5];
+        parser.parse(&record, &mut slots).unwrap();
+        assert_eq!(
+            slots,
+            vec![
+                Slot::UInt(13),
+                Slot::Str(0, 2),
+                Slot::UInt(12),
+                Slot::Int(7),
+                Slot::UInt(11)
+            ]
+        );
+        assert_eq!(parser.strings, b"hi");
+    }
 }
