@@ -102,10 +102,10 @@ impl Shape {
 }
 
 impl JsonParser {
-    /// Parses `record` by replaying the learned shape: `Ok(true)` when it
-    /// parsed (slots and strings hold its values), `Ok(false)` when it
-    /// differs from the shape somewhere (slots and strings are then
-    /// partly written; the caller starts over).
+    /// Parses `record` by replaying the learned shape: true when it parsed
+    /// (slots and strings hold its values), false when it differs from the
+    /// shape somewhere (slots and strings are then partly written; the
+    /// caller starts over).
     pub(super) fn replay(&mut self, record: &[u8], slots: &mut [Slot]) -> bool {
         if record.first() != Some(&b'{') {
             return false;
